@@ -1,0 +1,138 @@
+"""The BBBC021 metadata as published: image table + MoA table -> labelled fields.
+
+The image table has one row per field (three channel files); the MoA table maps a
+(compound, concentration) treatment to its mechanism of action. They are joined on the
+compound name and the concentration compared as a number ("0.3" == "0.300000").
+Copies found in the wild differ in line endings (LF, CRLF, CR), quoting and a UTF-8 BOM;
+the csv module with newline="" and utf-8-sig reads them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_CSV = "BBBC021_v1_image.csv"
+MOA_CSV = "BBBC021_v1_moa.csv"
+
+# The model's channel order, and BBBC021's wavelength number for each stain.
+CHANNELS = ("DAPI", "Tubulin", "Actin")
+WAVELENGTHS = {"DAPI": 1, "Tubulin": 2, "Actin": 4}
+
+IMAGE_COLUMNS = (
+    "TableNumber", "ImageNumber",
+    "Image_FileName_DAPI", "Image_PathName_DAPI",
+    "Image_FileName_Tubulin", "Image_PathName_Tubulin",
+    "Image_FileName_Actin", "Image_PathName_Actin",
+    "Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Replicate",
+    "Image_Metadata_Compound", "Image_Metadata_Concentration",
+)
+MOA_COLUMNS = ("compound", "concentration", "moa")
+
+SITE_IN_NAME = re.compile(r"_s(\d+)_w\d", re.IGNORECASE)
+
+
+class MetadataError(ValueError):
+    """A metadata table is missing, unreadable or lacks a column; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One imaged field: three channel files and what was done to the well."""
+
+    plate: str
+    well: str
+    site: int
+    week: str
+    compound: str
+    concentration: float
+    moa: str | None
+    paths: tuple[Path, ...]  # in CHANNELS order
+    image_number: int = 0
+
+    @property
+    def treatment(self) -> str:
+        return f"{self.compound}@{self.concentration:g}"
+
+
+def concentration_key(value: str | float) -> float:
+    """Concentrations compared as numbers: '0.3', '0.300000' and 3e-1 are one treatment."""
+    return round(float(value), 9)
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts with stripped keys and values; any line ending or quoting."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"{path}: not UTF-8 text ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        raise MetadataError(f"{path}: empty file")
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    header = {(k or "").strip() for k in reader.fieldnames}
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise MetadataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
+
+
+def read_moa_table(path: Path) -> dict[tuple[str, float], str]:
+    """(compound, concentration) -> mechanism of action."""
+    moa = {}
+    for line, row in enumerate(read_table(path, MOA_COLUMNS), start=2):
+        try:
+            moa[(row["compound"], concentration_key(row["concentration"]))] = row["moa"]
+        except ValueError as exc:
+            raise MetadataError(f"{path}, line {line}: bad concentration {row['concentration']!r}") from exc
+    return moa
+
+
+def site_of(file_name: str) -> int:
+    match = SITE_IN_NAME.search(file_name)
+    if not match:
+        raise ValueError(f"no site (_sN_wN) in file name {file_name!r}")
+    return int(match.group(1))
+
+
+def load_fields(root: Path, labelled_only: bool = True) -> list[Field]:
+    """Fields of a BBBC021-layout folder, joined with their MoA (None when unlabelled)."""
+    root = Path(root)
+    moa = read_moa_table(root / MOA_CSV)
+    image_csv = root / IMAGE_CSV
+    fields = []
+    for line, row in enumerate(read_table(image_csv, IMAGE_COLUMNS), start=2):
+        try:
+            concentration = float(row["Image_Metadata_Concentration"])
+            site = site_of(row["Image_FileName_DAPI"])
+        except ValueError as exc:
+            raise MetadataError(f"{image_csv}, line {line}: {exc}") from exc
+        label = moa.get((row["Image_Metadata_Compound"], concentration_key(concentration)))
+        if labelled_only and label is None:
+            continue
+        path_dapi = row["Image_PathName_DAPI"].replace("\\", "/")
+        fields.append(Field(
+            plate=row["Image_Metadata_Plate_DAPI"],
+            well=row["Image_Metadata_Well_DAPI"],
+            site=site,
+            week=path_dapi.split("/")[0],
+            compound=row["Image_Metadata_Compound"],
+            concentration=concentration,
+            moa=label,
+            paths=tuple(
+                root / row[f"Image_PathName_{c}"].replace("\\", "/") / row[f"Image_FileName_{c}"]
+                for c in CHANNELS
+            ),
+            image_number=int(row["ImageNumber"] or 0),
+        ))
+    return fields
+
+
+def class_names(fields: list[Field]) -> list[str]:
+    """The sorted MoA names present: the model's output order."""
+    return sorted({f.moa for f in fields if f.moa is not None})

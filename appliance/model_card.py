@@ -1,0 +1,87 @@
+"""The model card: everything the runtime needs, carried inside the exported model files.
+
+`export/` writes it as ONNX metadata_props and OpenVINO rt_info (["model_info", key]), as flat
+string keys; `appliance/` reads it back and refuses a model whose card is missing or does not
+agree with the network's own input and output shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from appliance.normalization import Normalization
+
+CARD_VERSION = "1"
+KEYS = ("card_version", "model_type", "labels", "channels", "input_height", "input_width",
+        "bit_depth", "normalization", "run_id", "weights_sha256", "precision")
+
+
+class ModelCardError(ValueError):
+    """The model's metadata is missing or inconsistent."""
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    labels: tuple[str, ...]
+    channels: tuple[str, ...]
+    input_height: int
+    input_width: int
+    normalization: Normalization
+    run_id: str
+    weights_sha256: str
+    bit_depth: int = 16
+    model_type: str = "mcnn"
+    precision: str = "f32"
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.input_height, self.input_width)
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat string map, as ONNX metadata_props and OpenVINO rt_info store it."""
+        return {
+            "card_version": CARD_VERSION,
+            "model_type": self.model_type,
+            "labels": json.dumps(list(self.labels)),
+            "channels": json.dumps(list(self.channels)),
+            "input_height": str(self.input_height),
+            "input_width": str(self.input_width),
+            "bit_depth": str(self.bit_depth),
+            "normalization": json.dumps(self.normalization.to_dict()),
+            "run_id": self.run_id,
+            "weights_sha256": self.weights_sha256,
+            "precision": self.precision,
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str = "model") -> "ModelCard":
+        missing = [k for k in KEYS if k not in meta]
+        if missing:
+            raise ModelCardError(f"{source}: model card incomplete, missing {', '.join(missing)} "
+                                 "(was it exported by `mcnn-appliance export`?)")
+        if meta["card_version"] != CARD_VERSION:
+            raise ModelCardError(f"{source}: model card version {meta['card_version']}, "
+                                 f"this runtime reads version {CARD_VERSION}")
+        try:
+            card = cls(
+                labels=tuple(json.loads(meta["labels"])),
+                channels=tuple(json.loads(meta["channels"])),
+                input_height=int(meta["input_height"]),
+                input_width=int(meta["input_width"]),
+                bit_depth=int(meta["bit_depth"]),
+                normalization=Normalization.from_dict(json.loads(meta["normalization"])),
+                run_id=meta["run_id"],
+                weights_sha256=meta["weights_sha256"],
+                model_type=meta["model_type"],
+                precision=meta["precision"],
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ModelCardError(f"{source}: model card unreadable: {exc}") from exc
+        if len(card.normalization.mean) != len(card.channels):
+            raise ModelCardError(f"{source}: normalisation has {len(card.normalization.mean)} "
+                                 f"channels, the card names {len(card.channels)}")
+        if not card.labels or len(set(card.labels)) != len(card.labels):
+            raise ModelCardError(f"{source}: class labels missing or repeated: {card.labels}")
+        return card
