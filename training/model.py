@@ -1,0 +1,115 @@
+"""The multiscale CNN (M-CNN) of Godinez et al. 2017, as trained by Datta et al. 2019.
+
+Seven columns look at the same field at seven scales: column k max-pools the input by
+2**k, then runs three 5x5 "same" convolutions with ReLU. Every column is then max-pooled to
+the grid of the coarsest one (16x20 for a 1024x1280 field), the columns are concatenated,
+fused by a 1x1 convolution, pooled once more and classified by two linear layers.
+All shapes derive from `MCNNConfig`; nothing below is written in for one input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class MCNNConfig:
+    height: int = 1024
+    width: int = 1280
+    in_channels: int = 3
+    num_classes: int = 13
+    column_widths: tuple[int, ...] = (16, 16, 16, 32, 32, 32, 64)  # one column per scale
+    convs_per_column: int = 3
+    kernel_size: int = 5
+    fused_channels: int = 1024  # the 1x1 convolution after concatenation
+    final_pool: int = 2
+    hidden: int = 512  # the penultimate features: the field's embedding
+
+    def __post_init__(self):
+        object.__setattr__(self, "column_widths", tuple(self.column_widths))
+        step = self.coarsest_pool * self.final_pool
+        if self.height % step or self.width % step:
+            raise ValueError(f"input {self.height}x{self.width} must be divisible by {step} "
+                             f"({self.num_scales} scales and a final pool of {self.final_pool})")
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.column_widths)
+
+    @property
+    def coarsest_pool(self) -> int:
+        return 2 ** (self.num_scales - 1)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Where all columns meet: the coarsest column's resolution."""
+        return self.height // self.coarsest_pool, self.width // self.coarsest_pool
+
+    @property
+    def flat_features(self) -> int:
+        gh, gw = self.grid
+        return self.fused_channels * (gh // self.final_pool) * (gw // self.final_pool)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["column_widths"] = list(self.column_widths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MCNNConfig":
+        return cls(**{**d, "column_widths": tuple(d["column_widths"])})
+
+
+class Column(nn.Module):
+    """One scale: pool the input down, convolve at that scale, pool to the common grid."""
+
+    def __init__(self, in_channels: int, width: int, convs: int, kernel: int, pool_in: int, pool_out: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.MaxPool2d(pool_in)] if pool_in > 1 else []
+        for i in range(convs):
+            layers += [nn.Conv2d(in_channels if i == 0 else width, width, kernel, padding="same"),
+                       nn.ReLU(inplace=True)]
+        if pool_out > 1:
+            layers.append(nn.MaxPool2d(pool_out))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class MCNN(nn.Module):
+    def __init__(self, config: MCNNConfig):
+        super().__init__()
+        self.config = c = config
+        self.columns = nn.ModuleList(
+            Column(c.in_channels, width, c.convs_per_column, c.kernel_size,
+                   pool_in=2 ** k, pool_out=c.coarsest_pool // 2 ** k)
+            for k, width in enumerate(c.column_widths)
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(sum(c.column_widths), c.fused_channels, 1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(c.final_pool), nn.Flatten(),
+            nn.Linear(c.flat_features, c.hidden), nn.ReLU(inplace=True),
+        )
+        self.head = nn.Linear(c.hidden, c.num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, H, W) normalised fields -> (batch, hidden) embeddings."""
+        return self.fuse(torch.cat([column(x) for column in self.columns], dim=1))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

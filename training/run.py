@@ -1,0 +1,92 @@
+"""A training run on disk: what `export` and `evaluate` need to rebuild the model, no pickle.
+
+    RUN/weights.safetensors   the state dict
+    RUN/run.json              model config, labels, channels, normalisation, run id, weights hash,
+                              training arguments and versions
+    RUN/metrics.csv           one row per epoch (written by the loop)
+    RUN/split.csv             which field went to train and which to validation
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from appliance.model_card import ModelCard
+from appliance.normalization import Normalization
+from training.model import MCNN, MCNNConfig
+
+WEIGHTS = "weights.safetensors"
+RUN_JSON = "run.json"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomically(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_run(run_dir: Path, model: MCNN, info: dict) -> dict:
+    """Save the weights and run.json; returns run.json's content (with the weights' hash)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    write_atomically(run_dir / WEIGHTS, lambda p: save_file(state, str(p)))
+    info = {**info, "model_config": model.config.to_dict(), "weights": WEIGHTS,
+            "weights_sha256": sha256_of(run_dir / WEIGHTS)}
+    write_atomically(run_dir / RUN_JSON, lambda p: p.write_text(json.dumps(info, indent=2)))
+    return info
+
+
+def read_run_info(run_dir: Path) -> dict:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run_dir} a run written by `mcnn-appliance train`?")
+    return json.loads(path.read_text())
+
+
+def load_run(run_dir: Path) -> tuple[MCNN, dict]:
+    """Rebuild the trained model from a run folder (safetensors: no pickle)."""
+    info = read_run_info(run_dir)
+    weights = Path(run_dir) / info["weights"]
+    if sha256_of(weights) != info["weights_sha256"]:
+        raise ValueError(f"{weights}: SHA-256 differs from run.json; the weights were changed")
+    model = MCNN(MCNNConfig.from_dict(info["model_config"]))
+    model.load_state_dict(load_file(str(weights)))
+    return model.eval(), info
+
+
+def model_card(info: dict) -> ModelCard:
+    """The card the exported model carries, from a run's run.json."""
+    config = MCNNConfig.from_dict(info["model_config"])
+    return ModelCard(
+        labels=tuple(info["labels"]),
+        channels=tuple(info["channels"]),
+        input_height=config.height,
+        input_width=config.width,
+        normalization=Normalization.from_dict(info["normalization"]),
+        run_id=info["run_id"],
+        weights_sha256=info["weights_sha256"],
+    )
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Use the cores this process may run on (cgroup/affinity), not the host's count."""
+    threads = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    return threads
