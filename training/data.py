@@ -1,0 +1,73 @@
+"""Fields as training examples: split, read, normalise, augment without changing geometry."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from appliance.imageio import read_field
+from appliance.metadata import Field
+from appliance.normalization import Normalization
+
+SPLIT_COLUMNS = ("plate", "well", "site", "moa", "split", "path_dapi", "path_tubulin", "path_actin")
+
+
+def stratified_split(fields: list[Field], val_fraction: float, seed: int) -> tuple[list[Field], list[Field]]:
+    """Hold out a fraction of every class's fields (at least one where a class has two or more)."""
+    by_class: dict[str, list[Field]] = defaultdict(list)
+    for f in fields:
+        by_class[f.moa].append(f)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for moa in sorted(by_class):
+        members = by_class[moa]
+        order = rng.permutation(len(members))
+        n_val = 0 if val_fraction <= 0 or len(members) < 2 else max(1, round(len(members) * val_fraction))
+        val += [members[i] for i in order[:n_val]]
+        train += [members[i] for i in order[n_val:]]
+    return train, val
+
+
+def write_split(path: Path, train: list[Field], val: list[Field]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(SPLIT_COLUMNS)
+        for name, part in (("train", train), ("val", val)):
+            for fld in part:
+                writer.writerow([fld.plate, fld.well, fld.site, fld.moa, name, *map(str, fld.paths)])
+
+
+def spread_sample(fields: list[Field], n: int) -> list[Field]:
+    """Up to n fields spread evenly over the list (which is grouped by class)."""
+    if len(fields) <= n:
+        return list(fields)
+    return [fields[i] for i in np.linspace(0, len(fields) - 1, n).round().astype(int)]
+
+
+class FieldDataset(Dataset):
+    """(normalised field, class index); with augment, random flips (and so 180-degree turns)."""
+
+    def __init__(self, fields: list[Field], labels: list[str], size: tuple[int, int],
+                 normalization: Normalization, augment: bool = False, seed: int = 0):
+        self.fields, self.size, self.norm, self.augment = fields, size, normalization, augment
+        self.index = {name: i for i, name in enumerate(labels)}
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        field = self.fields[i]
+        x = self.norm.apply(read_field(field.paths, self.size))
+        if self.augment:
+            rng = np.random.default_rng((self.seed, self.epoch, i))
+            if rng.random() < 0.5:
+                x = x[:, :, ::-1]
+            if rng.random() < 0.5:
+                x = x[:, ::-1, :]
+        return torch.from_numpy(np.ascontiguousarray(x)), self.index[field.moa]

@@ -1,0 +1,195 @@
+"""Training the M-CNN on BBBC021-layout data, top to bottom.
+
+    fields -> stratified split -> normalisation fitted on training fields -> model
+    -> epochs of (train, validate, metrics row, save) -> a run folder export can read.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import platform
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+import appliance
+from appliance.imageio import read_field
+from appliance.metadata import CHANNELS, class_names, load_fields
+from appliance.normalization import fit_normalization
+from training.data import FieldDataset, spread_sample, stratified_split, write_split
+from training.model import MCNN, MCNNConfig, count_parameters
+from training.run import save_run, set_threads
+
+METRICS_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
+                   "images_per_s", "epoch_s", "wall_s")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    epochs: int = 4
+    batch_size: int = 4
+    size: tuple[int, int] = (1024, 1280)
+    seed: int = 0
+    optimizer: str = "adamw"  # "adamw" or "sgd" (Nesterov momentum, the paper's)
+    lr: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 4
+    label_smoothing: float = 0.1
+    clip_grad: float = 1.0
+    val_fraction: float = 0.2
+    precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
+    workers: int = 1  # data-loading processes: TIFF decoding overlaps compute
+    threads: int | None = None  # compute threads; default: the CPUs this process may use
+    norm_fields: int = 16  # training fields sampled to fit the normalisation
+
+
+def bf16_supported() -> bool:
+    """Native bf16 (AVX512-BF16 or AMX) in oneDNN; elsewhere bf16 is emulated and slower."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(requested: str) -> str:
+    if requested == "auto":
+        return "bf16" if bf16_supported() else "fp32"
+    if requested not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {requested!r}")
+    return requested
+
+
+def get_lr(step: int, total: int, warmup: int, base: float) -> float:
+    """Linear warmup to `base`, then cosine decay to zero at `total` steps."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    # Weight decay on weights only, not on biases (nanoGPT's rule: p.dim() >= 2).
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"optimizer must be adamw or sgd, not {cfg.optimizer!r}")
+
+
+def evaluate(model: nn.Module, loader: DataLoader, precision: str) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a loader."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for x, y in loader:
+            logits = model(x.contiguous(memory_format=torch.channels_last)).float()
+            loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+            correct += (logits.argmax(1) == y).sum().item()
+            n += len(y)
+    return (loss_sum / n, correct / n) if n else (float("nan"), float("nan"))
+
+
+def train(cfg: TrainConfig, console: Console | None = None) -> dict:
+    console = console or Console()
+    start = time.time()
+    threads = set_threads(cfg.threads)
+    precision = resolve_precision(cfg.precision)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Data: labelled fields, a stratified hold-out, and the normalisation from training fields.
+    fields = load_fields(Path(cfg.data))
+    if not fields:
+        raise ValueError(f"{cfg.data}: no labelled fields (image table joined with MoA table is empty)")
+    labels = class_names(fields)
+    train_fields, val_fields = stratified_split(fields, cfg.val_fraction, cfg.seed)
+    write_split(out / "split.csv", train_fields, val_fields)
+    size = tuple(cfg.size)
+    normalization = fit_normalization(read_field(f.paths, size) for f in spread_sample(train_fields, cfg.norm_fields))
+
+    train_set = FieldDataset(train_fields, labels, size, normalization, augment=True, seed=cfg.seed)
+    val_set = FieldDataset(val_fields, labels, size, normalization)
+    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
+                              generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
+    val_loader = DataLoader(val_set, **loader_args) if val_fields else []
+
+    # Model and recipe.
+    config = MCNNConfig(height=size[0], width=size[1], in_channels=len(CHANNELS), num_classes=len(labels))
+    model = MCNN(config).to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    total_steps = cfg.epochs * len(train_loader)
+    info = {
+        "run_id": f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
+        "labels": labels, "channels": list(CHANNELS), "normalization": normalization.to_dict(),
+        "train_config": {**asdict(cfg), "size": list(size)}, "precision": precision, "threads": threads,
+        "fields": {"train": len(train_fields), "val": len(val_fields)},
+        "versions": {"mcnn_appliance": appliance.__version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+    }
+    console.print(f"[bold]M-CNN[/] {size[0]}x{size[1]}, {count_parameters(model) / 1e6:.1f} M parameters, "
+                  f"{len(labels)} classes; {len(train_fields)} training / {len(val_fields)} validation fields; "
+                  f"{precision}, {threads} threads, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}")
+
+    metrics_path = out / "metrics.csv"
+    with open(metrics_path, "w", newline="") as f:
+        csv.writer(f).writerow(METRICS_COLUMNS)
+    step, history = 0, []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[status]}"))
+    with Progress(*columns, console=console, transient=False) as bar:
+        for epoch in range(1, cfg.epochs + 1):
+            task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(train_loader), status="")
+            train_set.epoch = epoch
+            model.train()
+            epoch_start, seen, loss_sum, correct = time.time(), 0, 0.0, 0
+            for x, y in train_loader:
+                lr = get_lr(step, total_steps, cfg.warmup_steps, cfg.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    logits = model(x)
+                loss = loss_fn(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
+                                             f"the last good weights are in {out}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.clip_grad:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+                step += 1
+                seen += len(y)
+                loss_sum += loss.item() * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                bar.update(task, advance=1, status=f"loss {loss.item():.3f}  "
+                                                   f"{seen / (time.time() - epoch_start):.2f} img/s")
+            epoch_s = time.time() - epoch_start
+            val_loss, val_acc = evaluate(model, val_loader, precision) if val_fields else (float("nan"),) * 2
+            row = {"epoch": epoch, "step": step, "lr": round(lr, 8), "train_loss": round(loss_sum / seen, 5),
+                   "train_acc": round(correct / seen, 4), "val_loss": round(val_loss, 5),
+                   "val_acc": round(val_acc, 4), "images_per_s": round(seen / epoch_s, 3),
+                   "epoch_s": round(epoch_s, 1), "wall_s": round(time.time() - start, 1)}
+            history.append(row)
+            with open(metrics_path, "a", newline="") as f:
+                csv.writer(f).writerow(row[c] for c in METRICS_COLUMNS)
+            bar.update(task, status=f"loss {row['train_loss']:.3f} train acc {row['train_acc']:.2f} "
+                                    f"val acc {row['val_acc']:.2f}")
+            info = save_run(out, model, {**info, "epochs_done": epoch, "metrics": row})
+    console.print(f"run saved in {out} ({time.time() - start:.0f} s)")
+    return {"run": str(out), "run_id": info["run_id"], "history": history, "seconds": time.time() - start}
