@@ -1,0 +1,170 @@
+"""The `mcnn-appliance` command. Commands are thin: they parse options and call one function.
+
+Training and export need torch; they are imported only when those commands run, so the
+runtime image (no torch) classifies, and a missing extra is a one-line message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+import appliance
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Classify microscopy screening plates with the multiscale CNN (M-CNN) on CPU servers.")
+console = Console(stderr=True)
+
+# Exit codes of classify: every field classified / some fields failed / nothing could run.
+EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
+OPTIONAL = {"torch": "train", "safetensors": "train", "onnx": "export", "onnxruntime": "export",
+            "onnxscript": "export", "nncf": "export"}
+
+
+def lazy_import(module: str, command: str):
+    """Import a torch-side module, or exit saying which extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in OPTIONAL:
+            raise
+        extra = OPTIONAL[top]
+        console.print(f"[red]error:[/] `mcnn-appliance {command}` needs {top}: "
+                      f"pip install 'mcnn-appliance[{extra}]'")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected HEIGHTxWIDTH, e.g. 1024x1280") from None
+    return height, width
+
+
+def version_callback(value: bool):
+    if value:
+        print(f"mcnn-appliance {appliance.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[Optional[bool], typer.Option("--version", callback=version_callback,
+                                                         is_eager=True, help="Print the version.")] = None):
+    pass
+
+
+SizeOption = Annotated[str, typer.Option(help="Field size HEIGHTxWIDTH (BBBC021: 1024x1280).")]
+
+
+@app.command()
+def synth(out: Annotated[Path, typer.Argument(help="Folder to write the plates and CSVs into.")],
+          plates: Annotated[int, typer.Option(help="Number of plates (each in its own week).")] = 3,
+          fields_per_class: Annotated[int, typer.Option(help="Fields per class on each plate.")] = 8,
+          size: SizeOption = "1024x1280",
+          seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+          workers: Annotated[int, typer.Option(help="Processes rendering in parallel.")] = 1):
+    """Write synthetic BBBC021-like plates: 16-bit TIFFs under the real names, plus the two CSVs."""
+    from appliance.synth import write_dataset
+
+    summary = write_dataset(out, plates=plates, fields_per_class=fields_per_class, size=parse_size(size),
+                            seed=seed, workers=workers)
+    console.print(f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} "
+                  f"in {summary['seconds']:.0f} s")
+
+
+@app.command()
+def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv "
+                                                     "and the Week folders.")],
+          out: Annotated[Path, typer.Option(help="Run folder to write.")],
+          epochs: int = 4,
+          batch_size: int = 4,
+          size: SizeOption = "1024x1280",
+          seed: int = 0,
+          lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+          optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov).")] = "adamw",
+          precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+          workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1):
+    """Train the M-CNN on labelled fields; writes weights, config, metrics and split to --out."""
+    train_module = lazy_import("training.train", "train")
+    cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
+                                   size=parse_size(size), seed=seed, optimizer=optimizer,
+                                   precision=precision, workers=workers)
+    if lr is not None:
+        cfg.lr = lr
+    train_module.train(cfg, console=console)
+
+
+@app.command()
+def export(run: Annotated[Path, typer.Argument(help="Run folder written by `train`.")],
+           out: Annotated[Optional[Path], typer.Option(help="Export folder (default RUN/export).")] = None):
+    """Export a run to ONNX and OpenVINO IR, checked against torch on real fields."""
+    exporter = lazy_import("export.exporter", "export")
+    summary = exporter.export_run(run, out, log=console.print)
+    console.print(f"exported to {Path(summary['xml']).parent}")
+
+
+@app.command()
+def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s), BBBC021 layout.")],
+             model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
+             out: Annotated[Path, typer.Option(help="Results folder (one sub-folder per plate when several).")],
+             batch_size: int = 2,
+             precision: Annotated[str, typer.Option(help="f32 or bf16.")] = "f32",
+             as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
+    """Classify every field of one or more plates at full resolution with OpenVINO."""
+    from appliance.classify import classify_plate
+    from appliance.inference import Classifier
+    from appliance.model_card import ModelCardError
+
+    try:
+        classifier = Classifier(model, precision=precision)
+    except (ModelCardError, FileNotFoundError, RuntimeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    summaries, code = [], EXIT_OK
+    for plate in plates:
+        plate_out = out if len(plates) == 1 else out / plate.name
+        try:
+            summary = run_with_progress(classify_plate, plate, classifier, plate_out, batch_size=batch_size)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
+            continue
+        summaries.append(summary)
+        console.print(f"{summary['plate']}: {summary['classified']} fields classified, {summary['failed']} failed "
+                      f"({summary['fields_per_s']:.2f} fields/s) -> {plate_out}")
+        if summary["failed"]:
+            console.print(f"[yellow]{summary['failed']} field(s) failed; see {plate_out / 'failures.csv'}")
+            code = max(code, EXIT_SOME_FAILED)
+    if as_json:
+        print(json.dumps(summaries, indent=2, default=str))
+    raise typer.Exit(code)
+
+
+def run_with_progress(function, *args, **kwargs):
+    """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task(str(args[0]), total=None, rate="")
+
+        def progress(done: int, total: int, rate: float = 0.0):
+            bar.update(task, completed=done, total=total, rate=f"{rate:.2f} fields/s" if rate else "")
+
+        return function(*args, progress=progress, **kwargs)
+
+
+@app.command()
+def demo(workdir: Annotated[Path, typer.Option(help="Where the synthetic plates, run and results go.")]
+         = Path("demo")):
+    """Synthetic plates -> train (full resolution) -> export -> classify a held-out plate."""
+    demo_module = lazy_import("appliance.demo", "demo")
+    summary = demo_module.run_demo(workdir, console=console)
+    raise typer.Exit(EXIT_OK if summary["accuracy"] is not None else EXIT_SOME_FAILED)
