@@ -1,0 +1,58 @@
+"""The runtime refuses a model whose card is missing or does not match the network."""
+
+import numpy as np
+import openvino as ov
+import pytest
+
+from appliance.inference import Classifier
+from appliance.model_card import ModelCardError
+
+def save_copy(tiny_model, folder, edit):
+    """Save the tiny IR to `folder` after `edit(model)` changed it."""
+    model = ov.Core().read_model(tiny_model / "model.xml")
+    edit(model)
+    folder.mkdir()
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    return folder
+
+def test_refuses_an_ir_without_a_card(tiny_model, tmp_path):
+    folder = tmp_path / "bare"
+    folder.mkdir()
+    ov.save_model(ov.convert_model(tiny_model / "model.onnx"), folder / "model.xml", compress_to_fp16=False)
+    with pytest.raises(ModelCardError, match=r"model\.xml: model card incomplete"):
+        Classifier(folder)
+
+def test_refuses_a_card_with_the_wrong_input_size(tiny_model, tmp_path):
+    folder = save_copy(tiny_model, tmp_path / "wrong_size",
+                       lambda m: m.set_rt_info("256", ["model_info", "input_height"]))
+    with pytest.raises(ModelCardError, match=r"model\.xml: network input is .*128,128.*the card says \(N, 3, 256, 128\)"):
+        Classifier(folder / "model.xml")
+
+def test_refuses_a_card_with_the_wrong_labels(tiny_model, tmp_path):
+    folder = save_copy(tiny_model, tmp_path / "wrong_labels",
+                       lambda m: m.set_rt_info('["a", "b"]', ["model_info", "labels"]))
+    with pytest.raises(ModelCardError, match="3 probabilities, the card has 2 labels"):
+        Classifier(folder)
+
+def test_missing_model_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.xml"):
+        Classifier(tmp_path)
+
+def test_float_ir_is_normalised_by_the_runtime(tiny_model, tmp_path):
+    """An IR without preprocessing in the graph gives the same answer as the uint16 one."""
+    reference = Classifier(tiny_model)
+    folder = tmp_path / "float"
+    folder.mkdir()
+    model = ov.convert_model(tiny_model / "model.onnx")
+    for key, value in reference.card.to_metadata().items():
+        model.set_rt_info(value, ["model_info", key])
+    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    raw = np.random.default_rng(0).integers(0, 4000, (2, 3, 128, 128), dtype=np.uint16)
+    np.testing.assert_allclose(Classifier(folder, threads=1).predict(raw)[0], reference.predict(raw)[0], atol=1e-5)
+
+def test_predict_checks_its_input(tiny_model):
+    classifier = Classifier(tiny_model)
+    with pytest.raises(ValueError, match=r"uint16 fields of shape \(N, 3, 128, 128\)"):
+        classifier.predict(np.zeros((1, 3, 64, 64), np.uint16))
+    with pytest.raises(ValueError, match="precision"):
+        Classifier(tiny_model, precision="int4")
