@@ -12,7 +12,9 @@ Parity runs on fields listed in the run's split.csv: a missing file is an error,
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +73,14 @@ def read_parity_fields(run_dir: Path, card: ModelCard, count: int) -> tuple[list
 def export_onnx(module: Exported, card: ModelCard, path: Path) -> None:
     """torch.export-based exporter, batch dimension dynamic, weights inside the one file."""
     sample = torch.zeros(2, len(card.channels), *card.size)  # batch 2: a batch of 1 would be specialised
-    program = torch.onnx.export(
-        module, (sample,), input_names=[INPUT], output_names=[PROBABILITIES, EMBEDDING],
-        dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}}, opset_version=OPSET,
-        dynamo=True, external_data=False, verbose=False)
+    # Quiet torch's notes on torchvision ops and its own deprecations: nothing the user can act on.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(
+            module, (sample,), input_names=[INPUT], output_names=[PROBABILITIES, EMBEDDING],
+            dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}}, opset_version=OPSET,
+            dynamo=True, external_data=False, verbose=False)
     proto = program.model_proto
     onnx.helper.set_model_props(proto, card.to_metadata())
     onnx.checker.check_model(proto, full_check=True)

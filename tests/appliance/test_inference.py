@@ -7,6 +7,7 @@ import pytest
 from appliance.inference import Classifier
 from appliance.model_card import ModelCardError
 
+
 def save_copy(tiny_model, folder, edit):
     """Save the tiny IR to `folder` after `edit(model)` changed it."""
     model = ov.Core().read_model(tiny_model / "model.xml")
@@ -15,6 +16,7 @@ def save_copy(tiny_model, folder, edit):
     ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
     return folder
 
+
 def test_refuses_an_ir_without_a_card(tiny_model, tmp_path):
     folder = tmp_path / "bare"
     folder.mkdir()
@@ -22,11 +24,13 @@ def test_refuses_an_ir_without_a_card(tiny_model, tmp_path):
     with pytest.raises(ModelCardError, match=r"model\.xml: model card incomplete"):
         Classifier(folder)
 
+
 def test_refuses_a_card_with_the_wrong_input_size(tiny_model, tmp_path):
     folder = save_copy(tiny_model, tmp_path / "wrong_size",
                        lambda m: m.set_rt_info("256", ["model_info", "input_height"]))
     with pytest.raises(ModelCardError, match=r"model\.xml: network input is .*128,128.*the card says \(N, 3, 256, 128\)"):
         Classifier(folder / "model.xml")
+
 
 def test_refuses_a_card_with_the_wrong_labels(tiny_model, tmp_path):
     folder = save_copy(tiny_model, tmp_path / "wrong_labels",
@@ -34,9 +38,11 @@ def test_refuses_a_card_with_the_wrong_labels(tiny_model, tmp_path):
     with pytest.raises(ModelCardError, match="3 probabilities, the card has 2 labels"):
         Classifier(folder)
 
+
 def test_missing_model_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.xml"):
         Classifier(tmp_path)
+
 
 def test_float_ir_is_normalised_by_the_runtime(tiny_model, tmp_path):
     """An IR without preprocessing in the graph gives the same answer as the uint16 one."""
@@ -49,6 +55,7 @@ def test_float_ir_is_normalised_by_the_runtime(tiny_model, tmp_path):
     ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
     raw = np.random.default_rng(0).integers(0, 4000, (2, 3, 128, 128), dtype=np.uint16)
     np.testing.assert_allclose(Classifier(folder, threads=1).predict(raw)[0], reference.predict(raw)[0], atol=1e-5)
+
 
 def test_predict_checks_its_input(tiny_model):
     classifier = Classifier(tiny_model)
