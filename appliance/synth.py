@@ -288,12 +288,13 @@ class _Cells:
 def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
     """Interphase cells: outline, nucleus, tubulin network and actin cortex.
 
-    A field draws a set of distinct cells (all of them in a small field, about a quarter in a
-    full one) and places each several times, turned by one of the 8 symmetries of the square
+    A field draws a set of distinct cells (all of them in a small field, a quarter or fewer in
+    a full one, to bound the work) and places each several times, turned by one of the 8 symmetries of the square
     and with its own stain intensities; the dots drawn later are per placed cell.
     """
     count = len(x)
-    n = min(count, 16 + count // 4)
+    side = 2 * p.cell_r * 1.25 * math.sqrt(p.cell_aspect) + 7   # typical stamp width
+    n = min(count, 12 + count // 4, max(12, int(320_000 / side**2)))
     if n == 0:
         empty = np.zeros(0)
         return _Cells(empty, empty, empty, empty, empty, empty)
