@@ -125,8 +125,8 @@ PHENOTYPES: dict[str, Phenotype] = {
         act_fibres=350.0, act_cyto=200.0),
     # actin gone from the rim and fibres, collapsed into a few bright aggregates; arborised cells
     "Actin disruptors": replace(
-        DMSO, cell_r=20.0, cell_irregular=0.38, act_rim=100.0, act_fibres=0.0, act_cyto=100.0, act_puncta=3.5,
-        act_punct_amp=7000.0, act_punct_sigma=2.6, tub=1150.0),
+        DMSO, cell_r=20.0, cell_irregular=0.38, act_rim=100.0, act_fibres=0.0, act_cyto=100.0, act_puncta=4.5,
+        act_punct_amp=7500.0, act_punct_sigma=2.6, tub=1300.0),
     # enlarged, bright nuclei with micronuclei; flattened cells
     "DNA damage": replace(
         DMSO, count=0.75, cell_r=26.0, nuc_r=14.0, dapi=4400.0, chromatin=0.45, micronuclei=4.0, tub=850.0),
@@ -143,8 +143,8 @@ PHENOTYPES: dict[str, Phenotype] = {
         act_fibres=100.0, act_cyto=130.0, cluster=0.3),
     # spread, flat cells with strong stress fibres
     "Kinase inhibitors": replace(
-        DMSO, count=0.55, cell_r=34.0, cell_aspect=1.55, act_fibres=3000.0, act_fibre_gap=7.0,
-        act_rim=2000.0, tub=550.0, tub_fibres=34.0),
+        DMSO, count=0.65, cell_r=34.0, cell_aspect=1.55, act_fibres=3000.0, act_fibre_gap=7.0,
+        act_rim=2000.0, act_cyto=700.0, tub=550.0, tub_fibres=34.0),
     # rounded compact cells, bright condensed nuclei, actin in puncta along the rim
     "Cholesterol-lowering": replace(
         DMSO, count=0.9, cell_r=17.0, cell_aspect=1.05, cell_irregular=0.05, nuc_r=8.3, dapi=4600.0,
@@ -511,13 +511,17 @@ def _positions(p: Phenotype, size, rng) -> tuple[np.ndarray, np.ndarray]:
     lattice_density = 1.0 / (0.866 * spacing * spacing)
     target = DMSO_CELLS_PER_PIXEL * p.count
     if p.islands >= 0.5:
-        # islands of tightly packed cells; at least one in every field, centred in it
-        n_isl = max(1, int(round(h * w / 230.0**2)))
-        cx = rng.uniform(0.3, 0.7, n_isl) * w
-        cy = rng.uniform(0.3, 0.7, n_isl) * h
+        # islands of tightly packed cells, spread over the field on a jittered grid (so a small
+        # field always holds about one whole island)
+        n_isl = max(1, int(round(h * w / 300.0**2)))
+        grid_rows = max(1, int(round(math.sqrt(n_isl * h / w))))
+        grid_cols = max(1, -(-n_isl // grid_rows))
+        slots = rng.permutation(grid_rows * grid_cols)[:n_isl]
+        cy = (slots // grid_cols + 0.5 + rng.uniform(-0.3, 0.3, n_isl)) * h / grid_rows
+        cx = (slots % grid_cols + 0.5 + rng.uniform(-0.3, 0.3, n_isl)) * w / grid_cols
         # island radius so that islands hold the target number of cells
         area = target / lattice_density * h * w / n_isl
-        rad = math.sqrt(area / math.pi) * rng.uniform(0.95, 1.05, n_isl)
+        rad = math.sqrt(area / math.pi) * rng.uniform(0.9, 1.1, n_isl)
         d = np.min(np.hypot(xx[:, None] - cx, yy[:, None] - cy) / rad, axis=1)
         keep = d + rng.normal(0, 0.08, d.shape) < 1.0
     else:
