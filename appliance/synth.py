@@ -158,7 +158,7 @@ PHENOTYPES: dict[str, Phenotype] = {
 
 
 def phenotype(moa: str, strength: float) -> Phenotype:
-    """DMSO moved `strength` of the way towards the class's phenotype (0.7..1.0 for a compound)."""
+    """DMSO moved `strength` of the way towards the class's phenotype (0.8..1.0 for a compound)."""
     try:
         target = PHENOTYPES[moa]
     except KeyError:
@@ -288,9 +288,9 @@ class _Cells:
 def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
     """Interphase cells: outline, nucleus, tubulin network and actin cortex.
 
-    A field draws a set of distinct cells (all of them in a small field, a quarter or fewer in
-    a full one, to bound the work) and places each several times, turned by one of the 8 symmetries of the square
-    and with its own stain intensities; the dots drawn later are per placed cell.
+    A field draws a set of distinct cells (all of them in a small field; a quarter or fewer in
+    a full one, to bound the work) and places each several times, turned by one of the 8
+    symmetries of the square and with its own stain gains; the dots drawn later are per cell.
     """
     count = len(x)
     side = 2 * p.cell_r * 1.25 * math.sqrt(p.cell_aspect) + 7   # typical stamp width
@@ -299,10 +299,11 @@ def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
         empty = np.zeros(0)
         return _Cells(empty, empty, empty, empty, empty, empty)
     lognormal = lambda sd: np.exp(rng.normal(0, sd, n))  # noqa: E731
-    R = p.cell_r * lognormal(0.13)
+    R = p.cell_r * np.clip(lognormal(0.13), 0.6, 1.5)
     asp = 1 + (p.cell_aspect - 1) * rng.uniform(0.4, 1.6, n)
     phi = rng.uniform(0, np.pi, n)
     harm = rng.normal(0, 1, (n, 3, 2)) * (p.cell_irregular / np.array([1.5, 2.2, 3.0]))[None, :, None]
+    harm *= np.minimum(1.0, 0.6 / np.maximum(_max_modulation(harm) - 1, 1e-6))[:, None, None]  # outline <= 1.6 R
     reach = R * np.sqrt(asp) * _max_modulation(harm) + 3
     nr = np.minimum(np.maximum(p.nuc_r * lognormal(0.12), 4.0), 0.8 * R)
     off = rng.uniform(0, 0.22, n) * (R - nr).clip(0)
@@ -554,7 +555,7 @@ def render_field(moa: str, strength: float, week: int, rng: np.random.Generator,
     x, y = _positions(p, (h, w), rng)
     mitotic = np.zeros(len(x), dtype=bool)   # a fixed share of the cells, as for the density
     mitotic[rng.choice(len(x), int(round(p.mitotic * len(x))), replace=False)] = True
-    pad = int(math.ceil(5.0 * max(p.cell_r, 16.0) + 24))
+    pad = int(math.ceil(5.0 * max(p.cell_r, 16.0) + 24))  # > margin + largest stamp half-width
     canvas = np.zeros((3, h + 2 * pad, w + 2 * pad), dtype=np.float32)
     c = _interphase(p, x[~mitotic], y[~mitotic], rng, canvas, pad)
     if mitotic.any():
@@ -700,11 +701,12 @@ def write_dataset(out: Path, plates: int = 3, fields_per_class: int = 8, size: t
     out = Path(out)
     size = (int(size[0]), int(size[1]))
     jobs, meta, names = [], [], []
-    for plate in range(first_plate, first_plate + plates):
+    layouts = {plate: _layout(seed, plate, fields_per_class) for plate in range(first_plate, first_plate + plates)}
+    for plate, layout in layouts.items():
         week, name = plate_name(seed, plate)
         names.append(name)
         (out / f"Week{week}" / name).mkdir(parents=True, exist_ok=True)
-        for well, site, moa, compound, conc in _layout(seed, plate, fields_per_class):
+        for well, site, moa, compound, conc in layout:
             jobs.append((str(out), seed, plate, week, name, well, site, moa, compound, size))
             meta.append((plate, week, name, well, compound, conc))
     if workers > 1:
