@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import appliance
 
@@ -36,7 +37,7 @@ def lazy_import(module: str, command: str):
             raise
         extra = OPTIONAL[top]
         console.print(f"[red]error:[/] `mcnn-appliance {command}` needs {top}: "
-                      f"pip install 'mcnn-appliance[{extra}]'")
+                      + escape(f"pip install 'mcnn-appliance[{extra}]'"))
         raise typer.Exit(EXIT_NOTHING_RAN) from None
 
 
@@ -106,8 +107,14 @@ def export(run: Annotated[Path, typer.Argument(help="Run folder written by `trai
            out: Annotated[Optional[Path], typer.Option(help="Export folder (default RUN/export).")] = None):
     """Export a run to ONNX and OpenVINO IR, checked against torch on real fields."""
     exporter = lazy_import("export.exporter", "export")
-    summary = exporter.export_run(run, out, log=console.print)
-    console.print(f"exported to {Path(summary['xml']).parent}")
+    from appliance.metadata import MetadataError
+
+    try:
+        summary = exporter.export_run(run, out, log=console.print)
+    except (exporter.ExportError, MetadataError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    console.print(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
 
 
 @app.command()
@@ -138,7 +145,7 @@ def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s),
             continue
         summaries.append(summary)
         console.print(f"{summary['plate']}: {summary['classified']} fields classified, {summary['failed']} failed "
-                      f"({summary['fields_per_s']:.2f} fields/s) -> {plate_out}")
+                      f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {plate_out}")
         if summary["failed"]:
             console.print(f"[yellow]{summary['failed']} field(s) failed; see {plate_out / 'failures.csv'}")
             code = max(code, EXIT_SOME_FAILED)

@@ -1,0 +1,68 @@
+import csv
+import json
+
+import pytest
+from rich.console import Console
+
+from appliance.synth import write_dataset
+from training.data import stratified_split
+from training.run import load_run
+from training.train import TrainConfig, get_lr, lr_scale, train
+from training.model import MCNN, MCNNConfig
+
+SMALL = (128, 256)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    write_dataset(out, plates=1, fields_per_class=3, size=SMALL, seed=1)
+    return out
+
+
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    lrs = [get_lr(step, total=20, warmup=4, base=1.0) for step in range(21)]
+    assert lrs[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:])) and lrs[20] == pytest.approx(0.0)
+
+
+def test_only_the_wide_linear_layer_learns_slower_at_full_resolution():
+    model = MCNN(MCNNConfig())
+    assert lr_scale(model.fuse[4]) == pytest.approx((1024 / 81_920) ** 0.5)
+    assert lr_scale(model.head) == 1.0 and lr_scale(model.columns[0].body[0]) == 1.0
+
+
+def test_stratified_split_holds_out_every_class(small_data):
+    from appliance.metadata import load_fields
+
+    fields = load_fields(small_data)
+    train_fields, val_fields = stratified_split(fields, 0.34, seed=0)
+    assert {f.moa for f in val_fields} == {f.moa for f in fields}  # 13 classes, one of three each
+    assert len(train_fields) + len(val_fields) == len(fields) and not set(train_fields) & set(val_fields)
+
+
+def test_train_writes_a_complete_run(small_data, tmp_path):
+    run = tmp_path / "run"
+    result = train(TrainConfig(data=str(small_data), out=str(run), epochs=2, batch_size=4, size=SMALL,
+                               val_fraction=0.34, workers=0), console=Console(quiet=True))
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["val_acc"]) <= 1 for r in rows)
+    split = list(csv.DictReader(open(run / "split.csv")))
+    assert {r["split"] for r in split} == {"train", "val"} and len(split) == 39
+    info = json.loads((run / "run.json").read_text())
+    assert info["model_config"]["height"] == SMALL[0] and len(info["labels"]) == 13
+    assert info["channels"] == ["DAPI", "Tubulin", "Actin"] and len(info["normalization"]["mean"]) == 3
+    model, loaded = load_run(run)  # safetensors, hash checked
+    assert loaded["run_id"] == result["run_id"]
+
+
+def test_tampered_weights_are_refused(small_data, tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(small_data), out=str(run), epochs=1, batch_size=8, size=SMALL, workers=0),
+          console=Console(quiet=True))
+    with open(run / "weights.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\0\0\0\1")
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_run(run)
