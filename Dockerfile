@@ -16,7 +16,8 @@ RUN pip install --no-cache-dir .
 USER appliance
 VOLUME ["/plates", "/models", "/results"]
 ENTRYPOINT ["mcnn-appliance"]
-CMD ["--help"]
+# By default: classify the plate mounted at /plates with the model at /models.
+CMD ["classify", "/plates", "--model", "/models", "--out", "/results"]
 
 FROM base AS trainer
 # The CPU build of torch: from PyTorch's CPU index (a plain `pip install torch` pulls CUDA).
