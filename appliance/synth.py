@@ -96,6 +96,9 @@ class Phenotype:
     act_puncta: float = 0.0
     act_punct_amp: float = 0.0
     act_punct_sigma: float = 1.5
+    # overall stain level per cell (DAPI, Tubulin, Actin), relative to DMSO: more or less DNA,
+    # polymerised tubulin or F-actin in every cell, as intensity features of real screens show
+    stain: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
 
 DMSO = Phenotype()
@@ -105,54 +108,54 @@ PHENOTYPES: dict[str, Phenotype] = {
     "DMSO": DMSO,
     # rounded cells in C-mitosis: bright condensed scattered chromosomes, tubulin diffuse
     "Microtubule destabilizers": replace(
-        DMSO, cell_r=15.0, cell_aspect=1.08, cell_irregular=0.06, nuc_r=9.0, mitotic=0.7, mitotic_kind="clump",
+        DMSO, stain=(2.0, 1.0, 2.0), cell_r=15.0, cell_aspect=1.08, cell_irregular=0.06, nuc_r=9.0, mitotic=0.7, mitotic_kind="clump",
         mito_dna=3.2, mito_tub=0.0, mito_tub_diffuse=1600.0, tub=1600.0, tub_fibre=0.0, tub_peri=0.1,
         act_rim=2600.0, act_fibres=50.0, act_cyto=450.0, cluster=0.3),
     # thick bright bundles wrapping the nucleus, fragmented nuclei / micronuclei
     "Microtubule stabilizers": replace(
-        DMSO, count=0.85, cell_r=24.0, tub=3000.0, tub_fibre=0.95, tub_fibres=11.0, tub_thin=0.7, tub_curl=3.0,
+        DMSO, stain=(1.0, 2.0, 0.5), count=0.85, cell_r=24.0, tub=3000.0, tub_fibre=0.95, tub_fibres=11.0, tub_thin=0.7, tub_curl=3.0,
         tub_ring=1.0, tub_peri=0.3, nuc_lobes=0.3, micronuclei=2.5, mitotic=0.12, mitotic_kind="clump",
         mito_dna=2.2, mito_tub=0.0, mito_tub_diffuse=1500.0, act_rim=500.0, act_fibres=100.0, act_cyto=200.0),
     # mitotic arrest with monoastral spindles: ring of DNA round a bright tubulin star
     "Eg5 inhibitors": replace(
-        DMSO, cell_r=14.5, cell_aspect=1.05, cell_irregular=0.05, mitotic=0.8, mitotic_kind="ring",
+        DMSO, stain=(2.0, 2.0, 1.0), cell_r=14.5, cell_aspect=1.05, cell_irregular=0.05, mitotic=0.8, mitotic_kind="ring",
         mito_dna=1.6, mito_tub=5000.0, mito_tub_diffuse=200.0, tub=500.0, act_rim=1600.0, act_fibres=50.0,
         cluster=0.3),
     # very large polyploid, lobed nuclei in very large, flat cells
     "Aurora kinase inhibitors": replace(
-        DMSO, count=0.6, cell_r=38.0, cell_irregular=0.24, nuc_r=22.0, nuc_lobes=0.22, nuc_aspect=1.15,
+        DMSO, stain=(2.0, 0.5, 1.0), count=0.6, cell_r=38.0, cell_irregular=0.24, nuc_r=22.0, nuc_lobes=0.22, nuc_aspect=1.15,
         dapi=2300.0, chromatin=0.3, micronuclei=0.8, tub=600.0, tub_fibres=40.0, act_rim=900.0,
         act_fibres=350.0, act_cyto=200.0),
     # actin gone from the rim and fibres, collapsed into a few bright aggregates; arborised cells
     "Actin disruptors": replace(
-        DMSO, cell_r=20.0, cell_irregular=0.38, act_rim=100.0, act_fibres=0.0, act_cyto=100.0, act_puncta=4.5,
+        DMSO, stain=(1.0, 1.0, 2.0), cell_r=20.0, cell_irregular=0.38, act_rim=100.0, act_fibres=0.0, act_cyto=100.0, act_puncta=4.5,
         act_punct_amp=7500.0, act_punct_sigma=2.6, tub=1300.0),
     # enlarged, bright nuclei with micronuclei; flattened cells
     "DNA damage": replace(
-        DMSO, count=0.75, cell_r=26.0, nuc_r=14.0, dapi=4400.0, chromatin=0.45, micronuclei=4.0, tub=850.0),
+        DMSO, stain=(2.0, 1.0, 1.0), count=0.75, cell_r=26.0, nuc_r=14.0, dapi=4400.0, chromatin=0.45, micronuclei=4.0, tub=850.0),
     # enlarged but dim nuclei (stalled S phase); fewer, larger cells
     "DNA replication": replace(
-        DMSO, count=0.5, cell_r=30.0, nuc_r=15.0, dapi=1100.0, chromatin=0.08, tub=1400.0, act_fibres=600.0),
+        DMSO, stain=(0.5, 1.0, 1.0), count=0.5, cell_r=30.0, nuc_r=15.0, dapi=1100.0, chromatin=0.08, tub=1400.0, act_fibres=600.0),
     # smaller cells, tubulin in bright puncta and a perinuclear aggresome
     "Protein degradation": replace(
-        DMSO, count=1.1, cell_r=16.0, nuc_r=8.5, tub=350.0, tub_fibre=0.2, tub_puncta=12.0,
+        DMSO, stain=(1.0, 2.0, 1.0), count=1.1, cell_r=16.0, nuc_r=8.5, tub=350.0, tub_fibre=0.2, tub_puncta=12.0,
         tub_punct_amp=3000.0, tub_aggresome=8000.0, act_rim=1300.0, act_fibres=200.0),
     # fewer, smaller cells, every stain dim
     "Protein synthesis": replace(
-        DMSO, count=0.45, cell_r=15.5, nuc_r=7.8, dapi=1300.0, mitotic=0.0, tub=330.0, act_rim=450.0,
+        DMSO, stain=(0.5, 0.5, 0.5), count=0.45, cell_r=15.5, nuc_r=7.8, dapi=1300.0, mitotic=0.0, tub=330.0, act_rim=450.0,
         act_fibres=100.0, act_cyto=130.0, cluster=0.3),
     # spread, flat cells with strong stress fibres
     "Kinase inhibitors": replace(
-        DMSO, count=0.65, cell_r=34.0, cell_aspect=1.55, act_fibres=3000.0, act_fibre_gap=7.0,
+        DMSO, stain=(1.0, 0.5, 2.0), count=0.65, cell_r=34.0, cell_aspect=1.55, act_fibres=3000.0, act_fibre_gap=7.0,
         act_rim=2000.0, act_cyto=700.0, tub=550.0, tub_fibres=34.0),
     # rounded compact cells, bright condensed nuclei, actin in puncta along the rim
     "Cholesterol-lowering": replace(
-        DMSO, count=0.9, cell_r=17.0, cell_aspect=1.05, cell_irregular=0.05, nuc_r=8.3, dapi=4600.0,
+        DMSO, stain=(2.0, 1.0, 0.5), count=0.9, cell_r=17.0, cell_aspect=1.05, cell_irregular=0.05, nuc_r=8.3, dapi=4600.0,
         act_puncta=18.0, act_punct_amp=3200.0, act_punct_sigma=1.2, act_rim=150.0, act_fibres=0.0,
         act_cyto=200.0, tub=700.0, tub_fibre=0.5),
     # cells packed in tight islands with strong cortical actin at the junctions
     "Epithelial": replace(
-        DMSO, islands=1.0, count=1.2, cell_r=16.5, cell_aspect=1.1, cell_irregular=0.07, nuc_r=8.8,
+        DMSO, stain=(0.5, 0.5, 2.0), islands=1.0, count=1.2, cell_r=16.5, cell_aspect=1.1, cell_irregular=0.07, nuc_r=8.8,
         act_rim=3300.0, act_rim_w=1.8, act_fibres=80.0, tub=700.0),
 }
 
@@ -166,7 +169,12 @@ def phenotype(moa: str, strength: float) -> Phenotype:
     values = {}
     for f in dc_fields(Phenotype):
         a, b = getattr(DMSO, f.name), getattr(target, f.name)
-        values[f.name] = b if isinstance(b, str) else a + strength * (b - a)
+        if isinstance(b, str):
+            values[f.name] = b
+        elif isinstance(b, tuple):
+            values[f.name] = tuple(u + strength * (v - u) for u, v in zip(a, b))
+        else:
+            values[f.name] = a + strength * (b - a)
     return Phenotype(**values)
 
 
@@ -588,6 +596,7 @@ def render_field(moa: str, strength: float, week: int, rng: np.random.Generator,
             idx, sx, sy = around(p.act_puncta, c.r * 0.0, c.r * 0.75, c.x, c.y)
         _spots(canvas[2], sx, sy, p.act_punct_amp * rng.uniform(0.5, 1.2, len(idx)), p.act_punct_sigma, pad, rng)
 
+    canvas *= np.asarray(p.stain, dtype=np.float32)[:, None, None]
     # illumination: the week's tilt and vignetting over the field, on signal and background
     X = np.linspace(-1, 1, w, dtype=np.float32)
     Y = np.linspace(-1, 1, h, dtype=np.float32)
