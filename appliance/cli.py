@@ -104,17 +104,33 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
 
 @app.command()
 def export(run: Annotated[Path, typer.Argument(help="Run folder written by `train`.")],
-           out: Annotated[Optional[Path], typer.Option(help="Export folder (default RUN/export).")] = None):
-    """Export a run to ONNX and OpenVINO IR, checked against torch on real fields."""
+           out: Annotated[Optional[Path], typer.Option(help="Export folder (default RUN/export).")] = None,
+           int8: Annotated[bool, typer.Option("--int8", help="Also write model-int8.xml (NNCF post-training "
+                                                              "quantization), kept only if accuracy holds.")] = False,
+           calibration: Annotated[Optional[Path], typer.Option(
+               help="BBBC021-layout folder to calibrate on (default: the run's training fields).")] = None,
+           calibration_fields: Annotated[int, typer.Option(help="Calibration fields, stratified by class.")] = 128,
+           gate_fields: Annotated[int, typer.Option(help="Held-out fields the accuracy gate compares on.")] = 130,
+           max_drop: Annotated[float, typer.Option(help="Largest INT8 top-1 accuracy drop kept, in points.")] = 1.0,
+           force: Annotated[bool, typer.Option("--force", help="Keep the INT8 model even if it fails the gate.")]
+           = False):
+    """Export a run to ONNX and OpenVINO IR, checked against torch on real fields; --int8 adds an INT8 IR."""
     exporter = lazy_import("export.exporter", "export")
     from appliance.metadata import MetadataError
 
     try:
-        summary = exporter.export_run(run, out, log=console.print)
+        summary = exporter.export_run(run, out, int8=int8, calibration=calibration,
+                                      calibration_fields=calibration_fields, gate_fields=gate_fields,
+                                      max_drop=max_drop, force=force, log=console.print)
     except (exporter.ExportError, MetadataError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None
     console.print(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
+    if int8 and not summary["int8_xml"]:
+        gate = summary["parity"]["quantization"]["gate"]
+        console.print(f"[red]INT8 rejected:[/] top-1 drop {gate['drop_points']:.1f} points > --max-drop "
+                      f"{max_drop:g}; only the float model was kept (--force keeps INT8 anyway)")
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @app.command()

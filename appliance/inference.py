@@ -1,7 +1,8 @@
 """The exported model on OpenVINO's CPU plugin: raw uint16 fields in, probabilities and embeddings out.
 
 The model card travels in the IR's rt_info; a model without one, or whose card disagrees with
-the network's own shapes, is refused before any field is classified.
+the network's own shapes or precision, is refused before any field is classified.
+Precision is chosen at run time: f32 or bf16 run model.xml, int8 runs model-int8.xml.
 """
 
 from __future__ import annotations
@@ -16,18 +17,37 @@ import openvino.properties.hint as hints
 
 from appliance.model_card import KEYS, ModelCard, ModelCardError
 
-MODEL_XML = "model.xml"
+MODEL_XML, MODEL_INT8_XML = "model.xml", "model-int8.xml"
 PROBABILITIES, EMBEDDING = "probabilities", "embedding"
-PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16}
+# What the CPU plugin computes in. An INT8 model runs its quantized layers in int8 and anything
+# left unquantized in f32, as the export's accuracy gate measured it.
+PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "int8": ov.Type.f32}
 
 
-def resolve_model(model: Path | str) -> Path:
-    """A folder holding model.xml, or the .xml itself."""
+def resolve_model(model: Path | str, precision: str = "f32") -> Path:
+    """A folder holding model.xml (model-int8.xml for int8), or the .xml itself."""
     model = Path(model)
+    if model.is_dir() and precision == "int8":
+        xml = model / MODEL_INT8_XML
+        if not xml.is_file():
+            raise FileNotFoundError(f"{xml}: no INT8 model here; export one with `mcnn-appliance export RUN --int8`")
+        return xml
     xml = model / MODEL_XML if model.is_dir() else model
     if not xml.is_file():
         raise FileNotFoundError(f"{xml}: no OpenVINO model here (expected a folder with {MODEL_XML} or an .xml file)")
     return xml
+
+
+def is_quantized(network: ov.Model) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in network.get_ops())
+
+
+def compile_model(network: ov.Model, precision: str, threads: int, hint: str | None = None) -> ov.CompiledModel:
+    """The CPU plugin configuration every caller shares; hint is LATENCY or THROUGHPUT."""
+    config = {hints.inference_precision: PRECISIONS[precision], props.inference_num_threads: threads}
+    if hint:
+        config[hints.performance_mode] = getattr(hints.PerformanceMode, hint)
+    return ov.Core().compile_model(network, "CPU", config)
 
 
 def read_card(network: ov.Model, source: str) -> ModelCard:
@@ -48,23 +68,32 @@ def check_card(network: ov.Model, card: ModelCard, source: str) -> None:
     classes = network.output(PROBABILITIES).get_partial_shape()[-1]
     if classes != len(card.labels):
         raise ModelCardError(f"{source}: network gives {classes} probabilities, the card has {len(card.labels)} labels")
+    if card.precision not in ("f32", "int8") or (card.precision == "int8") != is_quantized(network):
+        raise ModelCardError(f"{source}: the card says precision {card.precision}, the network is "
+                             + ("quantized (int8)" if is_quantized(network) else "not quantized (f32 weights)"))
+
+
+def check_precision(card: ModelCard, precision: str, source: str) -> None:
+    """int8 runs an INT8 model only, and f32/bf16 a float one: never one silently for the other."""
+    if (precision == "int8") != (card.precision == "int8"):
+        raise ModelCardError(f"{source}: an {card.precision} model cannot run at precision {precision}; "
+                             + ("use --precision int8" if card.precision == "int8" else
+                                f"for int8 use the export folder's {MODEL_INT8_XML}"))
 
 
 class Classifier:
     def __init__(self, model: Path | str, precision: str = "f32", threads: int | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
-        self.xml = resolve_model(model)
-        core = ov.Core()
-        network = core.read_model(self.xml)
+        self.xml = resolve_model(model, precision)
+        network = ov.Core().read_model(self.xml)
         self.card = read_card(network, str(self.xml))
         check_card(network, self.card, str(self.xml))
+        check_precision(self.card, precision, str(self.xml))
         # Threads this process may use (cgroup/affinity), not the host's core count.
         self.threads = threads or len(os.sched_getaffinity(0))
-        self._compiled = core.compile_model(network, "CPU", {
-            hints.inference_precision: PRECISIONS[precision],
-            props.inference_num_threads: self.threads,
-        })
+        self._compiled = compile_model(network, precision, self.threads)
+        self._int8 = precision == "int8"
         self._request = self._compiled.create_infer_request()
         # An IR without PrePostProcessor normalisation takes float32 normalised fields.
         self._takes_raw = network.input(0).get_element_type() == ov.Type.u16
@@ -79,7 +108,9 @@ class Classifier:
 
     @property
     def precision(self) -> str:
-        """The precision the CPU plugin actually runs: bf16 falls back to f32 without hardware support."""
+        """int8, or the precision the CPU plugin actually runs: bf16 falls back to f32 without hardware support."""
+        if self._int8:
+            return "int8"
         return self._compiled.get_property(hints.inference_precision).get_type_name()
 
     def predict(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,9 @@
                       and `embedding`; the model card as metadata_props
     OUT/model.xml     the same network taking RAW uint16 pixels (normalisation in the graph),
     OUT/model.bin     the model card in rt_info ["model_info", key]
+    OUT/model-int8.*  with int8=True: quantized with NNCF, kept if it passes the accuracy gate
     OUT/parity.json   torch vs ONNX Runtime vs OpenVINO on real fields of the run
+                      (and, with int8, the quantization and its gate: export/quantize.py)
 
 Parity runs on fields listed in the run's split.csv: a missing file is an error, never a skip.
 """
@@ -20,25 +22,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-import openvino as ov
 import torch
 from torch import nn
 
-from appliance.imageio import FieldError, read_field
-from appliance.inference import EMBEDDING, MODEL_XML, PROBABILITIES, Classifier
-from appliance.metadata import read_table
+from appliance.fieldsets import SPLIT_CSV, from_split, read_raw
+from appliance.imageio import FieldError
+from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES, Classifier
 from appliance.model_card import ModelCard
+from export import ExportError
+from export.ir import INPUT, raw_input_model, save_with_card
+from export.quantize import CALIBRATION_FIELDS, GATE_FIELDS, quantize_export
 from training.run import load_run, model_card, write_atomically
 
-INPUT = "fields"
 OPSET = 18
 TOLERANCE = 1e-3  # max abs difference in probabilities
-SPLIT_CSV = "split.csv"
-SPLIT_COLUMNS = ("plate", "well", "site", "moa", "split", "path_dapi", "path_tubulin", "path_actin")
-
-
-class ExportError(RuntimeError):
-    """The export cannot be trusted: parity failed or its inputs are missing; the message says which."""
 
 
 class Exported(nn.Module):
@@ -56,18 +53,15 @@ class Exported(nn.Module):
 def read_parity_fields(run_dir: Path, card: ModelCard, count: int) -> tuple[list[str], np.ndarray]:
     """Up to `count` validation fields (training fields if there are none) as raw uint16."""
     split_csv = Path(run_dir) / SPLIT_CSV
-    rows = read_table(split_csv, SPLIT_COLUMNS)
-    chosen = ([r for r in rows if r["split"] == "val"] or [r for r in rows if r["split"] == "train"])[:count]
+    rows = from_split(run_dir)
+    chosen = ([f for f in rows if f.split == "val"] or [f for f in rows if f.split == "train"])[:count]
     if not chosen:
         raise ExportError(f"{split_csv}: no train or val fields to check the export on")
-    raw = np.empty((len(chosen), len(card.channels), *card.size), dtype=np.uint16)
-    for i, row in enumerate(chosen):
-        paths = [Path(row[f"path_{c.lower()}"]) for c in card.channels]
-        try:
-            read_field(paths, card.size, out=raw[i])
-        except FieldError as exc:
-            raise ExportError(f"parity field {exc.path} (listed in {split_csv}): {exc.reason}") from exc
-    return [f"{r['plate']}/{r['well']}/s{r['site']}" for r in chosen], raw
+    try:
+        raw = read_raw(chosen, card.size)
+    except FieldError as exc:
+        raise ExportError(f"parity field {exc.path} (listed in {split_csv}): {exc.reason}") from exc
+    return [f.name for f in chosen], raw
 
 
 def export_onnx(module: Exported, card: ModelCard, path: Path) -> None:
@@ -87,20 +81,6 @@ def export_onnx(module: Exported, card: ModelCard, path: Path) -> None:
     write_atomically(path, lambda tmp: onnx.save(proto, str(tmp)))
 
 
-def export_openvino(onnx_path: Path, card: ModelCard, path: Path) -> None:
-    """The IR takes raw uint16 pixels: type conversion and normalisation run in the graph."""
-    model = ov.convert_model(onnx_path)
-    ppp = ov.preprocess.PrePostProcessor(model)
-    ppp.input(INPUT).tensor().set_element_type(ov.Type.u16).set_layout(ov.Layout("NCHW"))
-    ppp.input(INPUT).model().set_layout(ov.Layout("NCHW"))
-    norm = card.normalization
-    ppp.input(INPUT).preprocess().convert_element_type(ov.Type.f32).mean(list(norm.mean)).scale(list(norm.std))
-    model = ppp.build()
-    for key, value in card.to_metadata().items():
-        model.set_rt_info(value, ["model_info", key])
-    ov.save_model(model, path, compress_to_fp16=False)
-
-
 def compare(name: str, reference: np.ndarray, probabilities: np.ndarray) -> dict:
     figures = {"max_abs_diff": float(np.abs(reference - probabilities).max()),
                "top1_agree": bool((reference.argmax(1) == probabilities.argmax(1)).all())}
@@ -110,7 +90,10 @@ def compare(name: str, reference: np.ndarray, probabilities: np.ndarray) -> dict
     return figures
 
 
-def export_run(run_dir: Path, out_dir: Path | None = None, parity_fields: int = 4, log=print) -> dict:
+def export_run(run_dir: Path, out_dir: Path | None = None, parity_fields: int = 4, int8: bool = False,
+               calibration: Path | None = None, calibration_fields: int = CALIBRATION_FIELDS,
+               gate_fields: int = GATE_FIELDS, max_drop: float = 1.0, force: bool = False, log=print) -> dict:
+    """The f32 export with its parity checks, then (int8) the quantized model behind its accuracy gate."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
@@ -124,6 +107,8 @@ def export_run(run_dir: Path, out_dir: Path | None = None, parity_fields: int = 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, xml_path = out_dir / "model.onnx", out_dir / MODEL_XML
+    for stale in (out_dir / MODEL_INT8_XML, (out_dir / MODEL_INT8_XML).with_suffix(".bin")):
+        stale.unlink(missing_ok=True)  # quantized from an earlier model.onnx
     export_onnx(module, card, onnx_path)
     log(f"onnx: {onnx_path} ({onnx_path.stat().st_size / 1e6:.0f} MB, opset {OPSET}) "
         f"after {time.perf_counter() - start:.1f} s")
@@ -133,12 +118,16 @@ def export_run(run_dir: Path, out_dir: Path | None = None, parity_fields: int = 
     parity = {"fields": names, "tolerance": TOLERANCE, "onnxruntime": compare("ONNX Runtime", reference, onnx_probs)}
     log(f"parity onnxruntime: max abs diff {parity['onnxruntime']['max_abs_diff']:.2e} on {len(names)} fields, top-1 identical")
 
-    export_openvino(onnx_path, card, xml_path)
+    save_with_card(raw_input_model(onnx_path, card), card, xml_path)
     log(f"openvino: {xml_path} (uint16 input, normalisation in the graph)")
     ov_probs, _ = Classifier(xml_path, precision="f32").predict(raw)  # also checks the card reads back
     parity["openvino"] = compare("OpenVINO", reference, ov_probs)
     log(f"parity openvino: max abs diff {parity['openvino']['max_abs_diff']:.2e} on {len(names)} fields, top-1 identical")
 
+    summary = {"onnx": str(onnx_path), "xml": str(xml_path), "parity": parity}
+    if int8:
+        parity["quantization"] = quantize_export(run_dir, out_dir, calibration, calibration_fields, gate_fields,
+                                                 max_drop, force, log)
+        summary["int8_xml"] = str(out_dir / MODEL_INT8_XML) if parity["quantization"]["kept"] else None
     write_atomically(out_dir / "parity.json", lambda tmp: tmp.write_text(json.dumps(parity, indent=2)))
-    return {"onnx": str(onnx_path), "xml": str(xml_path), "parity": parity,
-            "seconds": round(time.perf_counter() - start, 2)}
+    return {**summary, "seconds": round(time.perf_counter() - start, 2)}

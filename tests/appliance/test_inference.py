@@ -1,11 +1,24 @@
 """The runtime refuses a model whose card is missing or does not match the network."""
 
+import shutil
+
 import numpy as np
 import openvino as ov
 import pytest
 
 from appliance.inference import Classifier
 from appliance.model_card import ModelCardError
+
+
+@pytest.fixture(scope="module")
+def int8_model(tiny_run, tiny_model, tmp_path_factory):
+    """The tiny export folder with a model-int8.xml (the export's quantizer, a gate it cannot fail)."""
+    from export.quantize import quantize_export
+
+    folder = tmp_path_factory.mktemp("int8") / "export"
+    shutil.copytree(tiny_model, folder)
+    quantize_export(tiny_run, folder, max_drop=100.0, log=lambda line: None)
+    return folder
 
 
 def save_copy(tiny_model, folder, edit):
@@ -63,3 +76,35 @@ def test_predict_checks_its_input(tiny_model):
         classifier.predict(np.zeros((1, 3, 64, 64), np.uint16))
     with pytest.raises(ValueError, match="precision"):
         Classifier(tiny_model, precision="int4")
+
+
+def test_int8_needs_the_int8_file(tiny_model):
+    with pytest.raises(FileNotFoundError, match=r"model-int8\.xml: no INT8 model here.*--int8"):
+        Classifier(tiny_model, precision="int8")
+
+
+def test_int8_runs_model_int8_and_says_so(int8_model):
+    classifier = Classifier(int8_model, precision="int8")
+    assert classifier.xml.name == "model-int8.xml"
+    assert (classifier.precision, classifier.card.precision) == ("int8", "int8")
+    assert Classifier(int8_model, precision="bf16").xml.name == "model.xml"
+
+
+def test_precision_and_model_must_agree(tiny_model, int8_model):
+    with pytest.raises(ModelCardError, match="an int8 model cannot run at precision f32; use --precision int8"):
+        Classifier(int8_model / "model-int8.xml", precision="f32")
+    with pytest.raises(ModelCardError, match="an f32 model cannot run at precision int8"):
+        Classifier(tiny_model / "model.xml", precision="int8")
+
+
+@pytest.mark.parametrize("source, claim, says", [
+    ("model-int8.xml", "f32", "the card says precision f32, the network is quantized"),
+    ("model.xml", "int8", "the card says precision int8, the network is not quantized"),
+    ("model.xml", "fp8", "the card says precision fp8"),
+])
+def test_refuses_a_card_lying_about_precision(int8_model, tmp_path, source, claim, says):
+    model = ov.Core().read_model(int8_model / source)
+    model.set_rt_info(claim, ["model_info", "precision"])
+    ov.save_model(model, tmp_path / "model.xml", compress_to_fp16=False)
+    with pytest.raises(ModelCardError, match=says):
+        Classifier(tmp_path / "model.xml", precision="int8" if claim == "int8" else "f32")

@@ -1,0 +1,111 @@
+"""INT8 post-training quantization of the exported model (NNCF), kept only if accuracy holds.
+
+    OUT/model-int8.xml/.bin   model.onnx behind the same uint16 preprocessing, quantized by
+                              nncf.quantize on raw calibration fields; the card says precision
+                              int8 and rt_info ["model_info", "quantization"] says how
+    parity.json "quantization"   calibration, the gate's figures, and whether INT8 was kept
+
+Calibration fields: stratified by class from the run's split.csv train rows, or from a
+BBBC021-layout folder. The gate compares INT8 with the f32 IR, top-1 accuracy on held-out
+fields: split.csv val rows, or train rows the calibration did not use.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import nncf
+import numpy as np
+
+from appliance.fieldsets import LabelledField, accuracy, from_folder, from_split, read_raw, stratified
+from appliance.inference import MODEL_INT8_XML, MODEL_XML, Classifier
+from appliance.model_card import ModelCard
+from export import ExportError
+from export.ir import raw_input_model, save_with_card
+
+CALIBRATION_FIELDS = 128  # about 10 per class; each costs one f32 inference
+GATE_FIELDS = 130
+PRESET = nncf.QuantizationPreset.MIXED  # asymmetric activations: the normalised input is signed
+
+
+def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: int,
+                  gate_fields: int) -> tuple[dict, list[LabelledField], dict, list[LabelledField]]:
+    """(calibration description, fields), (gate description, fields); never the same field in both."""
+    rows = from_split(run_dir)
+    train, val = [f for f in rows if f.split == "train"], [f for f in rows if f.split == "val"]
+    if calibration is not None:
+        calib, source = stratified(from_folder(calibration), calibration_fields), str(calibration)
+    else:  # without val rows, keep half of the training rows for the gate
+        calib = stratified(train, calibration_fields if val else min(calibration_fields, len(train) // 2))
+        source = f"{run_dir}/split.csv train rows"
+    used = {tuple(p.resolve() for p in f.paths) for f in calib}
+    unused_train = [f for f in train if tuple(p.resolve() for p in f.paths) not in used]
+    gate = stratified(val or unused_train, gate_fields)
+    gate_source = f"{run_dir}/split.csv " + ("val rows" if val else "train rows not used for calibration")
+    if not calib:
+        raise ExportError(f"no calibration fields in {source}")
+    if not gate:
+        raise ExportError(f"no held-out fields for the INT8 accuracy gate in {gate_source}")
+    for field in calib:
+        missing = [p for p in field.paths if not p.is_file()]
+        if missing:
+            raise ExportError(f"calibration field {missing[0]} (from {source}): file not found")
+    return {"fields": len(calib), "source": source}, calib, {"fields": len(gate), "source": gate_source}, gate
+
+
+def quantize(onnx_path: Path, card: ModelCard, calibration: list[LabelledField]):
+    """The raw-input IR quantized on calibration fields fed as raw uint16, one at a time."""
+    dataset = nncf.Dataset(calibration, lambda field: read_raw([field], card.size))
+    return nncf.quantize(raw_input_model(onnx_path, card), dataset, preset=PRESET, subset_size=len(calibration))
+
+
+def compare(float_xml: Path, int8_xml: Path, fields: list[LabelledField], batch: int = 2) -> dict:
+    """Top-1 accuracy of both models on the same fields, read once."""
+    f32, int8 = Classifier(float_xml, "f32"), Classifier(int8_xml, "int8")
+    p32, p8 = [], []
+    for i in range(0, len(fields), batch):
+        raw = read_raw(fields[i:i + batch], f32.size)
+        p32.append(f32.predict(raw)[0])
+        p8.append(int8.predict(raw)[0])
+    p32, p8 = np.concatenate(p32), np.concatenate(p8)
+    acc32, acc8 = accuracy(p32, fields, f32.labels), accuracy(p8, fields, f32.labels)
+    return {"f32_accuracy": round(acc32, 2), "int8_accuracy": round(acc8, 2), "drop_points": round(acc32 - acc8, 2),
+            "top1_agreement": round(float(100 * (p32.argmax(1) == p8.argmax(1)).mean()), 2),
+            "max_abs_diff": float(np.abs(p32 - p8).max())}
+
+
+def quantize_export(run_dir: Path, export_dir: Path, calibration: Path | None = None,
+                    calibration_fields: int = CALIBRATION_FIELDS, gate_fields: int = GATE_FIELDS,
+                    max_drop: float = 1.0, force: bool = False, log=print) -> dict:
+    """Write model-int8.xml next to model.xml if the gate passes (or force); returns parity.json's section."""
+    start = time.perf_counter()
+    export_dir = Path(export_dir)
+    float_xml, int8_xml = export_dir / MODEL_XML, export_dir / MODEL_INT8_XML
+    card = Classifier(float_xml).card
+    calib_info, calib, gate_info, gate = choose_fields(Path(run_dir), calibration, calibration_fields, gate_fields)
+    log(f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']})")
+    model = quantize(export_dir / "model.onnx", card, calib)
+    how = {"method": "NNCF post-training quantization", "nncf": nncf.__version__, "preset": PRESET.value,
+           "calibration": calib_info}
+    candidate = export_dir / "model-int8.candidate.xml"
+    save_with_card(model, replace(card, precision="int8"), candidate, {"quantization": json.dumps(how)})
+    calibrated = time.perf_counter() - start
+
+    gate_info.update(compare(float_xml, candidate, gate))
+    kept = gate_info["drop_points"] <= max_drop or force
+    section = {**how, "gate": {**gate_info, "max_drop": max_drop}, "kept": kept,
+               "forced": kept and gate_info["drop_points"] > max_drop, "file": int8_xml.name if kept else None,
+               "calibration_s": round(calibrated, 1), "seconds": round(time.perf_counter() - start, 1)}
+    for suffix in (".xml", ".bin"):
+        source = candidate.with_suffix(suffix)
+        if kept:
+            source.replace(int8_xml.with_suffix(suffix))
+        else:
+            source.unlink()
+    log(f"int8: top-1 {gate_info['int8_accuracy']:.1f}% vs f32 {gate_info['f32_accuracy']:.1f}% on "
+        f"{gate_info['fields']} held-out fields (drop {gate_info['drop_points']:+.1f} points, allowed {max_drop:g}); "
+        + ("kept" + (" (forced)" if section["forced"] else "") + f": {int8_xml}" if kept else "INT8 model NOT kept"))
+    return section

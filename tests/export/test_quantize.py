@@ -1,0 +1,127 @@
+"""INT8 export of a tiny run: the card travels, the gate keeps or refuses, calibration is stratified."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import openvino as ov
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli import app
+from appliance.fieldsets import from_split, read_raw
+from appliance.inference import Classifier
+from appliance.model_card import ModelCard
+from appliance.synth import write_dataset
+from export.exporter import export_run
+from export.quantize import choose_fields, quantize_export
+from tests.conftest import LABELS
+
+
+@pytest.fixture(scope="module")
+def int8_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny run exported with --int8 and a gate it cannot fail (drop <= 100 points)."""
+    run = tmp_path_factory.mktemp("int8") / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    return run, export_run(run, parity_fields=3, int8=True, max_drop=100.0, log=lambda line: None)
+
+
+def copy_export(tiny_model, folder):
+    shutil.copytree(tiny_model, folder)
+    return folder
+
+
+def test_int8_ir_carries_the_card_and_how_it_was_quantized(int8_run):
+    run, summary = int8_run
+    export = run / "export"
+    network = ov.Core().read_model(export / "model-int8.xml")
+    meta = lambda key: network.get_rt_info(["model_info", key]).astype(str)
+    float_card = Classifier(export).card
+    card = ModelCard.from_metadata({k: meta(k) for k in float_card.to_metadata()})
+    assert card.precision == "int8" and float_card.precision == "f32"
+    assert card.to_metadata() == {**float_card.to_metadata(), "precision": "int8"}
+    how = json.loads(meta("quantization"))
+    assert how["method"] == "NNCF post-training quantization" and how["preset"] == "mixed"
+    assert how["calibration"]["fields"] == 2  # the tiny run's two training fields
+    assert any(op.get_type_name() == "FakeQuantize" for op in network.get_ops())
+    assert network.input(0).get_element_type() == ov.Type.u16  # raw pixels, normalisation in the graph
+    assert summary["int8_xml"] == str(export / "model-int8.xml")
+    assert sorted(p.name for p in export.iterdir()) == \
+        ["model-int8.bin", "model-int8.xml", "model.bin", "model.onnx", "model.xml", "parity.json"]
+
+
+def test_parity_json_holds_the_gate(int8_run):
+    run, summary = int8_run
+    parity = json.loads((run / "export" / "parity.json").read_text())
+    assert parity == summary["parity"] and {"onnxruntime", "openvino"} <= set(parity)
+    section = parity["quantization"]
+    gate = section["gate"]
+    assert section["kept"] is True and section["forced"] is False and section["file"] == "model-int8.xml"
+    assert gate["fields"] == 3 and gate["source"].endswith("split.csv val rows")
+    assert gate["drop_points"] == pytest.approx(gate["f32_accuracy"] - gate["int8_accuracy"], abs=0.02)
+    assert 0 <= gate["top1_agreement"] <= 100 and gate["max_drop"] == 100.0
+
+
+def test_int8_classifier_follows_the_float_model(int8_run):
+    run, _ = int8_run
+    raw = read_raw([f for f in from_split(run) if f.split == "val"], (128, 128))
+    int8 = Classifier(run / "export", precision="int8")
+    assert int8.xml.name == "model-int8.xml" and int8.precision == "int8"
+    probabilities, embeddings = int8.predict(raw)
+    assert probabilities.shape == (3, 3) and embeddings.shape == (3, 512)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-4)
+    np.testing.assert_allclose(probabilities, Classifier(run / "export").predict(raw)[0], atol=0.05)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_gate_with_an_impossible_max_drop(tiny_run, tiny_model, tmp_path, force):
+    """No INT8 model can lose less than -100 points: refused, unless forced."""
+    export = copy_export(tiny_model, tmp_path / "export")
+    section = quantize_export(tiny_run, export, max_drop=-101, force=force, log=lambda line: None)
+    assert section["kept"] is force and section["forced"] is force
+    names = sorted(p.name for p in export.iterdir())
+    assert names == sorted(["model.bin", "model.onnx", "model.xml", "parity.json"]
+                           + (["model-int8.bin", "model-int8.xml"] if force else []))
+    assert Classifier(export).precision == "f32"  # the float model is untouched
+
+
+def write_split(path, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_without_val_rows_the_gate_gets_the_training_rows_calibration_left(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(tiny_run / "split.csv", newline="") as f:
+        rows = [{**r, "split": "train"} for r in csv.DictReader(f)]
+    write_split(run / "split.csv", rows)
+    calib_info, calib, gate_info, gate = choose_fields(run, None, calibration_fields=128, gate_fields=130)
+    assert (len(calib), len(gate)) == (2, 3)  # half of the five training rows calibrate
+    assert not {f.paths for f in calib} & {f.paths for f in gate}
+    assert {f.moa for f in calib} == {LABELS[0], LABELS[1]}  # one field of each of two classes
+    assert gate_info["source"].endswith("train rows not used for calibration")
+
+
+def test_calibration_from_a_folder_is_stratified(tiny_run, tmp_path):
+    data = tmp_path / "data"
+    write_dataset(data, plates=1, fields_per_class=2, size=(128, 128), seed=1)  # 13 classes x 2 fields
+    calib_info, calib, gate_info, gate = choose_fields(tiny_run, data, calibration_fields=13, gate_fields=130)
+    assert len(calib) == 13 and len({f.moa for f in calib}) == 13  # one of every class first
+    assert calib_info["source"] == str(data)
+    assert sorted(f.name for f in gate) == sorted(f.name for f in from_split(tiny_run) if f.split == "val")
+
+
+def test_cli_refuses_int8_that_fails_the_gate(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
+    result = CliRunner().invoke(app, ["export", str(run), "--int8", "--max-drop=-101"])
+    assert result.exit_code == 1, result.output
+    said = " ".join(result.output.split())
+    assert "INT8 rejected" in said and "only the float model was kept" in said
+    assert (run / "export" / "model.xml").is_file() and not (run / "export" / "model-int8.xml").exists()
+    section = json.loads((run / "export" / "parity.json").read_text())["quantization"]
+    assert section["kept"] is False and section["file"] is None and section["gate"]["max_drop"] == -101
