@@ -67,7 +67,7 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, bat
 
     failures.sort(key=lambda f: (len(f.well), f.well, f.site))
     probs = np.concatenate(probabilities) if probabilities else np.empty((0, len(classifier.labels)))
-    files = write_results(out_dir, classified, probs, classifier.labels, failures)
+    files = write_results(out_dir, classified, probs, classifier.labels, failures, classifier.precision)
     seconds = time.perf_counter() - start
     return {
         "plate": plate_dir.name,
