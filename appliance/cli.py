@@ -170,6 +170,30 @@ def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s),
     raise typer.Exit(code)
 
 
+@app.command()
+def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder holding model.xml "
+                                                              "(and model.onnx, model-int8.xml if present).")],
+              fields: Annotated[int, typer.Option(help="Fields timed per backend (full resolution).")] = 8,
+              data: Annotated[Optional[Path], typer.Option(help="Labelled BBBC021-layout folder for accuracy "
+                                                                "(default: the run's validation fields).")] = None,
+              app_seconds: Annotated[int, typer.Option(help="Seconds per benchmark_app run (0: skip it).")] = 10,
+              as_json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON here.")] = None):
+    """Throughput, latency and accuracy of torch, ONNX Runtime and OpenVINO f32/bf16/int8, side by side."""
+    from appliance.benchmark import benchmark as run_benchmark
+    from appliance.benchmark import table
+
+    if fields < 1:
+        raise typer.BadParameter("--fields must be at least 1")
+    try:
+        rows = run_benchmark(model_dir, fields=fields, data=data, app_seconds=app_seconds, log=console.print)
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    Console().print(table(rows))  # the table on stdout, progress notes on stderr
+    if as_json:
+        as_json.write_text(json.dumps(rows, indent=2))
+
+
 def run_with_progress(function, *args, **kwargs):
     """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)

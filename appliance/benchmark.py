@@ -1,0 +1,200 @@
+"""One exported model on every backend available, side by side: speed at full resolution, accuracy.
+
+Rows: torch eager f32 (when torch and the run's weights are reachable: the export folder's
+parent run), ONNX Runtime f32 (if installed), OpenVINO f32, bf16, and int8 (if model-int8.xml
+exists). Each row gives
+    fields_per_s   throughput; OpenVINO: THROUGHPUT hint, an async queue of batch-1 requests;
+                   torch and ONNX Runtime: batches of 2 with all threads
+    latency_ms     median of batch-1 runs; OpenVINO compiled with the LATENCY hint
+    accuracy       top-1 % on labelled fields (--data, else the run's split.csv val rows), or None
+and speed-up over the faster torch row. torch runs with 1 thread and with all threads: on a
+busy machine its OpenMP barriers make all threads slower than one, and the baseline should be
+torch at its best. OpenVINO rows also run OpenVINO's benchmark_app on the same IR and give our
+throughput as a fraction of its. torch is imported only inside export.eager.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+from rich import box
+from rich.table import Table
+
+from appliance.fieldsets import LabelledField, accuracy, from_folder, from_split, read_raw
+from appliance.inference import (MODEL_INT8_XML, MODEL_XML, PRECISIONS, PROBABILITIES, check_card,
+                                 compile_model, read_card)
+
+BATCH = 2  # torch and ONNX Runtime run batches of this size for throughput
+LATENCY_RUNS = 5
+CHUNK = 8  # fields read at a time for accuracy
+
+
+def labelled_fields(model_dir: Path, data: Path | None) -> tuple[list[LabelledField], str]:
+    """--data's labelled fields, else the run's validation rows, else none."""
+    if data is not None:
+        return from_folder(data), f"labelled fields of {data}"
+    split = model_dir.parent / "split.csv"
+    val = [f for f in from_split(model_dir.parent) if f.split == "val"] if split.is_file() else []
+    return val, f"val rows of {split}"
+
+
+def openvino_runner(xml: Path, precision: str, threads: int):
+    """(run_all, run_one): the THROUGHPUT-compiled model behind an async queue, and a LATENCY one."""
+    network = ov.Core().read_model(xml)
+    throughput = compile_model(network, precision, threads, "THROUGHPUT")
+    latency = compile_model(network, precision, threads, "LATENCY")
+    queue = ov.AsyncInferQueue(throughput, throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    request = latency.create_infer_request()
+
+    def run_all(raw: np.ndarray) -> np.ndarray:
+        out = np.empty((len(raw), throughput.output(PROBABILITIES).get_partial_shape()[1].get_length()), np.float32)
+
+        def done(req, i):
+            out[i] = req.get_tensor(PROBABILITIES).data[0]
+
+        queue.set_callback(done)
+        for i in range(len(raw)):
+            queue.start_async({0: raw[i:i + 1]}, i)
+        queue.wait_all()
+        return out
+
+    def run_one(raw: np.ndarray) -> np.ndarray:
+        return request.infer({0: raw})[latency.output(PROBABILITIES)]
+
+    return run_all, run_one
+
+
+def batched(predict):
+    def run_all(raw: np.ndarray) -> np.ndarray:
+        return np.concatenate([predict(raw[i:i + BATCH]) for i in range(0, len(raw), BATCH)])
+    return run_all, predict
+
+
+def onnxruntime_runner(onnx_path: Path, card, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    return batched(lambda raw: session.run([PROBABILITIES], {"fields": card.normalization.apply(raw)})[0])
+
+
+def torch_runner(run_dir: Path, threads: int):
+    eager = importlib.import_module("export.eager")  # torch, only here
+    predict, _ = eager.eager_predictor(run_dir, threads)
+    return batched(predict)
+
+
+def measure(run_all, run_one, timing: np.ndarray) -> tuple[float, float]:
+    """(fields/s over all timing fields, median batch-1 latency in ms), after one warm-up of each."""
+    run_one(timing[:1])
+    run_all(timing[:BATCH])
+    start = time.perf_counter()
+    run_all(timing)
+    fields_per_s = len(timing) / (time.perf_counter() - start)
+    latencies = []
+    for i in range(min(LATENCY_RUNS, len(timing))):
+        start = time.perf_counter()
+        run_one(timing[i:i + 1])
+        latencies.append(1000 * (time.perf_counter() - start))
+    return fields_per_s, statistics.median(latencies)
+
+
+def benchmark_app_fps(xml: Path, precision: str, threads: int, shape: tuple[int, ...], seconds: int) -> float | None:
+    """Throughput OpenVINO's own benchmark_app (shipped in the openvino wheel) reaches on the IR."""
+    command = [sys.executable, "-c", "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())",
+               "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(seconds),
+               "-data_shape", "[" + ",".join(map(str, shape)) + "]",
+               "-infer_precision", PRECISIONS[precision].get_type_name()]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = re.search(r"Throughput:\s+([\d.]+) FPS", result.stdout + result.stderr)
+    return float(found.group(1)) if found else None
+
+
+def benchmark(model_dir: Path, fields: int = 8, data: Path | None = None, app_seconds: int = 10,
+              threads: int | None = None, log=print) -> list[dict]:
+    model_dir = Path(model_dir)
+    xml = model_dir / MODEL_XML
+    network = ov.Core().read_model(xml)
+    card = read_card(network, str(xml))
+    check_card(network, card, str(xml))
+    threads = threads or len(os.sched_getaffinity(0))
+    shape = (1, len(card.channels), *card.size)
+
+    labelled, source = labelled_fields(model_dir, data)
+    labelled = [f for f in labelled if f.moa in card.labels]
+    if labelled:
+        timing = read_raw([labelled[i % len(labelled)] for i in range(fields)], card.size)
+        log(f"timing on {fields} fields of {card.input_height}x{card.input_width}, "
+            f"accuracy on {len(labelled)} {source}")
+    else:
+        timing = np.random.default_rng(0).integers(0, 2 ** card.bit_depth, (fields, *shape[1:]), dtype=np.uint16)
+        log(f"timing on {fields} random fields of {card.input_height}x{card.input_width}; "
+            f"no {source}: accuracy not measured (pass --data)")
+
+    runners = []
+    run_dir = model_dir.parent
+    if (run_dir / "run.json").is_file():
+        runners += [("torch eager", "f32", n, lambda n=n: torch_runner(run_dir, n)) for n in sorted({1, threads})]
+    else:
+        log(f"torch eager: skipped, no run.json in {run_dir} (the export folder's parent)")
+    if importlib.util.find_spec("onnxruntime") and (model_dir / "model.onnx").is_file():
+        runners.append(("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads)))
+    else:
+        log("onnxruntime: skipped (not installed or no model.onnx)")
+    for precision in ("f32", "bf16", "int8"):
+        ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
+        if ir.is_file():
+            runners.append(("openvino", precision, threads, lambda ir=ir, p=precision: openvino_runner(ir, p, threads)))
+        else:
+            log(f"openvino int8: skipped, no {ir}")
+
+    rows, accuracies = [], {}
+    for backend, precision, n, make in runners:
+        try:
+            run_all, run_one = make()
+        except ModuleNotFoundError as exc:
+            log(f"{backend}: skipped ({exc})")
+            continue
+        fields_per_s, latency_ms = measure(run_all, run_one, timing)
+        if labelled and (backend, precision) not in accuracies:  # the same numbers at any thread count
+            probabilities = [run_all(read_raw(labelled[i:i + CHUNK], card.size)) for i in range(0, len(labelled), CHUNK)]
+            accuracies[backend, precision] = round(accuracy(np.concatenate(probabilities), labelled, card.labels), 2)
+        row = {"backend": backend, "precision": precision, "threads": n, "fields_per_s": round(fields_per_s, 3),
+               "latency_ms": round(latency_ms, 1), "accuracy": accuracies.get((backend, precision)),
+               "benchmark_app_fps": None, "of_benchmark_app": None}
+        del run_all, run_one
+        if backend == "openvino" and app_seconds > 0:
+            ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
+            reference = benchmark_app_fps(ir, precision, threads, shape, app_seconds)
+            if reference:
+                row.update(benchmark_app_fps=reference, of_benchmark_app=round(fields_per_s / reference, 3))
+        log(f"{backend} {precision}, {n} thread(s): {row['fields_per_s']:.2f} fields/s, {row['latency_ms']:.0f} ms")
+        rows.append(row)
+    torch_fps = max((r["fields_per_s"] for r in rows if r["backend"] == "torch eager"), default=None)
+    for row in rows:
+        row["speedup_vs_torch"] = round(row["fields_per_s"] / torch_fps, 2) if torch_fps else None
+    return rows
+
+
+def table(rows: list[dict]) -> Table:
+    out = Table("backend", "threads", "fields/s", "latency ms", "top-1 %", "x torch", "of app", box=box.SIMPLE_HEAD,
+                title="M-CNN inference", caption="latency: batch 1, LATENCY hint; of app: our fields/s "
+                "as a fraction of OpenVINO benchmark_app's on the same IR")
+    out.columns[0].no_wrap = True
+    show = lambda value, fmt: "-" if value is None else format(value, fmt)
+    for r in rows:
+        out.add_row(f"{r['backend']} {r['precision']}", str(r["threads"]), show(r["fields_per_s"], ".2f"),
+                    show(r["latency_ms"], ".0f"), show(r["accuracy"], ".1f"), show(r["speedup_vs_torch"], ".2f"),
+                    show(r["of_benchmark_app"], ".0%"))
+    return out

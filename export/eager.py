@@ -1,0 +1,29 @@
+"""The trained model in PyTorch eager mode, fp32: the baseline `benchmark` compares OpenVINO with.
+
+Lives outside `appliance` because it imports torch; `appliance.benchmark` imports it lazily.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from appliance.model_card import ModelCard
+from export.exporter import Exported
+from training.run import load_run, model_card, set_threads
+
+
+def eager_predictor(run_dir: Path, threads: int | None = None):
+    """(predict, card): predict maps raw uint16 (N, C, H, W) fields to probabilities (N, classes)."""
+    model, info = load_run(run_dir)
+    card: ModelCard = model_card(info)
+    module = Exported(model).eval()
+    set_threads(threads)
+
+    def predict(raw: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(card.normalization.apply(raw)))[0].numpy()
+
+    return predict, card

@@ -1,0 +1,55 @@
+"""The benchmark on the tiny model: every backend's row, accuracy where labels exist, the CLI's JSON."""
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+from appliance.benchmark import benchmark
+from appliance.cli import app
+from appliance.synth import write_dataset
+
+KEYS = {"backend", "precision", "threads", "fields_per_s", "latency_ms", "accuracy", "speedup_vs_torch",
+        "benchmark_app_fps", "of_benchmark_app"}
+
+
+def test_rows_for_every_backend_with_benchmark_app(tiny_model):
+    rows = benchmark(tiny_model, fields=2, app_seconds=1, log=lambda line: None)
+    pairs = [(r["backend"], r["precision"]) for r in rows]
+    assert pairs[-3:] == [("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16")]
+    assert pairs[:-3] == [("torch eager", "f32")] * len(pairs[:-3]) and 1 <= len(pairs[:-3]) <= 2  # 1 and all threads
+    for row in rows:
+        assert set(row) == KEYS
+        assert row["fields_per_s"] > 0 and row["latency_ms"] > 0
+        assert 0 <= row["accuracy"] <= 100  # on the tiny run's three validation fields
+        assert (row["of_benchmark_app"] is not None) == (row["backend"] == "openvino")
+    assert max(r["speedup_vs_torch"] for r in rows if r["backend"] == "torch eager") == 1.0
+
+
+def test_without_the_run_no_torch_and_no_accuracy(tiny_model, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(tiny_model, export)
+    rows = benchmark(export, fields=1, app_seconds=0, log=lambda line: None)
+    assert [(r["backend"], r["precision"]) for r in rows] == \
+        [("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16")]
+    assert all(r["accuracy"] is None and r["speedup_vs_torch"] is None for r in rows)
+
+
+def test_accuracy_on_a_labelled_folder(tiny_model, tmp_path):
+    data = tmp_path / "data"
+    write_dataset(data, plates=1, fields_per_class=1, size=(128, 128), seed=2)  # 3 of its 13 classes are the model's
+    lines = []
+    rows = benchmark(tiny_model, fields=1, data=data, app_seconds=0, log=lines.append)
+    assert "accuracy on 3 labelled fields of" in lines[0]
+    assert all(min(abs(r["accuracy"] - k * 100 / 3) for k in range(4)) < 0.01 for r in rows)  # k of 3 right
+
+
+def test_cli_writes_the_rows_as_json(tiny_model, tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["benchmark", str(tiny_model), "--fields", "1", "--app-seconds", "0",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert isinstance(rows, list) and {r["backend"] for r in rows} == {"torch eager", "onnxruntime", "openvino"}
+    assert all(set(r) == KEYS for r in rows)
+    assert "openvino bf16" in result.stdout
