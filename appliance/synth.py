@@ -130,9 +130,9 @@ PHENOTYPES: dict[str, Phenotype] = {
     "Actin disruptors": replace(
         DMSO, stain=(1.0, 1.0, 2.0), cell_r=20.0, cell_irregular=0.38, act_rim=100.0, act_fibres=0.0, act_cyto=100.0, act_puncta=4.5,
         act_punct_amp=7500.0, act_punct_sigma=2.6, tub=1300.0),
-    # enlarged, bright nuclei with micronuclei; flattened cells
+    # enlarged, bright nuclei with micronuclei; flattened cells rich in tubulin and F-actin
     "DNA damage": replace(
-        DMSO, stain=(2.0, 1.0, 1.0), count=0.75, cell_r=26.0, nuc_r=14.0, dapi=4400.0, chromatin=0.45, micronuclei=4.0, tub=850.0),
+        DMSO, stain=(2.0, 2.0, 2.0), count=0.75, cell_r=26.0, nuc_r=14.0, dapi=4400.0, chromatin=0.45, micronuclei=4.0, tub=850.0),
     # enlarged but dim nuclei (stalled S phase); fewer, larger cells
     "DNA replication": replace(
         DMSO, stain=(0.5, 1.0, 1.0), count=0.5, cell_r=30.0, nuc_r=15.0, dapi=1100.0, chromatin=0.08, tub=1400.0, act_fibres=600.0),

@@ -49,8 +49,15 @@ def spread_sample(fields: list[Field], n: int) -> list[Field]:
     return [fields[i] for i in np.linspace(0, len(fields) - 1, n).round().astype(int)]
 
 
+GAIN_JITTER = 0.15  # +-15 % per stain, as weeks differ; far below the 2x stain levels between classes
+
+
 class FieldDataset(Dataset):
-    """(normalised field, class index); with augment, random flips (and so 180-degree turns)."""
+    """(normalised field, class index).
+
+    With augment: random flips (and so 180-degree turns) and a random gain per stain, as the
+    imager's weeks differ; never a crop, a resize or anything else that changes geometry.
+    """
 
     def __init__(self, fields: list[Field], labels: list[str], size: tuple[int, int],
                  normalization: Normalization, augment: bool = False, seed: int = 0):
@@ -63,11 +70,14 @@ class FieldDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         field = self.fields[i]
-        x = self.norm.apply(read_field(field.paths, self.size))
-        if self.augment:
-            rng = np.random.default_rng((self.seed, self.epoch, i))
-            if rng.random() < 0.5:
-                x = x[:, :, ::-1]
-            if rng.random() < 0.5:
-                x = x[:, ::-1, :]
+        raw = read_field(field.paths, self.size)
+        if not self.augment:
+            return torch.from_numpy(self.norm.apply(raw)), self.index[field.moa]
+        rng = np.random.default_rng((self.seed, self.epoch, i))
+        gain = np.exp(rng.uniform(-GAIN_JITTER, GAIN_JITTER, len(raw))).astype(np.float32)
+        x = self.norm.apply(raw * gain[:, None, None])
+        if rng.random() < 0.5:
+            x = x[:, :, ::-1]
+        if rng.random() < 0.5:
+            x = x[:, ::-1, :]
         return torch.from_numpy(np.ascontiguousarray(x)), self.index[field.moa]

@@ -66,3 +66,13 @@ def test_tampered_weights_are_refused(small_data, tmp_path):
         f.write(b"\0\0\0\1")
     with pytest.raises(ValueError, match="SHA-256"):
         load_run(run)
+
+
+def test_training_learns_the_training_fields(tmp_path):
+    """13 small fields, one per class, fitted in 8 epochs: a broken loss, rate or label order fails."""
+    data = tmp_path / "data"
+    write_dataset(data, plates=1, fields_per_class=1, size=SMALL, seed=1)
+    result = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=8, batch_size=2, size=SMALL,
+                               val_fraction=0.0, workers=0), console=Console(quiet=True))
+    first, last = result["history"][0], result["history"][-1]
+    assert last["train_loss"] < 0.7 * first["train_loss"] and last["train_acc"] >= 0.4
