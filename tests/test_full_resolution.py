@@ -7,6 +7,7 @@ Every other test uses a small input size; this one proves the real contract: ful
 import csv
 import json
 
+import pytest
 from rich.console import Console
 
 from appliance.classify import classify_plate
@@ -16,6 +17,7 @@ from export.exporter import export_run
 from training.train import TrainConfig, train
 
 
+@pytest.mark.slow  # `make test` runs it; `pytest -m 'not slow'` is the quick loop
 def test_full_resolution_train_export_classify(tmp_path):
     data, run = tmp_path / "data", tmp_path / "run"
     write_dataset(data, plates=1, fields_per_class=1, seed=3, workers=2)  # 13 full-size fields
