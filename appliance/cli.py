@@ -91,15 +91,31 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
           lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
           optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov).")] = "adamw",
           precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
-          workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1):
+          workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
+          nproc_per_node: Annotated[int, typer.Option(help="Training processes (ranks) on this node; "
+                                                            "more than one launches torchrun.")] = 1,
+          nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
+          rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT every node can reach "
+                                                                    "(with --nnodes > 1).")] = None):
     """Train the M-CNN on labelled fields; writes weights, config, metrics and split to --out."""
+    import os
+    import subprocess
+
     train_module = lazy_import("training.train", "train")
     cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
                                    size=parse_size(size), seed=seed, optimizer=optimizer,
                                    precision=precision, workers=workers)
     if lr is not None:
         cfg.lr = lr
-    train_module.train(cfg, console=console)
+    if "WORLD_SIZE" in os.environ or nproc_per_node * nnodes == 1:  # one process, or one rank under torchrun
+        train_module.train(cfg, console=console)
+        return
+    try:
+        command = train_module.torchrun_command(cfg, nproc_per_node, nnodes, rdzv_endpoint)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    threads = max(1, len(os.sched_getaffinity(0)) // nproc_per_node)  # each rank narrows to its own cores
+    raise typer.Exit(subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode)
 
 
 @app.command()

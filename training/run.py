@@ -85,6 +85,17 @@ def model_card(info: dict) -> ModelCard:
     )
 
 
+def rank_cores(cores: list[int], local_rank: int, local_ranks: int) -> list[int]:
+    """This rank's share of the node's cores: contiguous blocks, one per local rank.
+
+    With fewer cores than ranks, ranks share cores round-robin (oversubscribed, but runs).
+    """
+    cores, n = sorted(cores), len(cores)
+    if local_ranks > n:
+        return [cores[local_rank % n]]
+    return cores[local_rank * n // local_ranks:(local_rank + 1) * n // local_ranks]
+
+
 def set_threads(threads: int | None = None) -> int:
     """Use the cores this process may run on (cgroup/affinity), not the host's count."""
     threads = threads or len(os.sched_getaffinity(0))

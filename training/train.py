@@ -2,13 +2,22 @@
 
     fields -> stratified split -> normalisation fitted on training fields -> model
     -> epochs of (train, validate, metrics row, save) -> a run folder export can read.
+
+One process, or one per rank under torchrun (DistributedDataParallel over gloo):
+
+    python -m torch.distributed.run --standalone --nproc-per-node 2 -m training.train '{"config": {...}}'
+
+`mcnn-appliance train --nproc-per-node 2` builds that command line itself.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import platform
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -17,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import appliance
 from appliance.imageio import read_field
@@ -28,7 +39,7 @@ from appliance.metadata import CHANNELS, class_names, load_fields
 from appliance.normalization import fit_normalization
 from training.data import FieldDataset, spread_sample, stratified_split, write_split
 from training.model import MCNN, MCNNConfig, count_parameters
-from training.run import save_run, set_threads
+from training.run import rank_cores, save_run, set_threads
 
 METRICS_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
                    "images_per_s", "epoch_s", "wall_s")
@@ -103,8 +114,8 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be adamw or sgd, not {cfg.optimizer!r}")
 
 
-def evaluate(model: nn.Module, loader: DataLoader, precision: str) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a loader."""
+def evaluate(model: nn.Module, loader: DataLoader, precision: str) -> tuple[float, int, int]:
+    """Summed cross-entropy, number correct and number of fields over a loader."""
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -113,17 +124,32 @@ def evaluate(model: nn.Module, loader: DataLoader, precision: str) -> tuple[floa
             loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()
             n += len(y)
-    return (loss_sum / n, correct / n) if n else (float("nan"), float("nan"))
+    return loss_sum, correct, n
 
 
 def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     console = console or Console()
     start = time.time()
+    # Distributed: torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; each rank gets
+    # its own block of the node's cores (intra-op threads = its cores, one inter-op thread).
+    ddp = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    if ddp:
+        dist.init_process_group("gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        os.sched_setaffinity(0, rank_cores(os.sched_getaffinity(0), int(os.environ["LOCAL_RANK"]),
+                                           int(os.environ["LOCAL_WORLD_SIZE"])))
+        torch.set_num_interop_threads(1)
+    else:
+        rank, world = 0, 1
+    master = rank == 0  # only rank 0 writes files and shows progress
+    if not master:
+        console = Console(quiet=True)
     threads = set_threads(cfg.threads)
     precision = resolve_precision(cfg.precision)
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if master:
+        out.mkdir(parents=True, exist_ok=True)
 
     # Data: labelled fields, a stratified hold-out, and the normalisation from training fields.
     fields = load_fields(Path(cfg.data))
@@ -131,38 +157,48 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         raise ValueError(f"{cfg.data}: no labelled fields (image table joined with MoA table is empty)")
     labels = class_names(fields)
     train_fields, val_fields = stratified_split(fields, cfg.val_fraction, cfg.seed)
-    write_split(out / "split.csv", train_fields, val_fields)
+    if master:
+        write_split(out / "split.csv", train_fields, val_fields)
     size = tuple(cfg.size)
     normalization = fit_normalization(read_field(f.paths, size) for f in spread_sample(train_fields, cfg.norm_fields))
 
     train_set = FieldDataset(train_fields, labels, size, normalization, augment=True, seed=cfg.seed)
     val_set = FieldDataset(val_fields, labels, size, normalization)
+    # Each rank trains on its share of every epoch's shuffle and validates on every world-th field.
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if ddp else None
+    per_rank = len(sampler) if ddp else len(train_set)
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    train_loader = DataLoader(train_set, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
+    train_loader = DataLoader(train_set, shuffle=sampler is None, sampler=sampler,
+                              drop_last=per_rank > cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
-    val_loader = DataLoader(val_set, **loader_args) if val_fields else []
+    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), **loader_args) if val_fields else []
 
     # Model and recipe.
     config = MCNNConfig(height=size[0], width=size[1], in_channels=len(CHANNELS), num_classes=len(labels))
-    model = MCNN(config).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, cfg)
+    raw_model = MCNN(config).to(memory_format=torch.channels_last)
+    model = DistributedDataParallel(raw_model) if ddp else raw_model  # DDP: same start weights on every rank
+    optimizer = make_optimizer(raw_model, cfg)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     total_steps = cfg.epochs * len(train_loader)
     info = {
         "run_id": f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
         "labels": labels, "channels": list(CHANNELS), "normalization": normalization.to_dict(),
         "train_config": {**asdict(cfg), "size": list(size)}, "precision": precision, "threads": threads,
+        "ranks": world, "global_batch": cfg.batch_size * world,
         "fields": {"train": len(train_fields), "val": len(val_fields)},
         "versions": {"mcnn_appliance": appliance.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
-    console.print(f"[bold]M-CNN[/] {size[0]}x{size[1]}, {count_parameters(model) / 1e6:.1f} M parameters, "
+    layout = f"{world} ranks x {threads} threads, batch {cfg.batch_size} per rank" if ddp else \
+        f"{threads} threads, batch {cfg.batch_size}"
+    console.print(f"[bold]M-CNN[/] {size[0]}x{size[1]}, {count_parameters(raw_model) / 1e6:.1f} M parameters, "
                   f"{len(labels)} classes; {len(train_fields)} training / {len(val_fields)} validation fields; "
-                  f"{precision}, {threads} threads, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}")
+                  f"{precision}, {layout}, {cfg.optimizer} lr {cfg.lr:g}")
 
     metrics_path = out / "metrics.csv"
-    with open(metrics_path, "w", newline="") as f:
-        csv.writer(f).writerow(METRICS_COLUMNS)
+    if master:
+        with open(metrics_path, "w", newline="") as f:
+            csv.writer(f).writerow(METRICS_COLUMNS)
     step, history = 0, []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[status]}"))
@@ -170,6 +206,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         for epoch in range(1, cfg.epochs + 1):
             task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(train_loader), status="")
             train_set.epoch = epoch
+            if sampler:
+                sampler.set_epoch(epoch)
             model.train()
             epoch_start, seen, loss_sum, correct = time.time(), 0, 0.0, 0
             for x, y in train_loader:
@@ -195,16 +233,40 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                 bar.update(task, advance=1, status=f"loss {loss.item():.3f}  "
                                                    f"{seen / (time.time() - epoch_start):.2f} img/s")
             epoch_s = time.time() - epoch_start
-            val_loss, val_acc = evaluate(model, val_loader, precision) if val_fields else (float("nan"),) * 2
+            # Sums over all ranks: training loss, correct, fields seen; then validation's.
+            totals = torch.tensor([loss_sum, correct, seen, *evaluate(raw_model, val_loader, precision)],
+                                  dtype=torch.float64)
+            if ddp:
+                dist.all_reduce(totals)
+            loss_sum, correct, seen, val_loss_sum, val_correct, val_seen = totals.tolist()
+            val_loss, val_acc = (val_loss_sum / val_seen, val_correct / val_seen) if val_seen else (float("nan"),) * 2
             row = {"epoch": epoch, "step": step, "lr": round(lr, 8), "train_loss": round(loss_sum / seen, 5),
                    "train_acc": round(correct / seen, 4), "val_loss": round(val_loss, 5),
                    "val_acc": round(val_acc, 4), "images_per_s": round(seen / epoch_s, 3),
                    "epoch_s": round(epoch_s, 1), "wall_s": round(time.time() - start, 1)}
             history.append(row)
-            with open(metrics_path, "a", newline="") as f:
-                csv.writer(f).writerow(row[c] for c in METRICS_COLUMNS)
             bar.update(task, status=f"loss {row['train_loss']:.3f} train acc {row['train_acc']:.2f} "
                                     f"val acc {row['val_acc']:.2f}")
-            info = save_run(out, model, {**info, "epochs_done": epoch, "metrics": row})
+            if master:
+                with open(metrics_path, "a", newline="") as f:
+                    csv.writer(f).writerow(row[c] for c in METRICS_COLUMNS)
+                info = save_run(out, raw_model, {**info, "epochs_done": epoch, "metrics": row})
     console.print(f"run saved in {out} ({time.time() - start:.0f} s)")
+    if ddp:
+        dist.destroy_process_group()
     return {"run": str(out), "run_id": info["run_id"], "history": history, "seconds": time.time() - start}
+
+
+def torchrun_command(cfg: TrainConfig, nproc_per_node: int, nnodes: int = 1,
+                     rdzv_endpoint: str | None = None) -> list[str]:
+    """The command that runs `train(cfg)` as nproc_per_node ranks on this node (of nnodes)."""
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ValueError("training on several nodes needs a rendezvous endpoint HOST:PORT (any node's address)")
+    rendezvous = (["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
+                  if nnodes > 1 else ["--standalone"])
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node), *rendezvous,
+            "-m", "training.train", json.dumps({"config": asdict(cfg)})]
+
+
+if __name__ == "__main__":  # one rank under torchrun; the argument is {"config": {TrainConfig fields}}
+    train(TrainConfig(**json.loads(sys.argv[1])["config"]), console=Console(stderr=True))

@@ -2,12 +2,17 @@ import csv
 import json
 
 import pytest
+import torch
 from rich.console import Console
+from typer.testing import CliRunner
 
+from appliance.cli import app
+from appliance.metadata import load_fields
+from appliance.normalization import Normalization
 from appliance.synth import write_dataset
-from training.data import stratified_split
+from training.data import FieldDataset, stratified_split
 from training.run import load_run
-from training.train import TrainConfig, get_lr, lr_scale, train
+from training.train import TrainConfig, evaluate, get_lr, lr_scale, torchrun_command, train
 from training.model import MCNN, MCNNConfig
 
 SMALL = (128, 256)
@@ -33,8 +38,6 @@ def test_only_the_wide_linear_layer_learns_slower_at_full_resolution():
 
 
 def test_stratified_split_holds_out_every_class(small_data):
-    from appliance.metadata import load_fields
-
     fields = load_fields(small_data)
     train_fields, val_fields = stratified_split(fields, 0.34, seed=0)
     assert {f.moa for f in val_fields} == {f.moa for f in fields}  # 13 classes, one of three each
@@ -76,3 +79,36 @@ def test_training_learns_the_training_fields(tmp_path):
                                val_fraction=0.0, workers=0), console=Console(quiet=True))
     first, last = result["history"][0], result["history"][-1]
     assert last["train_loss"] < 0.7 * first["train_loss"] and last["train_acc"] >= 0.4
+
+
+def test_two_ranks_under_torchrun_write_one_run(tmp_path):
+    """`train --nproc-per-node 2` launches torchrun: DDP over gloo, rank 0 writes, metrics summed over ranks."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    write_dataset(data, plates=1, fields_per_class=2, size=(128, 128), seed=1)  # 13 train + 13 val fields
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "2",
+                                      "--size", "128x128", "--precision", "fp32", "--workers", "0",
+                                      "--nproc-per-node", "2"])
+    assert result.exit_code == 0, result.output
+    [row] = list(csv.DictReader(open(run / "metrics.csv")))
+    assert int(row["step"]) == 3  # 13 fields -> 7 per rank (one padded) -> 3 steps of 2 per rank
+    model, info = load_run(run)  # the plain model's state dict: no DDP "module." prefix
+    assert info["ranks"] == 2 and info["global_batch"] == 4
+    expected = MCNN(MCNNConfig(height=128, width=128, num_classes=13)).state_dict()
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in expected.items()}
+    # Validation was split over the ranks and summed: one process on all 13 fields gives the same figures.
+    held_out = {(r["plate"], r["well"], int(r["site"])) for r in csv.DictReader(open(run / "split.csv"))
+                if r["split"] == "val"}
+    val = [f for f in load_fields(data) if (f.plate, f.well, f.site) in held_out]
+    norm = Normalization.from_dict(info["normalization"])
+    loss_sum, correct, n = evaluate(model, torch.utils.data.DataLoader(
+        FieldDataset(val, info["labels"], (128, 128), norm), batch_size=4), "fp32")
+    assert n == 13 and float(row["val_loss"]) == pytest.approx(loss_sum / n, abs=1e-4)
+    assert float(row["val_acc"]) == pytest.approx(correct / n, abs=1e-4)
+
+
+def test_several_nodes_need_a_rendezvous_endpoint():
+    cfg = TrainConfig(data="d", out="o")
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        torchrun_command(cfg, 2, nnodes=2)
+    command = torchrun_command(cfg, 4, nnodes=2, rdzv_endpoint="node1:29500")
+    assert command[command.index("--rdzv-endpoint") + 1] == "node1:29500" and "--standalone" not in command
