@@ -85,10 +85,14 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                      "and the Week folders.")],
           out: Annotated[Path, typer.Option(help="Run folder to write.")],
           epochs: int = 4,
-          batch_size: int = 4,
+          batch_size: Annotated[int, typer.Option(help="Micro-batch: fields per forward pass on each rank.")] = 4,
+          accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step; global batch = "
+                                                         "batch size x accumulation x ranks.")] = 1,
           size: SizeOption = "1024x1280",
           seed: int = 0,
           lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+          lr_scaling: Annotated[str, typer.Option(help="none, or linear: peak rate = lr x global batch / 2 "
+                                                       "(the batch the default lr was tuned at).")] = "none",
           optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov).")] = "adamw",
           precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
           workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
@@ -103,8 +107,8 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
 
     train_module = lazy_import("training.train", "train")
     cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
-                                   size=parse_size(size), seed=seed, optimizer=optimizer,
-                                   precision=precision, workers=workers)
+                                   accumulation=accumulation, size=parse_size(size), seed=seed, optimizer=optimizer,
+                                   lr_scaling=lr_scaling, precision=precision, workers=workers)
     if lr is not None:
         cfg.lr = lr
     if "WORLD_SIZE" in os.environ or nproc_per_node * nnodes == 1:  # one process, or one rank under torchrun

@@ -20,6 +20,7 @@ import platform
 import sys
 import time
 import uuid
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,11 +51,14 @@ class TrainConfig:
     data: str
     out: str
     epochs: int = 4
-    batch_size: int = 4
+    batch_size: int = 4  # micro-batch: fields per forward pass on each rank
+    accumulation: int = 1  # micro-batches per optimizer step; global batch = batch_size x accumulation x ranks
     size: tuple[int, int] = (1024, 1280)
     seed: int = 0
     optimizer: str = "adamw"  # "adamw" or "sgd" (Nesterov momentum, the paper's)
     lr: float = 3e-4  # AdamW at full resolution: 1e-3 learns slower (see README, demo)
+    lr_scaling: str = "none"  # "linear": peak rate = lr x global batch / lr_reference_batch (Goyal et al. 2017)
+    lr_reference_batch: int = 2  # the global batch `lr` was tuned at: the demo's recipe (AdamW 3e-4, batch 2)
     weight_decay: float = 0.05
     warmup_steps: int = 4
     label_smoothing: float = 0.1
@@ -97,6 +101,14 @@ def lr_scale(module: nn.Module, reference_fan_in: int = 1024) -> float:
     """
     fan_in = module.weight[0].numel()
     return min(1.0, (reference_fan_in / fan_in) ** 0.5)
+
+
+def peak_lr(cfg: TrainConfig, global_batch: int) -> float:
+    if cfg.lr_scaling == "none":
+        return cfg.lr
+    if cfg.lr_scaling == "linear":
+        return cfg.lr * global_batch / cfg.lr_reference_batch
+    raise ValueError(f"lr_scaling must be none or linear, not {cfg.lr_scaling!r}")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -179,21 +191,29 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     model = DistributedDataParallel(raw_model) if ddp else raw_model  # DDP: same start weights on every rank
     optimizer = make_optimizer(raw_model, cfg)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    total_steps = cfg.epochs * len(train_loader)
+    global_batch = cfg.batch_size * cfg.accumulation * world
+    base_lr = peak_lr(cfg, global_batch)
+    steps_per_epoch = len(train_loader) // cfg.accumulation  # a partial accumulation at the end is dropped
+    if steps_per_epoch < 1:
+        raise ValueError(f"{len(train_loader)} micro-batch(es) per rank per epoch cannot make one step of "
+                         f"{cfg.accumulation}: lower the accumulation or the batch size")
+    total_steps = cfg.epochs * steps_per_epoch
     info = {
         "run_id": f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
         "labels": labels, "channels": list(CHANNELS), "normalization": normalization.to_dict(),
         "train_config": {**asdict(cfg), "size": list(size)}, "precision": precision, "threads": threads,
-        "ranks": world, "global_batch": cfg.batch_size * world,
+        "ranks": world, "global_batch": global_batch, "peak_lr": base_lr,
         "fields": {"train": len(train_fields), "val": len(val_fields)},
         "versions": {"mcnn_appliance": appliance.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
     }
-    layout = f"{world} ranks x {threads} threads, batch {cfg.batch_size} per rank" if ddp else \
-        f"{threads} threads, batch {cfg.batch_size}"
+    layout = f"{threads} threads, batch {cfg.batch_size}"
+    if ddp or cfg.accumulation > 1:
+        layout = (f"{world} rank(s) x {threads} threads, micro-batch {cfg.batch_size} x {cfg.accumulation} "
+                  f"accumulated x {world} = global batch {global_batch}")
     console.print(f"[bold]M-CNN[/] {size[0]}x{size[1]}, {count_parameters(raw_model) / 1e6:.1f} M parameters, "
                   f"{len(labels)} classes; {len(train_fields)} training / {len(val_fields)} validation fields; "
-                  f"{precision}, {layout}, {cfg.optimizer} lr {cfg.lr:g}")
+                  f"{precision}, {layout}, {cfg.optimizer} lr {base_lr:g}")
 
     metrics_path = out / "metrics.csv"
     if master:
@@ -204,32 +224,40 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
                TextColumn("{task.fields[status]}"))
     with Progress(*columns, console=console, transient=False) as bar:
         for epoch in range(1, cfg.epochs + 1):
-            task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=len(train_loader), status="")
+            task = bar.add_task(f"epoch {epoch}/{cfg.epochs}", total=steps_per_epoch, status="")
             train_set.epoch = epoch
             if sampler:
                 sampler.set_epoch(epoch)
             model.train()
             epoch_start, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-            for x, y in train_loader:
-                lr = get_lr(step, total_steps, cfg.warmup_steps, cfg.lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
+            for i, (x, y) in enumerate(train_loader):
+                if i == steps_per_epoch * cfg.accumulation:
+                    break
+                # Gradients add up over `accumulation` micro-batches; DDP averages them over the
+                # ranks once, on the last one (no_sync before it).
+                last = (i + 1) % cfg.accumulation == 0
                 x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    logits = model(x)
-                loss = loss_fn(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
-                                             f"the last good weights are in {out}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                optimizer.step()
-                step += 1
+                with model.no_sync() if ddp and not last else nullcontext():
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                        logits = model(x)
+                    loss = loss_fn(logits.float(), y)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
+                                                 f"the last good weights are in {out}")
+                    (loss / cfg.accumulation).backward()
                 seen += len(y)
                 loss_sum += loss.item() * len(y)
                 correct += (logits.argmax(1) == y).sum().item()
+                if not last:
+                    continue
+                lr = get_lr(step, total_steps, cfg.warmup_steps, base_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * group["lr_scale"]
+                if cfg.clip_grad:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
                 bar.update(task, advance=1, status=f"loss {loss.item():.3f}  "
                                                    f"{seen / (time.time() - epoch_start):.2f} img/s")
             epoch_s = time.time() - epoch_start

@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 from rich.console import Console
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from appliance.cli import app
@@ -12,16 +13,24 @@ from appliance.normalization import Normalization
 from appliance.synth import write_dataset
 from training.data import FieldDataset, stratified_split
 from training.run import load_run
-from training.train import TrainConfig, evaluate, get_lr, lr_scale, torchrun_command, train
+from training.train import TrainConfig, evaluate, get_lr, lr_scale, peak_lr, torchrun_command, train
 from training.model import MCNN, MCNNConfig
 
 SMALL = (128, 256)
+TINY = (128, 128)
 
 
 @pytest.fixture(scope="module")
 def small_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("data")
     write_dataset(out, plates=1, fields_per_class=3, size=SMALL, seed=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    write_dataset(out, plates=1, fields_per_class=1, size=TINY, seed=1)  # 13 fields, one per class
     return out
 
 
@@ -82,17 +91,18 @@ def test_training_learns_the_training_fields(tmp_path):
 
 
 def test_two_ranks_under_torchrun_write_one_run(tmp_path):
-    """`train --nproc-per-node 2` launches torchrun: DDP over gloo, rank 0 writes, metrics summed over ranks."""
+    """`train --nproc-per-node 2` launches torchrun: DDP over gloo with gradient accumulation (no_sync),
+    rank 0 writes, metrics summed over ranks."""
     data, run = tmp_path / "data", tmp_path / "run"
     write_dataset(data, plates=1, fields_per_class=2, size=(128, 128), seed=1)  # 13 train + 13 val fields
-    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "2",
-                                      "--size", "128x128", "--precision", "fp32", "--workers", "0",
-                                      "--nproc-per-node", "2"])
+    result = CliRunner().invoke(app, ["train", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "1",
+                                      "--accumulation", "2", "--lr-scaling", "linear", "--size", "128x128",
+                                      "--precision", "fp32", "--workers", "0", "--nproc-per-node", "2"])
     assert result.exit_code == 0, result.output
     [row] = list(csv.DictReader(open(run / "metrics.csv")))
-    assert int(row["step"]) == 3  # 13 fields -> 7 per rank (one padded) -> 3 steps of 2 per rank
+    assert int(row["step"]) == 3  # 13 fields -> 7 per rank (one padded) -> 3 steps of 2 micro-batches of 1
     model, info = load_run(run)  # the plain model's state dict: no DDP "module." prefix
-    assert info["ranks"] == 2 and info["global_batch"] == 4
+    assert info["ranks"] == 2 and info["global_batch"] == 4 and info["peak_lr"] == pytest.approx(3e-4 * 4 / 2)
     expected = MCNN(MCNNConfig(height=128, width=128, num_classes=13)).state_dict()
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in expected.items()}
     # Validation was split over the ranks and summed: one process on all 13 fields gives the same figures.
@@ -112,3 +122,31 @@ def test_several_nodes_need_a_rendezvous_endpoint():
         torchrun_command(cfg, 2, nnodes=2)
     command = torchrun_command(cfg, 4, nnodes=2, rdzv_endpoint="node1:29500")
     assert command[command.index("--rdzv-endpoint") + 1] == "node1:29500" and "--standalone" not in command
+
+
+def test_accumulated_micro_batches_step_as_one_big_batch(tiny_data, tmp_path):
+    """2 micro-batches of 2, accumulated, give the weights of batches of 4: the same fields reach
+    each step (the shuffle is per field, as are the augmentation draws); fp32 and SGD keep it linear."""
+    def run(name, **batching):
+        result = train(TrainConfig(data=str(tiny_data), out=str(tmp_path / name), epochs=1, size=TINY,
+                                   precision="fp32", optimizer="sgd", lr=0.05, val_fraction=0.0, workers=0,
+                                   **batching), console=Console(quiet=True))
+        return load_file(str(tmp_path / name / "weights.safetensors")), result["history"][0]
+
+    big, big_row = run("big", batch_size=4)
+    accumulated, accumulated_row = run("accumulated", batch_size=2, accumulation=2)
+    torch.manual_seed(0)
+    start = MCNN(MCNNConfig(height=TINY[0], width=TINY[1], num_classes=13)).state_dict()
+    assert big_row["step"] == accumulated_row["step"] == 3
+    assert accumulated_row["train_loss"] == pytest.approx(big_row["train_loss"], abs=1e-5)
+    for name, weight in big.items():
+        assert (weight - start[name]).abs().max() > 1e-4, name  # every layer moved far more than the tolerance
+        torch.testing.assert_close(accumulated[name], weight, rtol=0, atol=1e-6, msg=name)
+
+
+def test_linear_lr_scaling_is_relative_to_the_reference_batch():
+    assert peak_lr(TrainConfig(data="d", out="o", lr=3e-4), global_batch=16) == 3e-4  # off by default
+    scaled = TrainConfig(data="d", out="o", lr=3e-4, lr_scaling="linear", lr_reference_batch=2)
+    assert peak_lr(scaled, global_batch=16) == pytest.approx(2.4e-3)
+    with pytest.raises(ValueError, match="none or linear"):
+        peak_lr(TrainConfig(data="d", out="o", lr_scaling="sqrt"), global_batch=16)
