@@ -85,7 +85,8 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                      "and the Week folders.")],
           out: Annotated[Path, typer.Option(help="Run folder to write.")],
           epochs: int = 4,
-          batch_size: Annotated[int, typer.Option(help="Micro-batch: fields per forward pass on each rank.")] = 4,
+          batch_size: Annotated[int, typer.Option(help="Micro-batch: fields per forward pass on each rank (the "
+                                                       "plan lowers it, and accumulates, if memory is short).")] = 4,
           accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step; global batch = "
                                                          "batch size x accumulation x ranks.")] = 1,
           size: SizeOption = "1024x1280",
@@ -96,30 +97,53 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
           optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov).")] = "adamw",
           precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
           workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
+          global_batch: Annotated[Optional[int], typer.Option(help="Fields per optimizer step over all ranks "
+                                                                   "(default: batch size x accumulation x ranks); "
+                                                                   "the plan picks micro-batch and accumulation.")]
+          = None,
+          memory_gb: Annotated[Optional[float], typer.Option(help="Memory for training on each node "
+                                                                  "(default: available RAM minus 10 %).")] = None,
           nproc_per_node: Annotated[int, typer.Option(help="Training processes (ranks) on this node; "
                                                             "more than one launches torchrun.")] = 1,
           nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
           rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT every node can reach "
                                                                     "(with --nnodes > 1).")] = None):
-    """Train the M-CNN on labelled fields; writes weights, config, metrics and split to --out."""
+    """Train the M-CNN on labelled fields; writes weights, config, metrics, split and plan to --out."""
     import os
     import subprocess
 
     train_module = lazy_import("training.train", "train")
-    cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=batch_size,
-                                   accumulation=accumulation, size=parse_size(size), seed=seed, optimizer=optimizer,
-                                   lr_scaling=lr_scaling, precision=precision, workers=workers)
+    from training.plan import available_memory_gb, field_gb, model_parameters, plan, usable_cores
+
+    launched = "WORLD_SIZE" in os.environ  # already one rank of a torchrun launch: plan as torchrun set it up
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launched else nproc_per_node
+    nodes = int(os.environ["WORLD_SIZE"]) // ranks if launched else nnodes
+    field_size = parse_size(size)
+    try:
+        the_plan = plan(usable_cores(), memory_gb or available_memory_gb(),
+                        global_batch or batch_size * accumulation * ranks * nodes,
+                        field_gb(field_size, train_module.resolve_precision(precision)), ranks, nodes=nodes,
+                        max_micro_batch=batch_size, parameters=model_parameters(field_size))
+    except ValueError as exc:  # PlanError, a bad precision
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    if os.environ.get("RANK", "0") == "0":
+        console.print(the_plan.describe())
+    cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=the_plan.micro_batch,
+                                   accumulation=the_plan.accumulation, size=field_size, seed=seed,
+                                   optimizer=optimizer, lr_scaling=lr_scaling, precision=precision, workers=workers)
     if lr is not None:
         cfg.lr = lr
-    if "WORLD_SIZE" in os.environ or nproc_per_node * nnodes == 1:  # one process, or one rank under torchrun
-        train_module.train(cfg, console=console)
+    if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
+        train_module.train(cfg, console=console, plan=the_plan.to_dict())
         return
     try:
-        command = train_module.torchrun_command(cfg, nproc_per_node, nnodes, rdzv_endpoint)
+        command = train_module.torchrun_command(cfg, ranks, nodes, rdzv_endpoint, plan=the_plan.to_dict())
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    threads = max(1, len(os.sched_getaffinity(0)) // nproc_per_node)  # each rank narrows to its own cores
-    raise typer.Exit(subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}).returncode)
+    # torchrun would set OMP_NUM_THREADS=1; each rank sets its threads from its own cores anyway.
+    env = {**os.environ, "OMP_NUM_THREADS": str(the_plan.threads_per_rank)}
+    raise typer.Exit(subprocess.run(command, env=env).returncode)
 
 
 @app.command()

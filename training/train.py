@@ -139,7 +139,8 @@ def evaluate(model: nn.Module, loader: DataLoader, precision: str) -> tuple[floa
     return loss_sum, correct, n
 
 
-def train(cfg: TrainConfig, console: Console | None = None) -> dict:
+def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = None) -> dict:
+    """Train as one process, or as one rank under torchrun; `plan` (training/plan.py) is saved as plan.json."""
     console = console or Console()
     start = time.time()
     # Distributed: torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE; each rank gets
@@ -151,6 +152,12 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
         os.sched_setaffinity(0, rank_cores(os.sched_getaffinity(0), int(os.environ["LOCAL_RANK"]),
                                            int(os.environ["LOCAL_WORLD_SIZE"])))
         torch.set_num_interop_threads(1)
+        # Every rank must step alike, or DDP waits forever: check they planned the same batches.
+        batching = torch.tensor([cfg.batch_size, cfg.accumulation, -cfg.batch_size, -cfg.accumulation])
+        dist.all_reduce(batching, op=dist.ReduceOp.MAX)
+        if batching[0] != -batching[2] or batching[1] != -batching[3]:
+            raise ValueError("ranks planned different micro-batches or accumulations; give every node the same "
+                             "--memory-gb (and the same options)")
     else:
         rank, world = 0, 1
     master = rank == 0  # only rank 0 writes files and shows progress
@@ -162,6 +169,8 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     out = Path(cfg.out)
     if master:
         out.mkdir(parents=True, exist_ok=True)
+        if plan:
+            (out / "plan.json").write_text(json.dumps(plan, indent=2))
 
     # Data: labelled fields, a stratified hold-out, and the normalisation from training fields.
     fields = load_fields(Path(cfg.data))
@@ -285,16 +294,17 @@ def train(cfg: TrainConfig, console: Console | None = None) -> dict:
     return {"run": str(out), "run_id": info["run_id"], "history": history, "seconds": time.time() - start}
 
 
-def torchrun_command(cfg: TrainConfig, nproc_per_node: int, nnodes: int = 1,
-                     rdzv_endpoint: str | None = None) -> list[str]:
+def torchrun_command(cfg: TrainConfig, nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None,
+                     plan: dict | None = None) -> list[str]:
     """The command that runs `train(cfg)` as nproc_per_node ranks on this node (of nnodes)."""
     if nnodes > 1 and not rdzv_endpoint:
         raise ValueError("training on several nodes needs a rendezvous endpoint HOST:PORT (any node's address)")
     rendezvous = (["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
                   if nnodes > 1 else ["--standalone"])
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc_per_node), *rendezvous,
-            "-m", "training.train", json.dumps({"config": asdict(cfg)})]
+            "-m", "training.train", json.dumps({"config": asdict(cfg), "plan": plan})]
 
 
-if __name__ == "__main__":  # one rank under torchrun; the argument is {"config": {TrainConfig fields}}
-    train(TrainConfig(**json.loads(sys.argv[1])["config"]), console=Console(stderr=True))
+if __name__ == "__main__":  # one rank under torchrun; the argument is {"config": {TrainConfig fields}, "plan": {}}
+    launch = json.loads(sys.argv[1])
+    train(TrainConfig(**launch["config"]), console=Console(stderr=True), plan=launch.get("plan"))

@@ -1,5 +1,8 @@
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +106,8 @@ def test_two_ranks_under_torchrun_write_one_run(tmp_path):
     assert int(row["step"]) == 3  # 13 fields -> 7 per rank (one padded) -> 3 steps of 2 micro-batches of 1
     model, info = load_run(run)  # the plain model's state dict: no DDP "module." prefix
     assert info["ranks"] == 2 and info["global_batch"] == 4 and info["peak_lr"] == pytest.approx(3e-4 * 4 / 2)
+    plan = json.loads((run / "plan.json").read_text())
+    assert (plan["ranks"], plan["micro_batch"], plan["accumulation"], plan["global_batch"]) == (2, 1, 2, 4)
     expected = MCNN(MCNNConfig(height=128, width=128, num_classes=13)).state_dict()
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in expected.items()}
     # Validation was split over the ranks and summed: one process on all 13 fields gives the same figures.
@@ -114,6 +119,21 @@ def test_two_ranks_under_torchrun_write_one_run(tmp_path):
         FieldDataset(val, info["labels"], (128, 128), norm), batch_size=4), "fp32")
     assert n == 13 and float(row["val_loss"]) == pytest.approx(loss_sum / n, abs=1e-4)
     assert float(row["val_acc"]) == pytest.approx(correct / n, abs=1e-4)
+
+
+def test_the_command_runs_as_ranks_of_a_torchrun_launch(tiny_data, tmp_path):
+    """torchrun ... mcnn-appliance train: each rank plans with torchrun's layout; rank 0 writes the run."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "--no-python",
+               str(Path(sys.executable).parent / "mcnn-appliance"), "train", str(tiny_data), "--out", str(run),
+               "--epochs", "1", "--global-batch", "4", "--size", "128x128", "--workers", "0"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("plan: 1 node(s) x 2 rank(s)") == 1  # printed by rank 0 only
+    plan = json.loads((run / "plan.json").read_text())
+    assert (plan["ranks"], plan["micro_batch"], plan["accumulation"]) == (2, 2, 1)
+    [row] = list(csv.DictReader(open(run / "metrics.csv")))
+    assert int(row["step"]) == 3 and load_run(run)[1]["ranks"] == 2  # 7 fields per rank -> 3 steps of 2
 
 
 def test_several_nodes_need_a_rendezvous_endpoint():
