@@ -101,8 +101,8 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                                    "(default: batch size x accumulation x ranks); "
                                                                    "the plan picks micro-batch and accumulation.")]
           = None,
-          memory_gb: Annotated[Optional[float], typer.Option(help="Memory for training on each node "
-                                                                  "(default: available RAM minus 10 %).")] = None,
+          memory_gb: Annotated[Optional[float], typer.Option(help="Memory for training on each node (default: "
+                                                                  "available RAM minus 10 %, at least 1 GB).")] = None,
           nproc_per_node: Annotated[int, typer.Option(help="Training processes (ranks) on this node; "
                                                             "more than one launches torchrun.")] = 1,
           nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
