@@ -1,11 +1,14 @@
 """One exported model on every backend available, side by side: speed at full resolution, accuracy.
 
-Rows: torch eager f32 (when torch and the run's weights are reachable: the export folder's
-parent run), ONNX Runtime f32 (if installed), OpenVINO f32, bf16, and int8 (if model-int8.xml
+Rows: torch eager f32 (when torch and the run's weights are reachable: the run folder, by
+default the export folder's parent), ONNX Runtime f32 (if installed), OpenVINO f32, bf16, and int8 (if model-int8.xml
 exists). Each row gives
-    fields_per_s   throughput; OpenVINO: THROUGHPUT hint, an async queue of batch-1 requests;
-                   torch and ONNX Runtime: batches of 2 with all threads
-    latency_ms     median of batch-1 runs; OpenVINO compiled with the LATENCY hint
+    fields_per_s   throughput; OpenVINO: the runtime's Classifier (THROUGHPUT hint, one field per
+                   request, a request per stream in flight); torch and ONNX Runtime: batches of 2
+    latency_ms     batch 1; OpenVINO compiled with the LATENCY hint
+Backends are timed in interleaved rounds (median of 5), so load from other processes on a
+shared machine falls on all of them alike; the ratios between rows are the figures to trust.
+Against benchmark_app, ours is timed right before and after its run.
     accuracy       top-1 % on labelled fields (--data, else the run's split.csv val rows), or None
 and speed-up over the faster torch row. torch runs with 1 thread and with all threads: on a
 busy machine its OpenMP barriers make all threads slower than one, and the baseline should be
@@ -31,47 +34,33 @@ from rich import box
 from rich.table import Table
 
 from appliance.fieldsets import LabelledField, accuracy, from_folder, from_split, read_raw
-from appliance.inference import (MODEL_INT8_XML, MODEL_XML, PRECISIONS, PROBABILITIES, check_card,
+from appliance.inference import (MODEL_INT8_XML, MODEL_XML, PRECISIONS, PROBABILITIES, Classifier, check_card,
                                  compile_model, read_card)
 
 BATCH = 2  # torch and ONNX Runtime run batches of this size for throughput
-LATENCY_RUNS = 5
+ROUNDS = 5  # each backend timed this many times, interleaved; the median is reported
 CHUNK = 8  # fields read at a time for accuracy
 
 
-def labelled_fields(model_dir: Path, data: Path | None) -> tuple[list[LabelledField], str]:
+def labelled_fields(run_dir: Path, data: Path | None) -> tuple[list[LabelledField], str]:
     """--data's labelled fields, else the run's validation rows, else none."""
     if data is not None:
         return from_folder(data), f"labelled fields of {data}"
-    split = model_dir.parent / "split.csv"
-    val = [f for f in from_split(model_dir.parent) if f.split == "val"] if split.is_file() else []
+    split = run_dir / "split.csv"
+    val = [f for f in from_split(run_dir) if f.split == "val"] if split.is_file() else []
     return val, f"val rows of {split}"
 
 
 def openvino_runner(xml: Path, precision: str, threads: int):
-    """(run_all, run_one): the THROUGHPUT-compiled model behind an async queue, and a LATENCY one."""
-    network = ov.Core().read_model(xml)
-    throughput = compile_model(network, precision, threads, "THROUGHPUT")
-    latency = compile_model(network, precision, threads, "LATENCY")
-    queue = ov.AsyncInferQueue(throughput, throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    """(run_all, run_one): the runtime's Classifier (THROUGHPUT hint), and a LATENCY-compiled model."""
+    classifier = Classifier(xml, precision, threads)
+    latency = compile_model(ov.Core().read_model(xml), precision, threads, "LATENCY")
     request = latency.create_infer_request()
-
-    def run_all(raw: np.ndarray) -> np.ndarray:
-        out = np.empty((len(raw), throughput.output(PROBABILITIES).get_partial_shape()[1].get_length()), np.float32)
-
-        def done(req, i):
-            out[i] = req.get_tensor(PROBABILITIES).data[0]
-
-        queue.set_callback(done)
-        for i in range(len(raw)):
-            queue.start_async({0: raw[i:i + 1]}, i)
-        queue.wait_all()
-        return out
 
     def run_one(raw: np.ndarray) -> np.ndarray:
         return request.infer({0: raw})[latency.output(PROBABILITIES)]
 
-    return run_all, run_one
+    return (lambda raw: classifier.predict(raw)[0]), run_one
 
 
 def batched(predict):
@@ -89,25 +78,22 @@ def onnxruntime_runner(onnx_path: Path, card, threads: int):
     return batched(lambda raw: session.run([PROBABILITIES], {"fields": card.normalization.apply(raw)})[0])
 
 
-def torch_runner(run_dir: Path, threads: int):
+def torch_runner(run_dir: Path, card, threads: int):
     eager = importlib.import_module("export.eager")  # torch, only here
-    predict, _ = eager.eager_predictor(run_dir, threads)
+    predict, run_card = eager.eager_predictor(run_dir, threads)
+    if run_card.weights_sha256 != card.weights_sha256:
+        raise ValueError(f"{run_dir}: its weights are not the ones this model was exported from (SHA-256 differs)")
     return batched(predict)
 
 
-def measure(run_all, run_one, timing: np.ndarray) -> tuple[float, float]:
-    """(fields/s over all timing fields, median batch-1 latency in ms), after one warm-up of each."""
-    run_one(timing[:1])
-    run_all(timing[:BATCH])
+def time_once(run_all, run_one, timing: np.ndarray) -> tuple[float, float]:
+    """(fields/s over all timing fields, one batch-1 latency in ms)."""
     start = time.perf_counter()
     run_all(timing)
     fields_per_s = len(timing) / (time.perf_counter() - start)
-    latencies = []
-    for i in range(min(LATENCY_RUNS, len(timing))):
-        start = time.perf_counter()
-        run_one(timing[i:i + 1])
-        latencies.append(1000 * (time.perf_counter() - start))
-    return fields_per_s, statistics.median(latencies)
+    start = time.perf_counter()
+    run_one(timing[:1])
+    return fields_per_s, 1000 * (time.perf_counter() - start)
 
 
 def benchmark_app_fps(xml: Path, precision: str, threads: int, shape: tuple[int, ...], seconds: int) -> float | None:
@@ -121,9 +107,10 @@ def benchmark_app_fps(xml: Path, precision: str, threads: int, shape: tuple[int,
     return float(found.group(1)) if found else None
 
 
-def benchmark(model_dir: Path, fields: int = 8, data: Path | None = None, app_seconds: int = 10,
-              threads: int | None = None, log=print) -> list[dict]:
+def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_seconds: int = 10,
+              run_dir: Path | None = None, threads: int | None = None, log=print) -> list[dict]:
     model_dir = Path(model_dir)
+    run_dir = Path(run_dir) if run_dir is not None else model_dir.parent
     xml = model_dir / MODEL_XML
     network = ov.Core().read_model(xml)
     card = read_card(network, str(xml))
@@ -131,7 +118,7 @@ def benchmark(model_dir: Path, fields: int = 8, data: Path | None = None, app_se
     threads = threads or len(os.sched_getaffinity(0))
     shape = (1, len(card.channels), *card.size)
 
-    labelled, source = labelled_fields(model_dir, data)
+    labelled, source = labelled_fields(run_dir, data)
     labelled = [f for f in labelled if f.moa in card.labels]
     if labelled:
         timing = read_raw([labelled[i % len(labelled)] for i in range(fields)], card.size)
@@ -143,11 +130,10 @@ def benchmark(model_dir: Path, fields: int = 8, data: Path | None = None, app_se
             f"no {source}: accuracy not measured (pass --data)")
 
     runners = []
-    run_dir = model_dir.parent
     if (run_dir / "run.json").is_file():
-        runners += [("torch eager", "f32", n, lambda n=n: torch_runner(run_dir, n)) for n in sorted({1, threads})]
+        runners += [("torch eager", "f32", n, lambda n=n: torch_runner(run_dir, card, n)) for n in sorted({1, threads})]
     else:
-        log(f"torch eager: skipped, no run.json in {run_dir} (the export folder's parent)")
+        log(f"torch eager: skipped, no run.json in {run_dir}")
     if importlib.util.find_spec("onnxruntime") and (model_dir / "model.onnx").is_file():
         runners.append(("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads)))
     else:
@@ -159,26 +145,38 @@ def benchmark(model_dir: Path, fields: int = 8, data: Path | None = None, app_se
         else:
             log(f"openvino int8: skipped, no {ir}")
 
-    rows, accuracies = [], {}
+    built = []
     for backend, precision, n, make in runners:
         try:
             run_all, run_one = make()
         except ModuleNotFoundError as exc:
             log(f"{backend}: skipped ({exc})")
             continue
-        fields_per_s, latency_ms = measure(run_all, run_one, timing)
+        run_one(timing[:1])  # warm-up: first inferences build kernels and buffers
+        run_all(timing[:BATCH])
+        built.append(((backend, precision, n), run_all, run_one))
+    # Rounds, each timing every backend in turn: load from other processes falls on all of them alike.
+    times: dict[tuple, list[tuple[float, float]]] = {key: [] for key, _, _ in built}
+    for _ in range(ROUNDS):
+        for key, run_all, run_one in built:
+            times[key].append(time_once(run_all, run_one, timing))
+
+    rows, accuracies = [], {}
+    for (backend, precision, n), run_all, run_one in built:
         if labelled and (backend, precision) not in accuracies:  # the same numbers at any thread count
             probabilities = [run_all(read_raw(labelled[i:i + CHUNK], card.size)) for i in range(0, len(labelled), CHUNK)]
             accuracies[backend, precision] = round(accuracy(np.concatenate(probabilities), labelled, card.labels), 2)
+        fields_per_s = statistics.median(t[0] for t in times[backend, precision, n])
         row = {"backend": backend, "precision": precision, "threads": n, "fields_per_s": round(fields_per_s, 3),
-               "latency_ms": round(latency_ms, 1), "accuracy": accuracies.get((backend, precision)),
-               "benchmark_app_fps": None, "of_benchmark_app": None}
-        del run_all, run_one
-        if backend == "openvino" and app_seconds > 0:
+               "latency_ms": round(statistics.median(t[1] for t in times[backend, precision, n]), 1),
+               "accuracy": accuracies.get((backend, precision)), "benchmark_app_fps": None, "of_benchmark_app": None}
+        if backend == "openvino" and app_seconds > 0:  # ours timed just before and after, in the same load
             ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
+            before = time_once(run_all, run_one, timing)[0]
             reference = benchmark_app_fps(ir, precision, threads, shape, app_seconds)
+            ours = (before + time_once(run_all, run_one, timing)[0]) / 2
             if reference:
-                row.update(benchmark_app_fps=reference, of_benchmark_app=round(fields_per_s / reference, 3))
+                row.update(benchmark_app_fps=reference, of_benchmark_app=round(ours / reference, 3))
         log(f"{backend} {precision}, {n} thread(s): {row['fields_per_s']:.2f} fields/s, {row['latency_ms']:.0f} ms")
         rows.append(row)
     torch_fps = max((r["fields_per_s"] for r in rows if r["backend"] == "torch eager"), default=None)

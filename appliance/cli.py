@@ -217,10 +217,12 @@ def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s),
 @app.command()
 def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder holding model.xml "
                                                               "(and model.onnx, model-int8.xml if present).")],
-              fields: Annotated[int, typer.Option(help="Fields timed per backend (full resolution).")] = 8,
+              fields: Annotated[int, typer.Option(help="Fields per timing round (5 rounds per backend).")] = 4,
               data: Annotated[Optional[Path], typer.Option(help="Labelled BBBC021-layout folder for accuracy "
                                                                 "(default: the run's validation fields).")] = None,
               app_seconds: Annotated[int, typer.Option(help="Seconds per benchmark_app run (0: skip it).")] = 10,
+              run: Annotated[Optional[Path], typer.Option(help="Run folder, for the torch baseline and val rows "
+                                                               "(default: MODEL_DIR's parent).")] = None,
               as_json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON here.")] = None):
     """Throughput, latency and accuracy of torch, ONNX Runtime and OpenVINO f32/bf16/int8, side by side."""
     from appliance.benchmark import benchmark as run_benchmark
@@ -229,7 +231,8 @@ def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder hold
     if fields < 1:
         raise typer.BadParameter("--fields must be at least 1")
     try:
-        rows = run_benchmark(model_dir, fields=fields, data=data, app_seconds=app_seconds, log=console.print)
+        rows = run_benchmark(model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run,
+                             log=console.print)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None

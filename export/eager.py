@@ -20,9 +20,9 @@ def eager_predictor(run_dir: Path, threads: int | None = None):
     model, info = load_run(run_dir)
     card: ModelCard = model_card(info)
     module = Exported(model).eval()
-    set_threads(threads)
 
     def predict(raw: np.ndarray) -> np.ndarray:
+        set_threads(threads)  # per call: torch's thread count is global and other predictors may differ
         with torch.inference_mode():
             return module(torch.from_numpy(card.normalization.apply(raw)))[0].numpy()
 

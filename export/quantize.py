@@ -29,6 +29,9 @@ from export.ir import raw_input_model, save_with_card
 CALIBRATION_FIELDS = 128  # about 10 per class; each costs one f32 inference
 GATE_FIELDS = 130
 PRESET = nncf.QuantizationPreset.MIXED  # asymmetric activations: the normalised input is signed
+# Bias correction doubled calibration time (statistics of every layer's full-resolution input)
+# and changed nothing measurable on a trained M-CNN: same top-1, same mean |p_int8 - p_f32|.
+ADVANCED = nncf.AdvancedQuantizationParameters(disable_bias_correction=True)
 
 
 def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: int,
@@ -59,7 +62,8 @@ def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: i
 def quantize(onnx_path: Path, card: ModelCard, calibration: list[LabelledField]):
     """The raw-input IR quantized on calibration fields fed as raw uint16, one at a time."""
     dataset = nncf.Dataset(calibration, lambda field: read_raw([field], card.size))
-    return nncf.quantize(raw_input_model(onnx_path, card), dataset, preset=PRESET, subset_size=len(calibration))
+    return nncf.quantize(raw_input_model(onnx_path, card), dataset, preset=PRESET, subset_size=len(calibration),
+                         advanced_parameters=ADVANCED)
 
 
 def compare(float_xml: Path, int8_xml: Path, fields: list[LabelledField], batch: int = 2) -> dict:
@@ -89,7 +93,7 @@ def quantize_export(run_dir: Path, export_dir: Path, calibration: Path | None = 
     log(f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']})")
     model = quantize(export_dir / "model.onnx", card, calib)
     how = {"method": "NNCF post-training quantization", "nncf": nncf.__version__, "preset": PRESET.value,
-           "calibration": calib_info}
+           "bias_correction": False, "calibration": calib_info}
     candidate = export_dir / "model-int8.candidate.xml"
     save_with_card(model, replace(card, precision="int8"), candidate, {"quantization": json.dumps(how)})
     calibrated = time.perf_counter() - start
