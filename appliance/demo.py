@@ -30,6 +30,7 @@ class DemoPlan:
     batch_size: int = 2  # 208 steps: this network needs steps more than it needs large batches
     optimizer: str = "adamw"  # the recipe is pinned here, so changes to train's defaults cannot break the demo
     lr: float = 3e-4
+    gain_jitter: float = 0.0  # measured: in 208 steps the jitter costs more held-out accuracy than it buys
     size: tuple[int, int] = (1024, 1280)
     seed: int = 0
     workers: int = 2
@@ -71,7 +72,7 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     run = workdir / "run"
     train_module.train(train_module.TrainConfig(
         data=str(data), out=str(run), epochs=plan.epochs, batch_size=plan.batch_size, size=plan.size,
-        optimizer=plan.optimizer, lr=plan.lr, seed=plan.seed, val_fraction=0.0), console=console)
+        optimizer=plan.optimizer, lr=plan.lr, gain_jitter=plan.gain_jitter, seed=plan.seed, val_fraction=0.0), console=console)
     stage("train")
 
     console.rule("3/4 export (ONNX, OpenVINO IR)")

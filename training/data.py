@@ -49,9 +49,6 @@ def spread_sample(fields: list[Field], n: int) -> list[Field]:
     return [fields[i] for i in np.linspace(0, len(fields) - 1, n).round().astype(int)]
 
 
-GAIN_JITTER = 0.15  # +-15 % per stain, as weeks differ; far below the 2x stain levels between classes
-
-
 class FieldDataset(Dataset):
     """(normalised field, class index).
 
@@ -60,8 +57,9 @@ class FieldDataset(Dataset):
     """
 
     def __init__(self, fields: list[Field], labels: list[str], size: tuple[int, int],
-                 normalization: Normalization, augment: bool = False, seed: int = 0):
+                 normalization: Normalization, augment: bool = False, gain_jitter: float = 0.0, seed: int = 0):
         self.fields, self.size, self.norm, self.augment = fields, size, normalization, augment
+        self.gain_jitter = gain_jitter  # e.g. 0.15: each stain's gain drawn from exp(+-0.15)
         self.index = {name: i for i, name in enumerate(labels)}
         self.seed, self.epoch = seed, 0
 
@@ -74,7 +72,7 @@ class FieldDataset(Dataset):
         if not self.augment:
             return torch.from_numpy(self.norm.apply(raw)), self.index[field.moa]
         rng = np.random.default_rng((self.seed, self.epoch, i))
-        gain = np.exp(rng.uniform(-GAIN_JITTER, GAIN_JITTER, len(raw))).astype(np.float32)
+        gain = np.exp(rng.uniform(-self.gain_jitter, self.gain_jitter, len(raw))).astype(np.float32)
         x = self.norm.apply(raw * gain[:, None, None])
         if rng.random() < 0.5:
             x = x[:, :, ::-1]

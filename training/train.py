@@ -62,6 +62,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 4
     label_smoothing: float = 0.1
+    gain_jitter: float = 0.15  # augmentation: each stain's gain x exp(U(-j, j)), as imaging weeks differ
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     val_fraction: float = 0.2
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
@@ -183,7 +184,8 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
     size = tuple(cfg.size)
     normalization = fit_normalization(read_field(f.paths, size) for f in spread_sample(train_fields, cfg.norm_fields))
 
-    train_set = FieldDataset(train_fields, labels, size, normalization, augment=True, seed=cfg.seed)
+    train_set = FieldDataset(train_fields, labels, size, normalization, augment=True,
+                             gain_jitter=cfg.gain_jitter, seed=cfg.seed)
     val_set = FieldDataset(val_fields, labels, size, normalization)
     # Each rank trains on its share of every epoch's shuffle and validates on every world-th field.
     sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=cfg.seed) if ddp else None
