@@ -1,19 +1,19 @@
 """One exported model on every backend available, side by side: speed at full resolution, accuracy.
 
 Rows: torch eager f32 (when torch and the run's weights are reachable: the run folder, by
-default the export folder's parent), ONNX Runtime f32 (if installed), OpenVINO f32, bf16, and int8 (if model-int8.xml
-exists). Each row gives
-    fields_per_s   throughput; OpenVINO: the runtime's Classifier (THROUGHPUT hint, one field per
-                   request, a request per stream in flight); torch and ONNX Runtime: batches of 2
-    latency_ms     batch 1; OpenVINO compiled with the LATENCY hint
-Backends are timed in interleaved rounds (median of 5), so load from other processes on a
-shared machine falls on all of them alike; the ratios between rows are the figures to trust.
-Against benchmark_app, ours is timed right before and after its run.
-    accuracy       top-1 % on labelled fields (--data, else the run's split.csv val rows), or None
-and speed-up over the faster torch row. torch runs with 1 thread and with all threads: on a
-busy machine its OpenMP barriers make all threads slower than one, and the baseline should be
-torch at its best. OpenVINO rows also run OpenVINO's benchmark_app on the same IR and give our
-throughput as a fraction of its. torch is imported only inside export.eager.
+default the export folder's parent), ONNX Runtime f32 (if installed), OpenVINO f32, bf16 and
+int8 (if model-int8.xml exists). Each row gives
+    fields_per_s       throughput. OpenVINO: the runtime's Classifier (THROUGHPUT hint, one field
+                       per request, a request per CPU stream); torch, ONNX Runtime: batches of 2
+    latency_ms         batch 1; OpenVINO compiled with the LATENCY hint
+    accuracy           top-1 % on labelled fields (--data, else the run's val rows), else None
+    speedup_vs_torch   over the faster torch row: torch runs with 1 thread and with all of them,
+                       because on a busy machine its OpenMP barriers make all threads slower
+    of_benchmark_app   OpenVINO rows: our fields/s over benchmark_app's on the same IR and
+                       settings, ours timed right before and after it
+Backends are timed in interleaved rounds (median of 5), so load from other processes falls on
+all rows alike: on a shared machine the ratios between rows are the figures to trust.
+torch is imported only inside export.eager, and only here.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def time_once(run_all, run_one, timing: np.ndarray) -> tuple[float, float]:
     return fields_per_s, 1000 * (time.perf_counter() - start)
 
 
-def benchmark_app_fps(xml: Path, precision: str, threads: int, shape: tuple[int, ...], seconds: int) -> float | None:
+def benchmark_app_fps(xml: Path, precision: str, shape: tuple[int, ...], seconds: int) -> float | None:
     """Throughput OpenVINO's own benchmark_app (shipped in the openvino wheel) reaches on the IR."""
     command = [sys.executable, "-c", "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())",
                "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(seconds),
@@ -107,8 +107,37 @@ def benchmark_app_fps(xml: Path, precision: str, threads: int, shape: tuple[int,
     return float(found.group(1)) if found else None
 
 
+def timing_fields(labelled: list[LabelledField], card, fields: int) -> np.ndarray:
+    """Labelled fields when there are some (repeated as needed), else noise of the right size and depth."""
+    if labelled:
+        return read_raw([labelled[i % len(labelled)] for i in range(fields)], card.size)
+    shape = (fields, len(card.channels), *card.size)
+    return np.random.default_rng(0).integers(0, 2 ** card.bit_depth, shape, dtype=np.uint16)
+
+
+def backends(model_dir: Path, run_dir: Path, card, threads: int, log) -> list[tuple]:
+    """(backend, precision, threads, make) for each backend present; make() -> (run_all, run_one)."""
+    found = []
+    if (run_dir / "run.json").is_file():
+        found += [("torch eager", "f32", n, lambda n=n: torch_runner(run_dir, card, n)) for n in sorted({1, threads})]
+    else:
+        log(f"torch eager: skipped, no run.json in {run_dir}")
+    if importlib.util.find_spec("onnxruntime") and (model_dir / "model.onnx").is_file():
+        found.append(("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads)))
+    else:
+        log("onnxruntime: skipped (not installed or no model.onnx)")
+    for precision in ("f32", "bf16", "int8"):
+        ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
+        if ir.is_file():
+            found.append(("openvino", precision, threads, lambda ir=ir, p=precision: openvino_runner(ir, p, threads)))
+        else:
+            log(f"openvino {precision}: skipped, no {ir}")
+    return found
+
+
 def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_seconds: int = 10,
               run_dir: Path | None = None, threads: int | None = None, log=print) -> list[dict]:
+    """The rows described above, in the order torch, ONNX Runtime, OpenVINO f32, bf16, int8."""
     model_dir = Path(model_dir)
     run_dir = Path(run_dir) if run_dir is not None else model_dir.parent
     xml = model_dir / MODEL_XML
@@ -116,37 +145,15 @@ def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_se
     card = read_card(network, str(xml))
     check_card(network, card, str(xml))
     threads = threads or len(os.sched_getaffinity(0))
-    shape = (1, len(card.channels), *card.size)
 
     labelled, source = labelled_fields(run_dir, data)
     labelled = [f for f in labelled if f.moa in card.labels]
-    if labelled:
-        timing = read_raw([labelled[i % len(labelled)] for i in range(fields)], card.size)
-        log(f"timing on {fields} fields of {card.input_height}x{card.input_width}, "
-            f"accuracy on {len(labelled)} {source}")
-    else:
-        timing = np.random.default_rng(0).integers(0, 2 ** card.bit_depth, (fields, *shape[1:]), dtype=np.uint16)
-        log(f"timing on {fields} random fields of {card.input_height}x{card.input_width}; "
-            f"no {source}: accuracy not measured (pass --data)")
-
-    runners = []
-    if (run_dir / "run.json").is_file():
-        runners += [("torch eager", "f32", n, lambda n=n: torch_runner(run_dir, card, n)) for n in sorted({1, threads})]
-    else:
-        log(f"torch eager: skipped, no run.json in {run_dir}")
-    if importlib.util.find_spec("onnxruntime") and (model_dir / "model.onnx").is_file():
-        runners.append(("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads)))
-    else:
-        log("onnxruntime: skipped (not installed or no model.onnx)")
-    for precision in ("f32", "bf16", "int8"):
-        ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
-        if ir.is_file():
-            runners.append(("openvino", precision, threads, lambda ir=ir, p=precision: openvino_runner(ir, p, threads)))
-        else:
-            log(f"openvino int8: skipped, no {ir}")
+    timing = timing_fields(labelled, card, fields)
+    log(f"timing on {fields} {'' if labelled else 'random '}fields of {card.input_height}x{card.input_width}; "
+        + (f"accuracy on {len(labelled)} {source}" if labelled else f"no {source}: accuracy not measured (pass --data)"))
 
     built = []
-    for backend, precision, n, make in runners:
+    for backend, precision, n, make in backends(model_dir, run_dir, card, threads, log):
         try:
             run_all, run_one = make()
         except ModuleNotFoundError as exc:
@@ -155,9 +162,8 @@ def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_se
         run_one(timing[:1])  # warm-up: first inferences build kernels and buffers
         run_all(timing[:BATCH])
         built.append(((backend, precision, n), run_all, run_one))
-    # Rounds, each timing every backend in turn: load from other processes falls on all of them alike.
     times: dict[tuple, list[tuple[float, float]]] = {key: [] for key, _, _ in built}
-    for _ in range(ROUNDS):
+    for _ in range(ROUNDS):  # every backend in turn, each round
         for key, run_all, run_one in built:
             times[key].append(time_once(run_all, run_one, timing))
 
@@ -170,13 +176,15 @@ def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_se
         row = {"backend": backend, "precision": precision, "threads": n, "fields_per_s": round(fields_per_s, 3),
                "latency_ms": round(statistics.median(t[1] for t in times[backend, precision, n]), 1),
                "accuracy": accuracies.get((backend, precision)), "benchmark_app_fps": None, "of_benchmark_app": None}
-        if backend == "openvino" and app_seconds > 0:  # ours timed just before and after, in the same load
+        if backend == "openvino" and app_seconds > 0:
             ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
             before = time_once(run_all, run_one, timing)[0]
-            reference = benchmark_app_fps(ir, precision, threads, shape, app_seconds)
+            reference = benchmark_app_fps(ir, precision, (1, *timing.shape[1:]), app_seconds)
             ours = (before + time_once(run_all, run_one, timing)[0]) / 2
             if reference:
                 row.update(benchmark_app_fps=reference, of_benchmark_app=round(ours / reference, 3))
+            else:
+                log(f"benchmark_app gave no throughput for {ir} at {precision}")
         log(f"{backend} {precision}, {n} thread(s): {row['fields_per_s']:.2f} fields/s, {row['latency_ms']:.0f} ms")
         rows.append(row)
     torch_fps = max((r["fields_per_s"] for r in rows if r["backend"] == "torch eager"), default=None)
