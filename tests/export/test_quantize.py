@@ -14,6 +14,7 @@ from appliance.fieldsets import from_split, read_raw
 from appliance.inference import Classifier
 from appliance.model_card import ModelCard
 from appliance.synth import write_dataset
+from export import ExportError
 from export.exporter import export_run
 from export.quantize import choose_fields, quantize_export
 from tests.conftest import LABELS
@@ -125,3 +126,14 @@ def test_cli_refuses_int8_that_fails_the_gate(tiny_run, tmp_path):
     assert (run / "export" / "model.xml").is_file() and not (run / "export" / "model-int8.xml").exists()
     section = json.loads((run / "export" / "parity.json").read_text())["quantization"]
     assert section["kept"] is False and section["file"] is None and section["gate"]["max_drop"] == -101
+
+
+def test_a_missing_gate_field_is_an_error_naming_it(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(tiny_run / "split.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[-1]["path_actin"] = str(tmp_path / "gone.tif")  # a val row: the gate's
+    write_split(run / "split.csv", rows)
+    with pytest.raises(ExportError, match=r"gate field .*gone\.tif .*val rows\): file not found"):
+        choose_fields(run, None, calibration_fields=128, gate_fields=130)
