@@ -1,13 +1,16 @@
 """The runtime refuses a model whose card is missing or does not match the network."""
 
+import csv
 import shutil
 
 import numpy as np
 import openvino as ov
 import pytest
 
+from appliance.classify import classify_plate
 from appliance.inference import Classifier
 from appliance.model_card import ModelCardError
+from tests.conftest import write_plate
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +111,11 @@ def test_refuses_a_card_lying_about_precision(int8_model, tmp_path, source, clai
     ov.save_model(model, tmp_path / "model.xml", compress_to_fp16=False)
     with pytest.raises(ModelCardError, match=says):
         Classifier(tmp_path / "model.xml", precision="int8" if claim == "int8" else "f32")
+
+
+def test_a_plate_classified_in_int8_says_so_in_its_results(int8_model, tmp_path):
+    write_plate(tmp_path / "plate", wells=("B02",), sites=(1, 2))
+    summary = classify_plate(tmp_path / "plate", Classifier(int8_model, precision="int8"), tmp_path / "out")
+    assert summary["precision"] == "int8" and summary["classified"] == 2
+    with open(summary["out"]["fields"], newline="") as f:
+        assert [row["precision"] for row in csv.DictReader(f)] == ["int8", "int8"]
