@@ -185,7 +185,8 @@ def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s),
              model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
              out: Annotated[Path, typer.Option(help="Results folder (one sub-folder per plate when several).")],
              batch_size: int = 2,
-             precision: Annotated[str, typer.Option(help="f32 or bf16.")] = "f32",
+             precision: Annotated[str, typer.Option(
+                 help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
              as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
     """Classify every field of one or more plates at full resolution with OpenVINO."""
     from appliance.classify import classify_plate

@@ -23,7 +23,7 @@ def invoke(*args):
 
 def test_version_and_help_of_every_command():
     assert invoke("--version").stdout.strip() == f"mcnn-appliance {appliance.__version__}"
-    for command in ("synth", "train", "export", "classify", "demo"):
+    for command in ("synth", "train", "export", "classify", "benchmark", "demo"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout, command
 
