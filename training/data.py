@@ -39,7 +39,8 @@ def write_split(path: Path, train: list[Field], val: list[Field]) -> None:
         writer.writerow(SPLIT_COLUMNS)
         for name, part in (("train", train), ("val", val)):
             for fld in part:
-                writer.writerow([fld.plate, fld.well, fld.site, fld.moa, name, *map(str, fld.paths)])
+                # absolute paths: export and benchmark read these fields from any working directory
+                writer.writerow([fld.plate, fld.well, fld.site, fld.moa, name, *(str(p.resolve()) for p in fld.paths)])
 
 
 def spread_sample(fields: list[Field], n: int) -> list[Field]:

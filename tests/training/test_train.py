@@ -65,6 +65,7 @@ def test_train_writes_a_complete_run(small_data, tmp_path):
     assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["val_acc"]) <= 1 for r in rows)
     split = list(csv.DictReader(open(run / "split.csv")))
     assert {r["split"] for r in split} == {"train", "val"} and len(split) == 39
+    assert all(Path(r["path_dapi"]).is_absolute() for r in split)  # export reads them from anywhere
     info = json.loads((run / "run.json").read_text())
     assert info["model_config"]["height"] == SMALL[0] and len(info["labels"]) == 13
     assert info["channels"] == ["DAPI", "Tubulin", "Actin"] and len(info["normalization"]["mean"]) == 3
