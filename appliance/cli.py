@@ -97,6 +97,8 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
           optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov).")] = "adamw",
           precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
           workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
+          target_acc: Annotated[float, typer.Option(help="Validation accuracy whose first epoch and wall time "
+                                                         "the run records (time to accuracy).")] = 0.99,
           gain_jitter: Annotated[float, typer.Option(help="Augmentation: each stain's gain x exp(U(-j, j)); "
                                                           "0 turns it off.")] = 0.15,
           global_batch: Annotated[Optional[int], typer.Option(help="Fields per optimizer step over all ranks "
@@ -134,7 +136,7 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
     cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=the_plan.micro_batch,
                                    accumulation=the_plan.accumulation, size=field_size, seed=seed,
                                    optimizer=optimizer, lr_scaling=lr_scaling, precision=precision, workers=workers,
-                                   gain_jitter=gain_jitter)
+                                   gain_jitter=gain_jitter, target_acc=target_acc)
     if lr is not None:
         cfg.lr = lr
     if launched or ranks * nodes == 1:  # one process, or one rank under torchrun

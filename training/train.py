@@ -38,6 +38,7 @@ import appliance
 from appliance.imageio import read_field
 from appliance.metadata import CHANNELS, class_names, load_fields
 from appliance.normalization import fit_normalization
+from training.curves import draw_curves
 from training.data import FieldDataset, spread_sample, stratified_split, write_split
 from training.model import MCNN, MCNNConfig, count_parameters
 from training.run import rank_cores, save_run, set_threads
@@ -65,6 +66,7 @@ class TrainConfig:
     gain_jitter: float = 0.15  # augmentation: each stain's gain x exp(U(-j, j)), as imaging weeks differ
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     val_fraction: float = 0.2
+    target_acc: float = 0.99  # time to accuracy: the run records when validation first reaches it
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
     workers: int = 1  # data-loading processes: TIFF decoding overlaps compute
     threads: int | None = None  # compute threads; default: the CPUs this process may use
@@ -284,16 +286,22 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
                    "val_acc": round(val_acc, 4), "images_per_s": round(seen / epoch_s, 3),
                    "epoch_s": round(epoch_s, 1), "wall_s": round(time.time() - start, 1)}
             history.append(row)
+            if "target_reached" not in info and val_acc >= cfg.target_acc:  # NaN (no validation) never is
+                info["target_reached"] = {k: row[k] for k in ("epoch", "step", "val_acc", "wall_s")}
+                console.print(f"[green]target accuracy {cfg.target_acc:.0%} reached[/] at epoch {epoch}, "
+                              f"{row['wall_s'] / 60:.1f} min")
             bar.update(task, status=f"loss {row['train_loss']:.3f} train acc {row['train_acc']:.2f} "
                                     f"val acc {row['val_acc']:.2f}")
             if master:
                 with open(metrics_path, "a", newline="") as f:
                     csv.writer(f).writerow(row[c] for c in METRICS_COLUMNS)
                 info = save_run(out, raw_model, {**info, "epochs_done": epoch, "metrics": row})
+                draw_curves(metrics_path, out / "curves.png", cfg.target_acc)
     console.print(f"run saved in {out} ({time.time() - start:.0f} s)")
     if ddp:
         dist.destroy_process_group()
-    return {"run": str(out), "run_id": info["run_id"], "history": history, "seconds": time.time() - start}
+    return {"run": str(out), "run_id": info["run_id"], "history": history, "seconds": time.time() - start,
+            "target_reached": info.get("target_reached")}
 
 
 def torchrun_command(cfg: TrainConfig, nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None,

@@ -59,9 +59,12 @@ def test_stratified_split_holds_out_every_class(small_data):
 def test_train_writes_a_complete_run(small_data, tmp_path):
     run = tmp_path / "run"
     result = train(TrainConfig(data=str(small_data), out=str(run), epochs=2, batch_size=4, size=SMALL,
-                               val_fraction=0.34, workers=0), console=Console(quiet=True))
+                               val_fraction=0.34, workers=0, target_acc=0.0), console=Console(quiet=True))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    reached = json.loads((run / "run.json").read_text())["target_reached"]  # any accuracy >= 0: epoch 1
+    assert reached["epoch"] == 1 and reached["wall_s"] == float(rows[0]["wall_s"])
     assert all(float(r["images_per_s"]) > 0 and 0 <= float(r["val_acc"]) <= 1 for r in rows)
     split = list(csv.DictReader(open(run / "split.csv")))
     assert {r["split"] for r in split} == {"train", "val"} and len(split) == 39
@@ -92,6 +95,7 @@ def test_training_learns_the_training_fields(tmp_path):
                                val_fraction=0.0, workers=0), console=Console(quiet=True))
     first, last = result["history"][0], result["history"][-1]
     assert last["train_loss"] < 0.7 * first["train_loss"] and last["train_acc"] >= 0.4
+    assert result["target_reached"] is None  # no validation fields: the target cannot be claimed
 
 
 def test_two_ranks_under_torchrun_write_one_run(tmp_path):
