@@ -44,7 +44,7 @@ from training.model import MCNN, MCNNConfig, count_parameters
 from training.run import rank_cores, save_run, set_threads
 
 METRICS_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                   "images_per_s", "epoch_s", "wall_s")
+                   "images_per_s", "data_wait", "epoch_s", "wall_s")  # data_wait: fraction of the epoch
 
 
 @dataclass
@@ -243,9 +243,12 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
                 sampler.set_epoch(epoch)
             model.train()
             epoch_start, seen, loss_sum, correct = time.time(), 0, 0.0, 0
-            for i, (x, y) in enumerate(train_loader):
-                if i == steps_per_epoch * cfg.accumulation:
-                    break
+            # Time spent waiting for the loader: TIFF decoding must not starve the compute cores.
+            batches, data_wait = iter(train_loader), 0.0
+            for i in range(steps_per_epoch * cfg.accumulation):
+                fetch = time.time()
+                x, y = next(batches)
+                data_wait += time.time() - fetch
                 # Gradients add up over `accumulation` micro-batches; DDP averages them over the
                 # ranks once, on the last one (no_sync before it).
                 last = (i + 1) % cfg.accumulation == 0
@@ -275,15 +278,16 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
                                                    f"{seen / (time.time() - epoch_start):.2f} img/s")
             epoch_s = time.time() - epoch_start
             # Sums over all ranks: training loss, correct, fields seen; then validation's.
-            totals = torch.tensor([loss_sum, correct, seen, *evaluate(raw_model, val_loader, precision)],
-                                  dtype=torch.float64)
+            totals = torch.tensor([loss_sum, correct, seen, data_wait, epoch_s,
+                                   *evaluate(raw_model, val_loader, precision)], dtype=torch.float64)
             if ddp:
                 dist.all_reduce(totals)
-            loss_sum, correct, seen, val_loss_sum, val_correct, val_seen = totals.tolist()
+            loss_sum, correct, seen, wait_sum, epoch_sum, val_loss_sum, val_correct, val_seen = totals.tolist()
             val_loss, val_acc = (val_loss_sum / val_seen, val_correct / val_seen) if val_seen else (float("nan"),) * 2
             row = {"epoch": epoch, "step": step, "lr": round(lr, 8), "train_loss": round(loss_sum / seen, 5),
                    "train_acc": round(correct / seen, 4), "val_loss": round(val_loss, 5),
                    "val_acc": round(val_acc, 4), "images_per_s": round(seen / epoch_s, 3),
+                   "data_wait": round(wait_sum / epoch_sum, 3),
                    "epoch_s": round(epoch_s, 1), "wall_s": round(time.time() - start, 1)}
             history.append(row)
             if "target_reached" not in info and val_acc >= cfg.target_acc:  # NaN (no validation) never is

@@ -62,6 +62,7 @@ def test_train_writes_a_complete_run(small_data, tmp_path):
                                val_fraction=0.34, workers=0, target_acc=0.0), console=Console(quiet=True))
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0 <= float(r["data_wait"]) < 1 for r in rows)
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     reached = json.loads((run / "run.json").read_text())["target_reached"]  # any accuracy >= 0: epoch 1
     assert reached["epoch"] == 1 and reached["wall_s"] == float(rows[0]["wall_s"])
