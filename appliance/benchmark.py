@@ -33,7 +33,7 @@ import openvino as ov
 from rich import box
 from rich.table import Table
 
-from appliance.fieldsets import LabelledField, accuracy, from_folder, from_split, read_raw
+from appliance.fieldsets import SPLIT_CSV, LabelledField, accuracy, from_folder, from_split, read_raw
 from appliance.inference import (MODEL_INT8_XML, MODEL_XML, PRECISIONS, PROBABILITIES, Classifier, check_card,
                                  compile_model, read_card)
 
@@ -46,7 +46,7 @@ def labelled_fields(run_dir: Path, data: Path | None) -> tuple[list[LabelledFiel
     """--data's labelled fields, else the run's validation rows, else none."""
     if data is not None:
         return from_folder(data), f"labelled fields of {data}"
-    split = run_dir / "split.csv"
+    split = run_dir / SPLIT_CSV
     val = [f for f in from_split(run_dir) if f.split == "val"] if split.is_file() else []
     return val, f"val rows of {split}"
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import nncf
 import numpy as np
+import openvino as ov
 
 from appliance.fieldsets import LabelledField, accuracy, from_folder, from_split, read_raw, stratified
-from appliance.inference import MODEL_INT8_XML, MODEL_XML, Classifier
+from appliance.inference import MODEL_INT8_XML, MODEL_XML, Classifier, check_card, read_card
 from appliance.model_card import ModelCard
 from export import ExportError
 from export.ir import raw_input_model, save_with_card
@@ -89,7 +90,9 @@ def quantize_export(run_dir: Path, export_dir: Path, calibration: Path | None = 
     start = time.perf_counter()
     export_dir = Path(export_dir)
     float_xml, int8_xml = export_dir / MODEL_XML, export_dir / MODEL_INT8_XML
-    card = Classifier(float_xml).card
+    network = ov.Core().read_model(float_xml)  # the card only: compare() compiles the model
+    card = read_card(network, str(float_xml))
+    check_card(network, card, str(float_xml))
     calib_info, calib, gate_info, gate = choose_fields(Path(run_dir), calibration, calibration_fields, gate_fields)
     log(f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']})")
     model = quantize(export_dir / "model.onnx", card, calib)

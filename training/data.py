@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from appliance.fieldsets import SPLIT_COLUMNS  # the one definition: export and benchmark read what this writes
 from appliance.imageio import read_field
 from appliance.metadata import Field
 from appliance.normalization import Normalization
 
-SPLIT_COLUMNS = ("plate", "well", "site", "moa", "split", "path_dapi", "path_tubulin", "path_actin")
 
 
 def stratified_split(fields: list[Field], val_fraction: float, seed: int) -> tuple[list[Field], list[Field]]:

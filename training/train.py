@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 import appliance
+from appliance.fieldsets import SPLIT_CSV
 from appliance.imageio import read_field
 from appliance.metadata import CHANNELS, class_names, load_fields
 from appliance.normalization import fit_normalization
@@ -182,7 +183,7 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
     labels = class_names(fields)
     train_fields, val_fields = stratified_split(fields, cfg.val_fraction, cfg.seed)
     if master:
-        write_split(out / "split.csv", train_fields, val_fields)
+        write_split(out / SPLIT_CSV, train_fields, val_fields)
     size = tuple(cfg.size)
     normalization = fit_normalization(read_field(f.paths, size) for f in spread_sample(train_fields, cfg.norm_fields))
 
