@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import subprocess
+import sys
 from html import escape
 from pathlib import Path
 
@@ -230,3 +232,9 @@ def test_plate_map_marks_wells(tmp_path):
     assert (np.abs(image - dmso).max(axis=2) < 0.02).sum() > 2000  # the well's disc, beyond the legend swatch
     dark = lambda im: (im.max(axis=2) < 0.15).sum()
     assert dark(image) - dark(plain) > 500  # the ring and cross of H12 (text is dark in both)
+
+
+def test_report_never_imports_torch():
+    """The runtime image has no torch: the report and the map must not need it."""
+    code = 'import sys; sys.modules["torch"] = None; import appliance.report, appliance.platemap'
+    subprocess.run([sys.executable, "-c", code], check=True)
