@@ -140,17 +140,18 @@ def draw_plate_map(wells: list[dict], labels: list[str], path: Path, failed: dic
         for c in range(1, layout.columns + 1):
             x, y = c - 1, r
             result, n_failed = results.get((row, c)), failed_at.get((row, c), 0)
+            radius = 0.37 if n_failed else 0.42  # room for the ring, apart from the fill
             if result:
                 index = labels.index(result[0])
                 fill = shade(class_colour(index), result[1], len(labels))
-                ax.add_patch(Circle((x, y), 0.42, facecolor=fill, edgecolor="white", linewidth=0.6))
+                ax.add_patch(Circle((x, y), radius, facecolor=fill, edgecolor="white", linewidth=0.6))
                 ax.text(x, y, str(index + 1), ha="center", va="center", fontsize=font, color=text_colour(fill))
             else:
-                ax.add_patch(Circle((x, y), 0.42, facecolor=EMPTY, edgecolor=EMPTY_EDGE, linewidth=0.8))
+                ax.add_patch(Circle((x, y), radius, facecolor=EMPTY, edgecolor=EMPTY_EDGE, linewidth=0.8))
                 if n_failed:
                     ax.text(x, y, "\u00d7", ha="center", va="center", fontsize=font * 1.4, color=FAILED_EDGE)
             if n_failed:
-                ax.add_patch(Circle((x, y), 0.45, facecolor="none", edgecolor=FAILED_EDGE,
+                ax.add_patch(Circle((x, y), 0.455, facecolor="none", edgecolor=FAILED_EDGE,
                                     linewidth=1.6 if big else 2.4))
 
     ax.set_xlim(-0.6, layout.columns - 0.4)
