@@ -89,7 +89,8 @@ def read_planes(paths: tuple[Path, ...], planes: tuple[int, ...]) -> list[np.nda
                     opened[path] = stack.enter_context(tifffile.TiffFile(path))
                 pages = opened[path].pages
                 if plane >= len(pages):
-                    raise FieldError(path, f"has {len(pages)} planes, plane {plane} was asked for")
+                    raise FieldError(path, f"has {len(pages)} planes, plane {plane} was asked for "
+                                           "(truncated or damaged?)")
                 images.append(pages[plane].asarray())
             except FieldError:
                 raise

@@ -50,7 +50,7 @@ def read_ome(path: Path) -> tuple[list[str], int, tuple[str, int, int] | None]:
         raise ValueError("OME metadata lives in a companion file, which is not supported")
     images = root.findall("{*}Image")
     if len(images) > 1:  # a multi-file dataset: keep the image stored in this file
-        images = [im for im in images for u in im.iter("{*}UUID") if u.get("FileName") == path.name]
+        images = [im for im in images for u in im.iterfind(".//{*}UUID") if u.get("FileName") == path.name]
     if len(images) != 1:
         raise ValueError(f"holds {len(root.findall('{*}Image'))} images; one field per file is expected")
     image = images[0]
@@ -69,7 +69,7 @@ def read_ome(path: Path) -> tuple[list[str], int, tuple[str, int, int] | None]:
 
 
 def plate_position(root: ET.Element, image_id: str | None) -> tuple[str, int, int] | None:
-    for well in root.iter("{*}Well"):
+    for well in root.iterfind(".//{*}Well"):
         for index, sample in enumerate(well.findall("{*}WellSample")):
             ref = sample.find("{*}ImageRef")
             if ref is not None and ref.get("ID") == image_id:
