@@ -133,11 +133,8 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[PlateField]
                 raise ValueError("no well and site in the file name (..._B02_s1.ome.tif) or the OME Plate metadata")
             well, site = well_name(*position[:2]), position[2]
             planes = channel_planes(names, mapping)
-        except ChannelError as exc:
-            channel_failures += 1
-            failures.append(Failure(plate, well, site, path.name, str(exc)))
-            continue
-        except ValueError as exc:
+        except ValueError as exc:  # ChannelError included
+            channel_failures += isinstance(exc, ChannelError)
             failures.append(Failure(plate, well, site, path.name, str(exc)))
             continue
         if (well, site) in seen:

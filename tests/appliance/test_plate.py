@@ -314,3 +314,19 @@ def test_plate_folders_expands_a_folder_of_plates(tmp_path):
 def test_unknown_layout_is_a_plate_error(tmp_path):
     with pytest.raises(PlateError, match="unknown layout 'phenix'"):
         discover_fields(tmp_path, layout="phenix")
+
+
+def test_ome_tiff_of_a_multi_file_dataset_keeps_the_image_stored_in_the_file(tmp_path):
+    """Each file of a multi-file OME dataset may carry the XML of all images; UUID FileName says whose pixels."""
+    images = "".join(
+        f'<Image ID="Image:{i}"><Pixels ID="Pixels:{i}" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
+        f'SizeC="{c}" SizeZ="1" SizeT="1">' + "".join(f'<Channel ID="Channel:{i}:{k}" Name="{n}"/>'
+                                                     for k, n in enumerate(names[:c]))
+        + f'<TiffData IFD="0" PlaneCount="{c}"><UUID FileName="{file}">urn:uuid:{i}</UUID></TiffData></Pixels></Image>'
+        for i, (file, c, names) in enumerate([("B02_s1.ome.tif", 4, ["x", "Actin", "Tubulin", "DAPI"]),
+                                              ("B02_s2.ome.tif", 3, ["DAPI", "Tubulin", "Actin"])]))
+    xml = f'<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">{images}</OME>'
+    tifffile.imwrite(tmp_path / "B02_s1.ome.tif", np.stack([blank()] * 4), description=xml, metadata=None,
+                     photometric="minisblack")
+    fields, failures = discover_fields(tmp_path)
+    assert failures == [] and fields[0].planes == (3, 2, 1)
