@@ -1,9 +1,14 @@
-"""Plate discovery: BBBC021 file names, channel order, and incomplete fields reported."""
+"""Plate discovery: every layout's file names, channel maps, plate maps, and incomplete fields reported."""
+
+import csv
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
-from appliance.plate import PlateError, discover_fields
+from appliance.plate import PlateError, detect_layout, discover_fields, parse_channels, plate_folders
 from tests.conftest import write_field, write_plate
 
 
@@ -57,14 +62,6 @@ def test_folder_without_fields_is_an_error_naming_it(tmp_path):
 
 
 # --- Other layouts, --channels, --platemap, folders of plates -------------------------------------------------------
-
-import csv  # noqa: E402
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import tifffile  # noqa: E402
-
-from appliance.plate import detect_layout, parse_channels, plate_folders  # noqa: E402
 
 SMALL = (64, 80)
 UUID = "BEDC2073-A983-4B98-95E9-84466707A25D"
