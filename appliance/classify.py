@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.imageio import FieldError, read_field
+from appliance.imageio import FITS, FieldError, read_plate_field
 from appliance.inference import Classifier
 from appliance.metadata import CHANNELS
 from appliance.model_card import ModelCardError
@@ -21,21 +21,22 @@ from appliance.plate import Failure, PlateField, discover_fields
 from appliance.results import write_results
 
 
-def read_batch(fields: list[PlateField], size: tuple[int, int]):
-    """The readable fields of a batch as one uint16 array, and a Failure for each other one."""
+def read_batch(fields: list[PlateField], size: tuple[int, int], fit: str | None = None):
+    """The readable fields of a batch as one uint16 array, their fit notes, and a Failure for each other one."""
     raw = np.empty((len(fields), len(CHANNELS), *size), dtype=np.uint16)
-    ok, failures = [], []
+    ok, notes, failures = [], [], []
     for field in fields:
         try:
-            read_field(field.paths, size, out=raw[len(ok)])
+            notes.append(read_plate_field(field, size, out=raw[len(ok)], fit=fit))
             ok.append(field)
         except FieldError as exc:
             failures.append(Failure(field.plate, field.well, field.site, Path(exc.path).name, exc.reason))
-    return ok, raw[:len(ok)], failures
+    return ok, raw[:len(ok)], notes, failures
 
 
 def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, batch_size: int = 2,
-                   precision: str = "f32", progress=None) -> dict:
+                   precision: str = "f32", layout: str = "auto", channels: str | None = None,
+                   platemap: Path | None = None, fit: str | None = None, progress=None) -> dict:
     start = time.perf_counter()
     plate_dir, out_dir = Path(plate_dir).resolve(), Path(out_dir).resolve()
     # Results inside the plate would mix with the images and be rescanned next time.
@@ -43,23 +44,26 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, bat
         raise ValueError(f"{out_dir}: the output folder must not be inside the plate folder {plate_dir}")
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if fit not in (None, *FITS):
+        raise ValueError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
     classifier = model if isinstance(model, Classifier) else Classifier(model, precision=precision)
     if tuple(classifier.card.channels) != CHANNELS:
         raise ModelCardError(f"{classifier.xml}: model takes channels {classifier.card.channels}, "
                              f"a BBBC021 plate gives {CHANNELS}")
-    fields, failures = discover_fields(plate_dir)
+    fields, failures = discover_fields(plate_dir, layout, channels, platemap)
 
     batches = [fields[i:i + batch_size] for i in range(0, len(fields), batch_size)]
-    classified, probabilities, done = [], [], 0
+    classified, probabilities, fitted, done = [], [], {}, 0
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read_batch, batches[0], classifier.size) if batches else None
+        pending = reader.submit(read_batch, batches[0], classifier.size, fit) if batches else None
         for i in range(len(batches)):
-            ok, raw, failed = pending.result()
+            ok, raw, notes, failed = pending.result()
             if i + 1 < len(batches):
-                pending = reader.submit(read_batch, batches[i + 1], classifier.size)
+                pending = reader.submit(read_batch, batches[i + 1], classifier.size, fit)
             if ok:
                 probabilities.append(classifier.predict(raw)[0])
                 classified += ok
+                fitted.update({f"{f.well} s{f.site}": n for f, n in zip(ok, notes) if n})
             failures += failed
             done += len(batches[i])
             if progress:
@@ -78,4 +82,6 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, bat
         "fields_per_s": round(len(classified) / seconds, 3) if seconds else 0.0,
         "out": {name: str(path) for name, path in files.items()},
         "precision": classifier.precision,
+        "fit": fit,
+        "fitted": fitted,  # field -> what --fit did to it
     }

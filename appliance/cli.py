@@ -183,18 +183,36 @@ def export(run: Annotated[Path, typer.Argument(help="Run folder written by `trai
 
 
 @app.command()
-def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s), BBBC021 layout.")],
+def classify(plates: Annotated[list[Path], typer.Argument(
+                 help="Plate folder(s), folder(s) of plate folders, or manifest CSV(s); see README, Plate layouts.")],
              model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
              out: Annotated[Path, typer.Option(help="Results folder (one sub-folder per plate when several).")],
              batch_size: int = 2,
              precision: Annotated[str, typer.Option(
                  help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
+             layout: Annotated[str, typer.Option(help="auto, bbbc021, metaxpress, ome-tiff or manifest.")] = "auto",
+             channels: Annotated[Optional[str], typer.Option(
+                 help="Plate channel of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")] = None,
+             platemap: Annotated[Optional[Path], typer.Option(
+                 help="CSV with columns well, compound, concentration (optional plate).")] = None,
+             fit: Annotated[Optional[str], typer.Option(
+                 help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads).")] = None,
              as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
     """Classify every field of one or more plates at full resolution with OpenVINO."""
     from appliance.classify import classify_plate
     from appliance.inference import Classifier
     from appliance.model_card import ModelCardError
+    from appliance.plate import LAYOUTS, PlateError, plate_folders
 
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
+    if fit not in (None, "pad", "resize"):
+        raise typer.BadParameter(f"{fit!r}: choose pad or resize", param_hint="--fit")
+    try:
+        plates = plate_folders(plates)
+    except PlateError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
     try:
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError) as exc:
@@ -202,9 +220,10 @@ def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s),
         raise typer.Exit(EXIT_NOTHING_RAN) from None
     summaries, code = [], EXIT_OK
     for plate in plates:
-        plate_out = out if len(plates) == 1 else out / plate.name
+        plate_out = out if len(plates) == 1 else out / (plate.parent.name if plate.is_file() else plate.name)
         try:
-            summary = run_with_progress(classify_plate, plate, classifier, plate_out, batch_size=batch_size)
+            summary = run_with_progress(classify_plate, plate, classifier, plate_out, batch_size=batch_size,
+                                       layout=layout, channels=channels, platemap=platemap, fit=fit)
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
             console.print(f"[red]error:[/] {exc}")
             code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
@@ -212,6 +231,8 @@ def classify(plates: Annotated[list[Path], typer.Argument(help="Plate folder(s),
         summaries.append(summary)
         console.print(f"{summary['plate']}: {summary['classified']} fields classified, {summary['failed']} failed "
                       f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {plate_out}")
+        if summary["fitted"]:
+            console.print(f"{len(summary['fitted'])} field(s) brought to the model's size with --fit {fit}")
         if summary["failed"]:
             console.print(f"[yellow]{summary['failed']} field(s) failed; see {plate_out / 'failures.csv'}")
             code = max(code, EXIT_SOME_FAILED)

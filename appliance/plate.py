@@ -1,22 +1,25 @@
-"""Finding the fields of a plate folder laid out as BBBC021 ships it.
+"""Finding the fields of a plate, whatever layout the imager wrote it in.
 
-Files are named `[prefix_]{well}_s{site}_w{wavelength}{UUID}.tif` (e.g. G10_s1_w1BEDC2073-...-84466707A25D.tif)
-with w1 = DAPI, w2 = Tubulin, w4 = Actin. A field with a channel missing or given twice is
-reported as a Failure, never dropped: a plate report must account for every field it saw.
+A layout module (appliance/layouts/) turns a plate folder into PlateFields: one entry per field
+with the file (and plane) of each model channel, in the model's order (DAPI, Tubulin, Actin).
+This module picks the layout, parses `--channels`, applies a `--platemap` and expands a folder
+of plates. A field that cannot be assembled (a channel missing or given twice, a manifest path
+leaving the plate) is a Failure, never dropped: a plate report must account for every field
+it saw. PlateError means the plate cannot be used at all (no images, a channel map that fits
+no file, an unreadable manifest).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from appliance.metadata import CHANNELS, WAVELENGTHS
+from appliance.metadata import CHANNELS, MetadataError, read_table
 
-# Some BBBC021 weeks prefix the name (Week5_130707_E04_s2_w2<UUID>.tif); thumbnails read _w1_thumb<UUID>.
-FILE_NAME = re.compile(r"^(?:.*_)?(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})_s(?P<site>\d+)_w(?P<wavelength>\d)"
-                       r"[0-9A-F-]*\.tiff?$", re.IGNORECASE)
-CHANNEL_OF = {n: c for c, n in WAVELENGTHS.items()}
+LAYOUTS = ("auto", "bbbc021", "metaxpress", "ome-tiff", "manifest")
+MANIFEST = "manifest.csv"
+WELL = re.compile(r"^(?P<row>[A-Z]{1,2})0*(?P<column>\d{1,3})$", re.IGNORECASE)
 
 
 class PlateError(ValueError):
@@ -26,11 +29,14 @@ class PlateError(ValueError):
 @dataclass(frozen=True)
 class PlateField:
     plate: str
-    well: str
-    row: str
-    column: int
+    well: str  # "B02" (zero-padded column)
+    row: str  # "B"
+    column: int  # 2
     site: int
-    paths: tuple[Path, ...]  # in CHANNELS order
+    paths: tuple[Path, ...]  # one per model channel, in CHANNELS order (an OME-TIFF repeats its path)
+    planes: tuple[int, ...] | None = None  # plane of each channel in a multi-plane file; None: one plane per file
+    compound: str | None = None
+    concentration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,38 +50,140 @@ class Failure:
     reason: str
 
 
-def discover_fields(plate_dir: Path) -> tuple[list[PlateField], list[Failure]]:
-    """Complete fields and incomplete ones, both sorted by row, column, site."""
+def parse_well(text: str) -> tuple[str, int]:
+    """'B2', 'b02' -> ('B', 2); ValueError for anything else."""
+    match = WELL.match(text.strip())
+    if not match:
+        raise ValueError(f"bad well {text!r} (expected a row letter and a column number, e.g. B02)")
+    return match["row"].upper(), int(match["column"])
+
+
+def well_name(row: str, column: int) -> str:
+    return f"{row}{column:02d}"
+
+
+def field_order(item) -> tuple:
+    """Sort key of a PlateField or Failure: row (A..Z, then AA..), column, site."""
+    well = item.well
+    match = WELL.match(well)
+    row, column = (match["row"].upper(), int(match["column"])) if match else (well, 0)
+    return len(row), row, column, item.site
+
+
+def parse_channels(text: str | None) -> dict[str, str]:
+    """'DAPI=w1,Tubulin=w2,Actin=w4' -> {'DAPI': 'w1', ...}; channels not named keep the layout's default.
+
+    Names are the model's channels (any case); values are what the layout understands: a
+    wavelength (w1), an OME channel name or plane index, a manifest column.
+    """
+    if not text:
+        return {}
+    by_lower = {c.lower(): c for c in CHANNELS}
+    mapping = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        channel = by_lower.get(key.strip().lower())
+        if not sep or not value.strip() or channel is None:
+            raise PlateError(f"--channels {text!r}: expected CHANNEL=VALUE pairs separated by commas, "
+                             f"CHANNEL one of {', '.join(CHANNELS)} (e.g. DAPI=w1,Tubulin=w2,Actin=w4)")
+        if channel in mapping:
+            raise PlateError(f"--channels {text!r}: {channel} is given twice")
+        mapping[channel] = value.strip()
+    return mapping
+
+
+def detect_layout(plate_dir: Path) -> str:
+    """The layout `auto` stands for; the rules are in README ("Plate layouts")."""
     plate_dir = Path(plate_dir)
+    if plate_dir.is_file() and plate_dir.suffix.lower() == ".csv":
+        return "manifest"
     if not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
-    plate = plate_dir.name
-    found: dict[tuple[str, int, int], dict[str, list[Path]]] = {}
-    for path in sorted(plate_dir.iterdir()):
-        match = FILE_NAME.match(path.name)
-        channel = CHANNEL_OF.get(int(match["wavelength"])) if match else None
-        if channel is None or "_thumb" in path.name.lower() or not path.is_file():
-            continue
-        key = (match["row"].upper(), int(match["column"]), int(match["site"]))
-        found.setdefault(key, {}).setdefault(channel, []).append(path)
-    if not found:
-        raise PlateError(f"{plate_dir}: no field images named like G10_s1_w1<UUID>.tif "
-                         "(w1 DAPI, w2 Tubulin, w4 Actin)")
+    if (plate_dir / MANIFEST).is_file():
+        return "manifest"
+    if any(p.name.lower().endswith((".ome.tif", ".ome.tiff")) for p in plate_dir.iterdir()):
+        return "ome-tiff"
+    if (plate_dir / "TimePoint_1").is_dir():
+        return "metaxpress"
+    return "bbbc021"
 
-    fields, failures = [], []
-    for (row, column, site) in sorted(found, key=lambda k: (len(k[0]), *k)):
-        channels = found[(row, column, site)]
-        well = f"{row}{column:02d}"
-        missing = [c for c in CHANNELS if c not in channels]
-        repeated = [c for c in CHANNELS if len(channels.get(c, ())) > 1]
-        if missing:
-            present = "; ".join(p.name for ps in channels.values() for p in ps)
-            reason = "missing channel " + ", ".join(f"{c} (w{WAVELENGTHS[c]})" for c in missing)
-            failures.append(Failure(plate, well, site, present, reason))
-        elif repeated:
-            files = "; ".join(p.name for c in repeated for p in channels[c])
-            reason = "more than one file for channel " + ", ".join(f"{c} (w{WAVELENGTHS[c]})" for c in repeated)
-            failures.append(Failure(plate, well, site, files, reason))
+
+def discover_fields(plate_dir: Path, layout: str = "auto", channels: str | None = None,
+                    platemap: Path | None = None) -> tuple[list[PlateField], list[Failure]]:
+    """Complete fields and failed ones, both sorted by row, column, site.
+
+    plate_dir is a plate folder, or a manifest CSV (its folder is then the plate folder).
+    """
+    # The layout modules import this module's dataclasses, so they are imported here.
+    from appliance.layouts import imagexpress, manifest, ome_tiff
+
+    plate_dir = Path(plate_dir)
+    if layout not in LAYOUTS:
+        raise PlateError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = detect_layout(plate_dir)
+    mapping = parse_channels(channels)
+    if layout == "manifest":
+        fields, failures = manifest.discover(plate_dir, mapping)
+    elif not plate_dir.is_dir():
+        raise PlateError(f"{plate_dir}: not a folder")
+    elif layout == "ome-tiff":
+        fields, failures = ome_tiff.discover(plate_dir, mapping)
+    else:
+        fields, failures = imagexpress.discover(plate_dir, layout, mapping)
+    if platemap is not None:
+        treatments = read_platemap(platemap, plate=fields[0].plate if fields else plate_dir.name)
+        fields = [replace(f, compound=treatments[f.well][0], concentration=treatments[f.well][1])
+                  if f.well in treatments else f for f in fields]
+    return sorted(fields, key=field_order), sorted(failures, key=field_order)
+
+
+def read_platemap(path: Path, plate: str) -> dict[str, tuple[str | None, float | None]]:
+    """well -> (compound, concentration) from a CSV with columns well, compound, concentration.
+
+    An optional `plate` column lets one file serve several plates: only rows naming this
+    plate (or leaving it empty) are used.
+    """
+    try:
+        rows = read_table(path, ("well", "compound", "concentration"))
+    except MetadataError as exc:
+        raise PlateError(f"--platemap {exc}") from None
+    treatments, line_of = {}, {}
+    for line, row in enumerate(rows, start=2):
+        if row.get("plate") and row["plate"] != plate:
+            continue
+        try:
+            well = well_name(*parse_well(row["well"]))
+            concentration = float(row["concentration"]) if row["concentration"] else None
+        except ValueError as exc:
+            raise PlateError(f"--platemap {path}, line {line}: {exc}") from None
+        if well in treatments:
+            raise PlateError(f"--platemap {path}: well {well} is on lines {line_of[well]} and {line}")
+        treatments[well], line_of[well] = (row["compound"] or None, concentration), line
+    return treatments
+
+
+def looks_like_plate(folder: Path) -> bool:
+    """Images (or a manifest) directly in the folder, or in MetaXpress's TimePoint_1."""
+    if (folder / MANIFEST).is_file() or (folder / "TimePoint_1").is_dir():
+        return True
+    return any(p.suffix.lower() in (".tif", ".tiff") and p.is_file() for p in folder.iterdir())
+
+
+def plate_folders(paths: list[Path]) -> list[Path]:
+    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates."""
+    plates = []
+    for path in map(Path, paths):
+        if path.is_file() and path.suffix.lower() == ".csv":
+            plates.append(path)
+        elif not path.is_dir():
+            raise PlateError(f"{path}: not a folder")
+        elif looks_like_plate(path):
+            plates.append(path)
         else:
-            fields.append(PlateField(plate, well, row, column, site, tuple(channels[c][0] for c in CHANNELS)))
-    return fields, failures
+            inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p))
+            if not inside:
+                raise PlateError(f"{path}: neither a plate folder (no .tif images, no {MANIFEST}) "
+                                 "nor a folder of plate folders")
+            plates += inside
+    return list(dict.fromkeys(plates))

@@ -85,3 +85,52 @@ def test_runtime_never_imports_torch_and_names_the_missing_extra(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("2 ") and "pip install 'mcnn-appliance[train]'" in out
+
+
+def test_classify_a_folder_of_plates_in_other_layouts(tmp_path, tiny_model):
+    """A manifest plate and an OME-TIFF plate side by side; --fit pad, --platemap, --channels reach them."""
+    import json
+
+    import numpy as np
+
+    from tests.conftest import random_channel
+
+    rng = np.random.default_rng(5)
+    manifest_plate, ome_plate = tmp_path / "plates" / "P1", tmp_path / "plates" / "P2"
+    (manifest_plate / "img").mkdir(parents=True)
+    ome_plate.mkdir()
+    for i, name in enumerate(("nuclei", "tubulin", "actin")):
+        tifffile.imwrite(manifest_plate / "img" / f"{name}.tif", random_channel(rng, i))
+    (manifest_plate / "manifest.csv").write_text("well,site,nuclei,tubulin,actin\nB02,1,img/nuclei.tif,"
+                                                 "img/tubulin.tif,img/actin.tif\n")
+    planes = np.stack([random_channel(rng, i, (96, 128)) for i in (1, 0, 2)])
+    tifffile.imwrite(ome_plate / "P2_C03_s2.ome.tif", planes,
+                     metadata={"axes": "CYX", "Channel": {"Name": ["Tubulin", "Hoechst 33342", "Phalloidin"]}})
+    (tmp_path / "map.csv").write_text("well,compound,concentration\nC03,taxol,0.3\n")
+
+    result = invoke("classify", tmp_path / "plates", "--model", tiny_model, "--out", tmp_path / "out", "--json",
+                    "--channels", "DAPI=nuclei", "--fit", "pad", "--platemap", tmp_path / "map.csv",
+                    "--layout", "manifest")
+    assert result.exit_code == 1, result.output  # P2 has no manifest: --layout applies to every plate
+    assert "P2/manifest.csv:cannotread" in "".join(result.output.split())  # rich wraps long paths
+    result = invoke("classify", manifest_plate, ome_plate, "--model", tiny_model, "--out", tmp_path / "out",
+                    "--fit", "pad", "--platemap", tmp_path / "map.csv", "--json")
+    assert result.exit_code == 1, result.output  # P1's manifest names its DAPI column "nuclei": a PlateError
+    assert "no path column for DAPI" in " ".join(result.output.split())
+    manifest = manifest_plate / "manifest.csv"
+    manifest.write_text(manifest.read_text().replace("nuclei,", "DAPI,", 1))
+    result = invoke("classify", tmp_path / "plates", "--model", tiny_model, "--out", tmp_path / "out",
+                    "--fit", "pad", "--platemap", tmp_path / "map.csv", "--json")
+    assert result.exit_code == 0, result.output
+    summaries = json.loads(result.stdout)
+    assert [(s["plate"], s["classified"], s["failed"]) for s in summaries] == [("P1", 1, 0), ("P2", 1, 0)]
+    assert summaries[1]["fitted"] == {"C03 s2": "pad 128x96 -> 128x128"}
+    assert (tmp_path / "out" / "P2" / "fields.csv").is_file()
+
+
+def test_classify_rejects_bad_layout_fit_and_plate_paths(tmp_path, tiny_model):
+    for option, value in (("--layout", "phenix"), ("--fit", "crop")):
+        result = invoke("classify", tmp_path, "--model", tiny_model, "--out", tmp_path / "o", option, value)
+        assert result.exit_code == 2 and repr(value) in result.output
+    result = invoke("classify", tmp_path, "--model", tiny_model, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "neither a plate folder" in " ".join(result.output.split())

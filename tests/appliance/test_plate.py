@@ -1,9 +1,14 @@
-"""Plate discovery: BBBC021 file names, channel order, and incomplete fields reported."""
+"""Plate discovery: every layout's file names, channel maps, plate maps, and incomplete fields reported."""
+
+import csv
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
-from appliance.plate import PlateError, discover_fields
+from appliance.plate import PlateError, detect_layout, discover_fields, parse_channels, plate_folders
 from tests.conftest import write_field, write_plate
 
 
@@ -54,3 +59,271 @@ def test_folder_without_fields_is_an_error_naming_it(tmp_path):
         discover_fields(tmp_path)
     with pytest.raises(PlateError, match="not a folder"):
         discover_fields(tmp_path / "absent")
+
+
+# --- Other layouts, --channels, --platemap, folders of plates -------------------------------------------------------
+
+SMALL = (64, 80)
+UUID = "BEDC2073-A983-4B98-95E9-84466707A25D"
+
+
+def blank(value: int = 100, size=SMALL) -> np.ndarray:
+    return np.full(size, value, dtype=np.uint16)
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_ome(path: Path, names: list[str], planes=None, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    planes = np.stack([blank(10 * (i + 1)) for i in range(len(names))]) if planes is None else planes
+    tifffile.imwrite(path, planes, metadata={"axes": "CYX", "Channel": {"Name": names}}, **kwargs)
+    return path
+
+
+def test_bbbc021_compound_and_concentration_from_the_image_csv_two_folders_up(tmp_path):
+    plate = tmp_path / "Week1" / "Week1_22123"
+    written = write_plate(plate, wells=("B02", "B03"), sites=(1,))
+    write_csv(tmp_path / "BBBC021_v1_image.csv", [
+        {"Image_FileName_DAPI": written[("B02", 1)]["DAPI"].name, "Image_Metadata_Compound": "taxol",
+         "Image_Metadata_Concentration": "0.300000"}])
+    fields, failures = discover_fields(plate, layout="bbbc021")
+    assert failures == []
+    assert [(f.well, f.compound, f.concentration) for f in fields] == [("B02", "taxol", 0.3), ("B03", None, None)]
+
+
+def test_metaxpress_in_timepoint_1_default_w1_w2_w3_and_optional_site(tmp_path):
+    plate = tmp_path / "Plate_7"
+    for name in (f"Plate_7_B02_s1_w1{UUID}.tif", "Plate_7_B02_s1_w2.TIF", "Plate_7_B02_s1_w3.tif",
+                 "Plate_7_C03_w1.tif", "Plate_7_C03_w2.tif", "Plate_7_C03_w3.tif", "Plate_7_C03_w4.tif"):
+        (plate / "TimePoint_1").mkdir(parents=True, exist_ok=True)
+        tifffile.imwrite(plate / "TimePoint_1" / name, blank())
+    (plate / "TimePoint_1" / "Plate_7_B02_s1_w1_thumb.tif").write_bytes(b"thumbnail")
+    assert detect_layout(plate) == "metaxpress"
+    fields, failures = discover_fields(plate)
+    assert failures == []
+    assert [(f.plate, f.well, f.site) for f in fields] == [("Plate_7", "B02", 1), ("Plate_7", "C03", 1)]
+    assert [p.name for p in fields[1].paths] == ["Plate_7_C03_w1.tif", "Plate_7_C03_w2.tif", "Plate_7_C03_w3.tif"]
+    # --channels overrides one channel; the others keep the layout's default
+    fields, failures = discover_fields(plate, channels="Actin=w4")
+    assert [f.well for f in fields] == ["C03"] and fields[0].paths[2].name == "Plate_7_C03_w4.tif"
+    assert [(f.well, f.reason) for f in failures] == [("B02", "missing channel Actin (w4)")]
+
+
+def test_metaxpress_time_series_is_refused(tmp_path):
+    for timepoint in ("TimePoint_1", "TimePoint_2"):
+        (tmp_path / "P" / timepoint).mkdir(parents=True)
+        tifffile.imwrite(tmp_path / "P" / timepoint / "P_B02_s1_w1.tif", blank())
+    with pytest.raises(PlateError, match="TimePoint_2: time series and z-stacks are not supported"):
+        discover_fields(tmp_path / "P")
+
+
+def test_a_channel_map_that_fits_no_file_is_a_plate_error_with_a_hint(tmp_path):
+    for n in (1, 2, 3):  # a flat MetaXpress plate: auto reads it as BBBC021, which wants w4
+        tifffile.imwrite(tmp_path / f"X_B02_s1_w{n}.tif", blank())
+    with pytest.raises(PlateError, match=r"no file of Actin \(w4\).*the plate has w1, w2, w3.*--channels"):
+        discover_fields(tmp_path)
+    fields, failures = discover_fields(tmp_path, layout="metaxpress")
+    assert len(fields) == 1 and failures == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("DAPI=w1,Tubulin", "CHANNEL=VALUE"), ("Nucleus=w1", "CHANNEL=VALUE"), ("DAPI=w1,dapi=w2", "DAPI is given twice")])
+def test_bad_channels_option_is_a_plate_error(text, message):
+    with pytest.raises(PlateError, match=message):
+        parse_channels(text)
+
+
+def test_channels_option_must_suit_the_layout(tmp_path):
+    write_plate(tmp_path, wells=("B02",), sites=(1,))
+    with pytest.raises(PlateError, match="wavelength number"):
+        discover_fields(tmp_path, channels="DAPI=Hoechst")
+    with pytest.raises(PlateError, match="one wavelength for two channels"):
+        discover_fields(tmp_path, channels="Tubulin=w1")
+
+
+def test_ome_tiff_channels_found_by_name_in_any_order(tmp_path):
+    path = write_ome(tmp_path / "P1_B02_s3.ome.tif", ["Phalloidin 568", "Hoechst 33342", "alpha-Tubulin"])
+    assert detect_layout(tmp_path) == "ome-tiff"
+    fields, failures = discover_fields(tmp_path)
+    assert failures == []
+    (field,) = fields
+    assert (field.well, field.site, field.paths, field.planes) == ("B02", 3, (path,) * 3, (1, 2, 0))
+
+
+def test_ome_tiff_channels_by_option_names_or_planes_and_unnamed_three_channels(tmp_path):
+    write_ome(tmp_path / "B02_s1.ome.tif", ["ch a", "ch b", "ch c", "ch d"])
+    fields, _ = discover_fields(tmp_path, channels="DAPI=CH D,Tubulin=0,Actin=ch b")
+    assert fields[0].planes == (3, 0, 1)
+    (tmp_path / "B02_s1.ome.tif").unlink()
+    write_ome(tmp_path / "B02_s1.ome.tif", ["Channel:0:0", "Channel:0:1", "Channel:0:2"])
+    fields, _ = discover_fields(tmp_path)
+    assert fields[0].planes == (0, 1, 2)
+
+
+def test_ome_tiff_ambiguous_channels_fail_the_file_or_the_plate(tmp_path):
+    write_ome(tmp_path / "B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
+    write_ome(tmp_path / "B02_s2.ome.tif", ["DAPI", "Hoechst", "Tubulin", "Actin"])
+    fields, failures = discover_fields(tmp_path)
+    assert [(f.well, f.site) for f in fields] == [("B02", 1)]
+    assert failures[0].file == "B02_s2.ome.tif"
+    assert "'DAPI', 'Hoechst' all look like DAPI; pick one with --channels DAPI=NAME" in failures[0].reason
+    (tmp_path / "B02_s1.ome.tif").unlink()
+    with pytest.raises(PlateError, match="the channels of no file match"):
+        discover_fields(tmp_path)
+    fields, failures = discover_fields(tmp_path, channels="DAPI=Hoechst")
+    assert fields[0].planes == (1, 2, 3)
+
+
+def test_ome_tiff_well_and_site_from_the_ome_plate_metadata(tmp_path):
+    xml = ('<?xml version="1.0" encoding="UTF-8"?>'
+           '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+           '<Plate ID="Plate:0"><Well ID="Well:0" Row="2" Column="10">'
+           '<WellSample ID="WellSample:0" Index="0"><ImageRef ID="Image:9"/></WellSample>'
+           '<WellSample ID="WellSample:1" Index="1"><ImageRef ID="Image:0"/></WellSample></Well></Plate>'
+           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
+           'SizeC="3" SizeZ="1" SizeT="1"><Channel ID="Channel:0:0" Name="DAPI"/><Channel ID="Channel:0:1" '
+           'Name="Tubulin"/><Channel ID="Channel:0:2" Name="Actin"/><TiffData IFD="0" PlaneCount="3"/></Pixels>'
+           '</Image></OME>')
+    tifffile.imwrite(tmp_path / "scan0001.ome.tif", np.stack([blank()] * 3), description=xml, metadata=None,
+                     photometric="minisblack")
+    fields, failures = discover_fields(tmp_path)
+    assert failures == []
+    assert [(f.well, f.row, f.column, f.site) for f in fields] == [("C11", "C", 11, 2)]
+
+
+def test_ome_tiff_failures_corrupt_no_position_z_stack_duplicate(tmp_path):
+    write_ome(tmp_path / "B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
+    (tmp_path / "B03_s1.ome.tif").write_bytes(b"not a TIFF at all")
+    write_ome(tmp_path / "scan.ome.tif", ["DAPI", "Tubulin", "Actin"])
+    tifffile.imwrite(tmp_path / "B04_s1.ome.tif", np.zeros((2, 3, *SMALL), np.uint16),
+                     metadata={"axes": "ZCYX", "Channel": {"Name": ["DAPI", "Tubulin", "Actin"]}})
+    write_ome(tmp_path / "x_B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
+    fields, failures = discover_fields(tmp_path)
+    assert fields == []  # B02 s1 is given twice
+    reasons = {f.file: f.reason for f in failures}
+    assert reasons["B03_s1.ome.tif"].startswith("unreadable TIFF")
+    assert reasons["scan.ome.tif"].startswith("no well and site in the file name")
+    assert reasons["B04_s1.ome.tif"] == "has 2 z-planes and 1 time points; one of each is supported"
+    assert reasons["B02_s1.ome.tif; x_B02_s1.ome.tif"] == "more than one file for this well and site"
+
+
+def write_manifest_plate(plate: Path, rows: list[dict]) -> Path:
+    (plate / "images").mkdir(parents=True, exist_ok=True)
+    for name in ("d1.tif", "t1.tif", "a1.tif"):
+        tifffile.imwrite(plate / "images" / name, blank())
+    return write_csv(plate / "manifest.csv", rows)
+
+
+def row(well="B02", site=1, dapi="images/d1.tif", tubulin="images/t1.tif", actin="images/a1.tif", **extra):
+    return {"well": well, "site": site, "DAPI": dapi, "Tubulin": tubulin, "Actin": actin, **extra}
+
+
+def test_manifest_fields_with_compound_and_concentration(tmp_path):
+    plate = tmp_path / "P9"
+    write_manifest_plate(plate, [row("c3", 2, compound="", concentration=""),
+                                 row("B2", 1, actin=str((plate / "images" / "a1.tif").resolve()),
+                                     compound="taxol", concentration="0.3")])
+    assert detect_layout(plate) == "manifest"
+    fields, failures = discover_fields(plate)
+    assert failures == []
+    assert [(f.plate, f.well, f.site, f.compound, f.concentration) for f in fields] == [
+        ("P9", "B02", 1, "taxol", 0.3), ("P9", "C03", 2, None, None)]
+    assert fields[0].paths == tuple((plate / "images" / n).resolve() for n in ("d1.tif", "t1.tif", "a1.tif"))
+    # the manifest can also be named in place of the plate folder, with other column names
+    write_csv(plate / "other.csv", [{"well": "D4", "site": "1", "hoechst": "images/d1.tif",
+                                     "tub": "images/t1.tif", "Actin": "images/a1.tif"}])
+    fields, failures = discover_fields(plate / "other.csv", channels="DAPI=Hoechst,Tubulin=tub")
+    assert [(f.plate, f.well) for f in fields] == [("P9", "D04")]
+    with pytest.raises(PlateError, match=r"no path column for DAPI \(column 'DAPI'\)"):
+        discover_fields(plate / "other.csv")
+
+
+def test_manifest_paths_must_stay_inside_the_plate_folder(tmp_path):
+    plate = tmp_path / "P9"
+    tifffile.imwrite(tmp_path / "outside.tif", blank())
+    (plate / "images").mkdir(parents=True)
+    os.symlink(tmp_path / "outside.tif", plate / "images" / "link.tif")
+    write_manifest_plate(plate, [row("B02", 1, dapi="../outside.tif"),
+                                 row("B02", 2, tubulin=str(tmp_path / "outside.tif")),
+                                 row("B02", 3, actin="images/link.tif"), row("B02", 4, actin="images/gone.tif"),
+                                 row("B02", 5, tubulin=""), row("B02", 6)])
+    fields, failures = discover_fields(plate)
+    assert [(f.well, f.site) for f in fields] == [("B02", 6)]
+    reasons = [f.reason for f in failures]
+    assert [f.site for f in failures] == [1, 2, 3, 4, 5]
+    assert reasons[0].startswith("../outside.tif: outside the plate folder") and reasons[0].endswith("refused")
+    assert "outside the plate folder" in reasons[1] and "outside the plate folder" in reasons[2]
+    assert reasons[3] == "images/gone.tif: file not found"
+    assert reasons[4] == "missing channel Tubulin (empty Tubulin)"
+    assert failures[0].file == "manifest.csv line 2"
+
+
+def test_manifest_bad_rows_and_duplicates_are_failures(tmp_path):
+    write_manifest_plate(tmp_path, [row("B02", 1), row("B02", 1), row("nowhere", 1), row("B03", "x"),
+                                    row("B04", 1, concentration="lots")])
+    fields, failures = discover_fields(tmp_path)
+    assert fields == []
+    assert {(f.well, f.file) for f in failures} == {
+        ("B02", "manifest.csv lines 2, 3"), ("nowhere", "manifest.csv line 4"), ("B03", "manifest.csv line 5"),
+        ("B04", "manifest.csv line 6")}
+    assert all(f.reason.startswith("bad row") for f in failures if f.well != "B02")
+
+
+def test_platemap_fills_compound_and_concentration(tmp_path):
+    plate = tmp_path / "Week1_22123"
+    write_plate(plate, wells=("B02", "B03", "C02"), sites=(1,))
+    platemap = write_csv(tmp_path / "map.csv", [
+        {"plate": "", "well": "B2", "compound": "taxol", "concentration": "0.3"},
+        {"plate": "Week1_22123", "well": "C02", "compound": "DMSO", "concentration": "0"},
+        {"plate": "another", "well": "B03", "compound": "nocodazole", "concentration": "1"}])
+    fields, _ = discover_fields(plate, platemap=platemap)
+    assert [(f.well, f.compound, f.concentration) for f in fields] == [
+        ("B02", "taxol", 0.3), ("B03", None, None), ("C02", "DMSO", 0.0)]
+    write_csv(platemap, [{"well": "B02", "compound": "taxol", "concentration": "high"}])
+    with pytest.raises(PlateError, match=r"map.csv, line 2: could not convert"):
+        discover_fields(plate, platemap=platemap)
+    write_csv(platemap, [{"well": "B02", "compound": "taxol"}])
+    with pytest.raises(PlateError, match="missing column"):
+        discover_fields(plate, platemap=platemap)
+
+
+def test_plate_folders_expands_a_folder_of_plates(tmp_path):
+    write_plate(tmp_path / "plates" / "P2", wells=("B02",), sites=(1,))
+    write_manifest_plate(tmp_path / "plates" / "P1", [row()])
+    (tmp_path / "plates" / "empty").mkdir()
+    single = tmp_path / "single"
+    write_plate(single, wells=("B02",), sites=(1,))
+    assert plate_folders([tmp_path / "plates", single, single]) == [
+        tmp_path / "plates" / "P1", tmp_path / "plates" / "P2", single]
+    assert plate_folders([tmp_path / "plates" / "P1" / "manifest.csv"]) == [tmp_path / "plates" / "P1" / "manifest.csv"]
+    with pytest.raises(PlateError, match="neither a plate folder"):
+        plate_folders([tmp_path / "plates" / "empty"])
+    with pytest.raises(PlateError, match="not a folder"):
+        plate_folders([tmp_path / "absent"])
+
+
+def test_unknown_layout_is_a_plate_error(tmp_path):
+    with pytest.raises(PlateError, match="unknown layout 'phenix'"):
+        discover_fields(tmp_path, layout="phenix")
+
+
+def test_ome_tiff_of_a_multi_file_dataset_keeps_the_image_stored_in_the_file(tmp_path):
+    """Each file of a multi-file OME dataset may carry the XML of all images; UUID FileName says whose pixels."""
+    images = "".join(
+        f'<Image ID="Image:{i}"><Pixels ID="Pixels:{i}" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
+        f'SizeC="{c}" SizeZ="1" SizeT="1">' + "".join(f'<Channel ID="Channel:{i}:{k}" Name="{n}"/>'
+                                                     for k, n in enumerate(names[:c]))
+        + f'<TiffData IFD="0" PlaneCount="{c}"><UUID FileName="{file}">urn:uuid:{i}</UUID></TiffData></Pixels></Image>'
+        for i, (file, c, names) in enumerate([("B02_s1.ome.tif", 4, ["x", "Actin", "Tubulin", "DAPI"]),
+                                              ("B02_s2.ome.tif", 3, ["DAPI", "Tubulin", "Actin"])]))
+    xml = f'<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">{images}</OME>'
+    tifffile.imwrite(tmp_path / "B02_s1.ome.tif", np.stack([blank()] * 4), description=xml, metadata=None,
+                     photometric="minisblack")
+    fields, failures = discover_fields(tmp_path)
+    assert failures == [] and fields[0].planes == (3, 2, 1)

@@ -1,0 +1,111 @@
+"""BBBC021 and MetaXpress/ImageXpress plates: one grayscale TIFF per channel, the wavelength in its name.
+
+bbbc021: `[prefix_]{well}_s{site}_w{n}{UUID}.tif` in the plate folder; w1 DAPI, w2 Tubulin, w4 Actin.
+When BBBC021_v1_image.csv lies in the plate folder or one or two folders above it (the published
+tree is ROOT/WeekN/WeekN_PLATE/), compound and concentration come from it, matched by DAPI file name.
+metaxpress: `{name}_{well}[_s{site}]_w{n}[{UUID}].tif` in the plate folder or its TimePoint_1
+folder, as MetaXpress writes them; w1 DAPI, w2 Tubulin, w3 Actin; no site in the name means site 1.
+`_thumb` thumbnails and other wavelengths are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from appliance.metadata import CHANNELS, IMAGE_CSV, MetadataError, read_table
+from appliance.plate import Failure, PlateError, PlateField, well_name
+
+FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})(?:_s(?P<site>\d+))?_w(?P<wavelength>\d{1,2})"
+                       r"(?:[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})?\.tiff?$", re.IGNORECASE)
+DEFAULT_WAVELENGTHS = {"bbbc021": {"DAPI": 1, "Tubulin": 2, "Actin": 4},
+                       "metaxpress": {"DAPI": 1, "Tubulin": 2, "Actin": 3}}
+EXAMPLE = {"bbbc021": "G10_s1_w1<UUID>.tif", "metaxpress": "NAME_G10_s1_w1.tif (or in TimePoint_1/)"}
+STACK_FOLDER = re.compile(r"^(TimePoint|ZStep)_\d+$", re.IGNORECASE)
+
+
+def wavelengths(layout: str, mapping: dict[str, str]) -> dict[str, int]:
+    """Model channel -> wavelength number: the layout's default, overridden by --channels (w4 or 4)."""
+    chosen = dict(DEFAULT_WAVELENGTHS[layout])
+    for channel, value in mapping.items():
+        match = re.fullmatch(r"w?(\d{1,2})", value, re.IGNORECASE)
+        if not match:
+            raise PlateError(f"--channels {channel}={value}: the {layout} layout names a channel by its "
+                             f"wavelength number, e.g. {channel}=w{chosen[channel]}")
+        chosen[channel] = int(match[1])
+    if len(set(chosen.values())) < len(chosen):
+        raise PlateError("--channels: one wavelength for two channels ("
+                         + ", ".join(f"{c}=w{n}" for c, n in chosen.items()) + ")")
+    return chosen
+
+
+def image_folders(plate_dir: Path, layout: str) -> list[Path]:
+    """The plate folder, and for MetaXpress its TimePoint_1; more time points or z-steps are refused."""
+    if layout == "bbbc021":
+        return [plate_dir]
+    folders = [plate_dir] + [plate_dir / "TimePoint_1"] * (plate_dir / "TimePoint_1").is_dir()
+    stacks = sorted(str(p.relative_to(plate_dir)) for folder in folders for p in folder.iterdir()
+                    if p.is_dir() and STACK_FOLDER.match(p.name) and p.name.lower() != "timepoint_1")
+    if stacks:
+        raise PlateError(f"{plate_dir}: {', '.join(stacks)}: time series and z-stacks are not supported; "
+                         "give one time point's folder of single-plane images as the plate")
+    return folders
+
+
+def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
+    """DAPI file name -> (compound, concentration) from a BBBC021 image CSV near the plate, if any."""
+    for folder in (plate_dir, plate_dir.parent, plate_dir.parent.parent):
+        path = folder / IMAGE_CSV
+        if path.is_file():
+            break
+    else:
+        return {}
+    try:
+        rows = read_table(path, ("Image_FileName_DAPI", "Image_Metadata_Compound", "Image_Metadata_Concentration"))
+        return {r["Image_FileName_DAPI"]: (r["Image_Metadata_Compound"], float(r["Image_Metadata_Concentration"]))
+                for r in rows}
+    except (MetadataError, ValueError) as exc:
+        raise PlateError(f"{path}: {exc}") from None
+
+
+def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[list[PlateField], list[Failure]]:
+    waves = wavelengths(layout, mapping)
+    plate = plate_dir.parent.name if STACK_FOLDER.match(plate_dir.name) else plate_dir.name
+    found: dict[tuple[str, int, int], dict[int, list[Path]]] = {}
+    for folder in image_folders(plate_dir, layout):
+        for path in sorted(folder.iterdir()):
+            match = FILE_NAME.search(path.name)  # leftmost: the well, not an _s1 read as a well
+            if match and path.is_file():
+                key = (match["row"].upper(), int(match["column"]), int(match["site"] or 1))
+                found.setdefault(key, {}).setdefault(int(match["wavelength"]), []).append(path)
+    if not found:
+        raise PlateError(f"{plate_dir}: no field images named like {EXAMPLE[layout]} ("
+                         + ", ".join(f"w{n} {c}" for c, n in waves.items()) + ")")
+    # A channel map that fits no file at all is a wrong map (or layout), not thousands of failed fields.
+    present = sorted({n for files in found.values() for n in files})
+    absent = [f"{c} (w{n})" for c, n in waves.items() if n not in present]
+    if absent:
+        raise PlateError(f"{plate_dir}: no file of {', '.join(absent)} in the {layout} layout; the plate has "
+                         + ", ".join(f"w{n}" for n in present) + ": name the channels with --channels "
+                         "(e.g. DAPI=w1,Tubulin=w2,Actin=w3) or choose --layout")
+
+    treatments = treatments_from_image_csv(plate_dir) if layout == "bbbc021" else {}
+    fields, failures = [], []
+    for (row, column, site), files in found.items():
+        well = well_name(row, column)
+        missing = [c for c in CHANNELS if waves[c] not in files]
+        repeated = [c for c in CHANNELS if len(files.get(waves[c], ())) > 1]
+        if missing:
+            present_files = "; ".join(p.name for ps in files.values() for p in ps)
+            reason = "missing channel " + ", ".join(f"{c} (w{waves[c]})" for c in missing)
+            failures.append(Failure(plate, well, site, present_files, reason))
+        elif repeated:
+            names = "; ".join(str(p.relative_to(plate_dir)) for c in repeated for p in files[waves[c]])
+            reason = "more than one file for channel " + ", ".join(f"{c} (w{waves[c]})" for c in repeated)
+            failures.append(Failure(plate, well, site, names, reason))
+        else:
+            paths = tuple(files[waves[c]][0] for c in CHANNELS)
+            compound, concentration = treatments.get(paths[0].name, (None, None))
+            fields.append(PlateField(plate, well, row, column, site, paths,
+                                     compound=compound, concentration=concentration))
+    return fields, failures

@@ -1,0 +1,136 @@
+"""Reading fields: compressed TIFFs, OME-TIFF planes, every kind of bad file, and --fit pad/resize."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from appliance.imageio import FieldError, read_field, read_plate_field
+from appliance.plate import PlateField
+from tests.conftest import truncate
+
+SIZE = (64, 80)
+
+
+def noise(seed: int, size=SIZE) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 65535, size, dtype=np.uint16)
+
+
+def field_of(paths, planes=None) -> PlateField:
+    return PlateField("P1", "B02", "B", 2, 1, tuple(paths), planes=planes)
+
+
+def write_channels(tmp_path, images, **kwargs):
+    paths = [tmp_path / f"B02_s1_w{i + 1}.tif" for i in range(len(images))]
+    for path, image in zip(paths, images):
+        tifffile.imwrite(path, image, **kwargs)
+    return paths
+
+
+@pytest.mark.parametrize("compression", ["lzw", "deflate", "zstd"])
+def test_compressed_tiffs_read_like_plain_ones(tmp_path, compression):
+    images = [noise(i) for i in range(3)]
+    paths = write_channels(tmp_path, images, compression=compression)
+    with tifffile.TiffFile(paths[0]) as tif:
+        assert tif.pages[0].compression.name.lower().startswith(compression[:3])
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of(paths), SIZE, out) == ""
+    np.testing.assert_array_equal(out, np.stack(images))
+    np.testing.assert_array_equal(read_field(paths, SIZE), np.stack(images))  # training's reader too
+
+
+def test_ome_tiff_planes_in_the_model_order(tmp_path):
+    planes = np.stack([noise(i) for i in range(4)])
+    path = tmp_path / "B02_s1.ome.tif"
+    tifffile.imwrite(path, planes, compression="zstd", metadata={"axes": "CYX"})
+    out = np.zeros((3, *SIZE), np.uint16)
+    read_plate_field(field_of([path] * 3, planes=(2, 0, 3)), SIZE, out)
+    np.testing.assert_array_equal(out, planes[[2, 0, 3]])
+    with pytest.raises(FieldError, match="has 4 planes, plane 7 was asked for"):
+        read_plate_field(field_of([path] * 3, planes=(0, 1, 7)), SIZE)
+
+
+def test_missing_file(tmp_path):
+    paths = write_channels(tmp_path, [noise(0), noise(1)]) + [tmp_path / "gone.tif"]
+    with pytest.raises(FieldError, match="file not found") as error:
+        read_plate_field(field_of(paths), SIZE)
+    assert error.value.path == str(tmp_path / "gone.tif")
+
+
+@pytest.mark.parametrize("compression", [None, "lzw", "zstd"])
+def test_truncated_file(tmp_path, compression):
+    paths = write_channels(tmp_path, [noise(i) for i in range(3)], compression=compression)
+    truncate(paths[1])
+    with pytest.raises(FieldError, match="unreadable TIFF") as error:
+        read_plate_field(field_of(paths), SIZE)
+    assert error.value.path == str(paths[1])
+
+
+def test_truncated_ome_tiff(tmp_path):
+    path = tmp_path / "B02_s1.ome.tif"
+    tifffile.imwrite(path, np.stack([noise(i) for i in range(3)]), metadata={"axes": "CYX"})
+    truncate(path, keep=0.6)  # the chain of planes breaks: tifffile sees only the first
+    with pytest.raises(FieldError, match=r"has 1 planes, plane 1 was asked for \(truncated or damaged\?\)"):
+        read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE)
+
+
+def test_not_a_tiff(tmp_path):
+    paths = write_channels(tmp_path, [noise(i) for i in range(3)])
+    paths[0].write_bytes(b"<html>a download error page</html>")
+    with pytest.raises(FieldError, match="unreadable TIFF"):
+        read_plate_field(field_of(paths), SIZE)
+
+
+def test_wrong_bit_depth(tmp_path):
+    paths = write_channels(tmp_path, [noise(0), noise(1), noise(2).astype(np.uint8)])
+    with pytest.raises(FieldError, match="expected 16-bit unsigned pixels, found uint8"):
+        read_plate_field(field_of(paths), SIZE, fit="pad")  # fit never converts bit depth
+
+
+def test_rgb_file(tmp_path):
+    paths = write_channels(tmp_path, [noise(0), noise(1), np.zeros((*SIZE, 3), np.uint16)])
+    with pytest.raises(FieldError, match="one grayscale plane"):
+        read_plate_field(field_of(paths), SIZE)
+
+
+def test_wrong_size_without_fit_names_the_option(tmp_path):
+    paths = write_channels(tmp_path, [noise(i, (60, 80)) for i in range(3)])
+    with pytest.raises(FieldError, match=r"field is 80x60 \(WxH\), the model takes 80x64 \(--fit pad or --fit resize"):
+        read_plate_field(field_of(paths), SIZE)
+
+
+def test_fit_pad_centres_the_field_with_zeros(tmp_path):
+    images = [noise(i, (61, 76)) for i in range(3)]
+    paths = write_channels(tmp_path, images)
+    out = np.full((3, *SIZE), 7, np.uint16)
+    assert read_plate_field(field_of(paths), SIZE, out, fit="pad") == "pad 76x61 -> 80x64"
+    np.testing.assert_array_equal(out[:, 1:62, 2:78], np.stack(images))  # the odd pixel goes bottom
+    assert out[:, :1].max() == 0 and out[:, 62:].max() == 0 and out[:, :, :2].max() == 0 and out[:, :, 78:].max() == 0
+
+
+def test_fit_pad_cannot_shrink(tmp_path):
+    paths = write_channels(tmp_path, [noise(i, (64, 90)) for i in range(3)])
+    with pytest.raises(FieldError, match="larger than the model's 80x64: padding cannot shrink it"):
+        read_plate_field(field_of(paths), SIZE, fit="pad")
+
+
+def test_fit_resize_keeps_the_aspect_ratio_then_pads(tmp_path):
+    # 160x100 (WxH) -> one factor 0.5 -> 80x50, then 7 rows of zeros above and below
+    image = np.full((100, 160), 1000, np.uint16)
+    image[:, 80:] = 3000
+    paths = write_channels(tmp_path, [image] * 3)
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of(paths), SIZE, out, fit="resize") == "resize 160x100 -> 80x50, pad 80x50 -> 80x64"
+    assert out[:, :7].max() == 0 and out[:, 57:].max() == 0
+    assert (out[:, 7:57, :39] == 1000).all() and (out[:, 7:57, 41:] == 3000).all()
+
+
+def test_fit_resize_scales_a_small_field_up(tmp_path):
+    paths = write_channels(tmp_path, [np.full((32, 40), 500, np.uint16)] * 3)
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of(paths), SIZE, out, fit="resize") == "resize 40x32 -> 80x64"
+    assert (out == 500).all()
+
+
+def test_unknown_fit_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown fit 'crop'"):
+        read_plate_field(field_of([tmp_path / "a.tif"] * 3), SIZE, fit="crop")
