@@ -121,6 +121,33 @@ def select_split(fields: list[Field], split: str = "stratified", fold: int | Non
     return compound_split(fields, compounds[fold], exclude_batch=split == "nscb")
 
 
+def chosen_folds(load, split: str, fold: str | None) -> tuple[list[Fold | None], list[Fold]]:
+    """What `train --split S --fold F` trains: ([Fold, or None for stratified], [Fold skipped]).
+
+    F is an index or "all" (every fold whose compound can be held out; the others are skipped).
+    `load()` gives the labelled fields, read only for nsc/nscb.
+    """
+    if split not in SPLITS:
+        raise SplitError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if split == "stratified":
+        if fold is not None:
+            raise SplitError("--fold is for --split nsc or nscb")
+        return [None], []
+    all_folds = folds(load(), split)
+    if fold == "all":
+        return [f for f in all_folds if not f.problem], [f for f in all_folds if f.problem]
+    try:
+        index = int(fold)
+    except (TypeError, ValueError):
+        raise SplitError(f"--split {split} needs --fold K (0 to {len(all_folds) - 1}) or --fold all, "
+                         f"not {fold}") from None
+    if not 0 <= index < len(all_folds):
+        raise SplitError(f"--fold {index}: the {split} folds are 0 to {len(all_folds) - 1}")
+    if all_folds[index].problem:
+        raise SplitError(f"--fold {index}: {all_folds[index].problem}")
+    return [all_folds[index]], []
+
+
 def write_split(path: Path, train: list[Field], val: list[Field]) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
