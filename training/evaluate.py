@@ -314,11 +314,12 @@ def plot_confusion(path: Path, matrix: np.ndarray, labels: tuple[str, ...], titl
 
 def table(summary: dict) -> Table:
     show = lambda value: "-" if value is None else f"{100 * value:.1f}"
-    out = Table("class", "fields", "precision %", "recall %", "treatments", "accuracy %", box=box.SIMPLE_HEAD,
+    out = Table("class", "fields", "precision", "recall", "treatments", "accuracy", box=box.SIMPLE_HEAD,
                 title=f"{summary['run']} ({summary['split']})",
                 caption=f"fields: {summary['fields']}, accuracy {show(summary['field_accuracy'])} %; "
                         f"treatments: {summary['treatments']}, accuracy {show(summary['treatment_accuracy'])} % "
-                        f"(precision, recall: fields; accuracy: treatments, DMSO excluded)")
+                        f"(in %; precision, recall: of fields; accuracy: of treatments, DMSO excluded)")
+    out.columns[0].no_wrap = True
     for row in summary["classes"]:
         out.add_row(row["class"], str(row["fields"]), show(row["field_precision"]), show(row["field_recall"]),
                     str(row["treatments"]), show(row["treatment_accuracy"]))

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from appliance.cli import app
 from appliance.metadata import IMAGE_CSV, Field, load_fields
 from appliance.synth import write_dataset
+from export.exporter import export_run
 from tests.conftest import truncate
 from training.data import SplitError, chosen_folds
 from training.evaluate import EvaluationError, Predictions, score, write_evaluation
@@ -148,6 +149,14 @@ def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
     result = runner.invoke(app, ["evaluate", str(run), "--split", "all"])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "evaluation" / "evaluation.json").read_text())["fields"] == 6
+    torch_predictions = list(csv.DictReader(open(run / "evaluation" / "predictions.csv")))
+    # The exported OpenVINO model scores the same fields (split.csv of the run it was exported from).
+    export_run(run, parity_fields=1, log=lambda line: None)
+    result = runner.invoke(app, ["evaluate", str(run / "export"), "--split", "all"])
+    assert result.exit_code == 0, result.output
+    openvino_predictions = list(csv.DictReader(open(run / "export" / "evaluation" / "predictions.csv")))
+    assert [r["predicted"] for r in openvino_predictions] == [r["predicted"] for r in torch_predictions]
+    assert json.loads((run / "export" / "evaluation" / "evaluation.json").read_text())["model"] == "openvino"
     held_out = next(r for r in csv.DictReader(open(run / "split.csv")) if r["split"] == "val")
     truncate(Path(held_out["path_tubulin"]))
     result = runner.invoke(app, ["evaluate", str(run), "--split", "all"])
