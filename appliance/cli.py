@@ -138,7 +138,7 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None
     try:
-        runs, skipped_folds = fold_runs(data, out, split, fold)
+        runs, skipped_folds = planned_runs(data, out, split, fold)
     except ValueError as exc:  # SplitError, MetadataError
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None
@@ -156,7 +156,7 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
             console.print(f"{split} fold {held_out.index}: {held_out.compound} held out"
                           + (f"; weeks {', '.join(held_out.excluded_weeks)} left out of training"
                              if held_out.excluded_weeks else ""))
-        cfg = train_module.TrainConfig(data=str(data), out=str(run_out), epochs=epochs,
+        cfg = train_module.TrainConfig(data=str(data.resolve()), out=str(run_out), epochs=epochs,
                                        batch_size=the_plan.micro_batch, accumulation=the_plan.accumulation,
                                        size=field_size, seed=seed, optimizer=optimizer, lr_scaling=lr_scaling,
                                        precision=precision, workers=workers, gain_jitter=gain_jitter,
@@ -186,7 +186,7 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
     raise typer.Exit(code)
 
 
-def fold_runs(data: Path, out: Path, split: str, fold: str | None) -> tuple[list[tuple], list]:
+def planned_runs(data: Path, out: Path, split: str, fold: str | None) -> tuple[list[tuple], list]:
     """([(Fold or None, run folder)] to train, [Fold skipped]); with --fold all, OUT/fold-K per fold."""
     from appliance.metadata import load_fields
     from training.data import chosen_folds

@@ -115,6 +115,8 @@ def select_split(fields: list[Field], split: str = "stratified", fold: int | Non
     if split not in SPLITS:
         raise SplitError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     compounds = holdout_compounds(fields)
+    if not compounds:
+        raise SplitError(f"the {split} split needs a compound besides the control ({CONTROL}) to hold out")
     if fold is None or not 0 <= fold < len(compounds):
         raise SplitError(f"the {split} split needs a fold from 0 to {len(compounds) - 1} "
                          f"(one per compound, DMSO excluded), got {fold}")
@@ -134,6 +136,9 @@ def chosen_folds(load, split: str, fold: str | None) -> tuple[list[Fold | None],
             raise SplitError("--fold is for --split nsc or nscb")
         return [None], []
     all_folds = folds(load(), split)
+    if not any(f.problem is None for f in all_folds):
+        raise SplitError(f"no {split} fold can be trained: " + ("; ".join(f.problem for f in all_folds)
+                                                                 or "no compound but the control"))
     if fold == "all":
         return [f for f in all_folds if not f.problem], [f for f in all_folds if f.problem]
     try:

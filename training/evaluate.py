@@ -29,7 +29,7 @@ from rich.table import Table
 
 from appliance.fieldsets import SPLIT_CSV, from_split
 from appliance.imageio import FieldError, read_field
-from appliance.metadata import Field, concentration_key, load_fields
+from appliance.metadata import IMAGE_CSV, Field, concentration_key, load_fields
 from training.data import CONTROL
 
 EVALUATION_DIR = "evaluation"
@@ -219,7 +219,13 @@ def predict_run(folder: Path, data: Path | None = None, split: str = "val", batc
 
     run_dir = run_of(folder)
     info = read_run_info(run_dir)
-    data = Path(data or info["train_config"]["data"])
+    if data is None:
+        if not info.get("train_config", {}).get("data"):
+            raise EvaluationError(f"{run_dir / 'run.json'} records no training data; pass the data folder with --data")
+        data = Path(info["train_config"]["data"])
+        if not (data / IMAGE_CSV).is_file():
+            raise EvaluationError(f"{data / IMAGE_CSV} (the data {run_dir / 'run.json'} was trained on): not found; "
+                                  f"pass the data folder with --data")
     if is_export(folder):
         classify, labels, size = openvino_classifier(folder)
     else:

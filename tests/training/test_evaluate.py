@@ -166,6 +166,15 @@ def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
     assert Path(held_out["path_tubulin"]).name in summary["failed"][0]["error"]
     result = runner.invoke(app, ["evaluate", str(run)])  # the only val field is unreadable: nothing to score
     assert result.exit_code == 2 and "could be read" in result.output
+    info = json.loads((run / "run.json").read_text())
+    assert info["train_config"]["split"] == "nsc" and info["train_config"]["fold"] == 0
+    info["train_config"]["data"] = str(tmp_path / "moved")  # the data has moved since training
+    (run / "run.json").write_text(json.dumps(info))
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "train"])
+    assert result.exit_code == 2 and "--data" in result.output
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "train", "--data", str(three_classes)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "evaluation" / "evaluation.json").read_text())["fields"] == 5
 
 
 def test_evaluate_names_what_is_wrong(tmp_path, three_classes):
@@ -174,3 +183,11 @@ def test_evaluate_names_what_is_wrong(tmp_path, three_classes):
     result = CliRunner().invoke(app, ["train", str(three_classes), "--out", str(tmp_path / "r"), "--split", "nscb",
                                       "--fold", "9", "--size", "128x128"])
     assert result.exit_code == 2 and "0 to 3" in result.output
+
+
+def test_no_trainable_fold_is_an_error():
+    only_one_compound = [field("AZ138", 0.3, "Eg5 inhibitors"), field("DMSO", 0.0, "DMSO", 2)]
+    with pytest.raises(SplitError, match="no nsc fold can be trained: holding out 'AZ138'"):
+        chosen_folds(lambda: only_one_compound, "nsc", "all")
+    with pytest.raises(SplitError, match="no compound but the control"):
+        chosen_folds(lambda: only_one_compound[1:], "nscb", "0")
