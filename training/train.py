@@ -1,6 +1,6 @@
 """Training the M-CNN on BBBC021-layout data, top to bottom.
 
-    fields -> split (stratified, NSC, NSCB) -> normalisation fitted on training fields -> model
+    fields -> stratified split -> normalisation fitted on training fields -> model
     -> epochs of (train, validate, metrics row, save) -> a run folder export can read.
 
 One process, or one per rank under torchrun (DistributedDataParallel over gloo):
