@@ -111,7 +111,13 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                             "more than one launches torchrun.")] = 1,
           nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
           rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT every node can reach "
-                                                                    "(with --nnodes > 1).")] = None):
+                                                                    "(with --nnodes > 1).")] = None,
+          split: Annotated[str, typer.Option(help="stratified (a random fifth of every class held out), nsc "
+                                                  "(not-same-compound) or nscb (not-same-compound-or-batch).")]
+          = "stratified",
+          fold: Annotated[Optional[str], typer.Option(help="nsc/nscb: the compound held out, as an index into "
+                                                           "the compounds sorted by name (DMSO excluded), or "
+                                                           "all: one run per fold in OUT/fold-K.")] = None):
     """Train the M-CNN on labelled fields; writes weights, config, metrics, split and plan to --out."""
     import os
     import subprocess
@@ -131,24 +137,64 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
     except ValueError as exc:  # PlanError, a bad precision
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None
+    try:
+        runs, skipped_folds = planned_runs(data, out, split, fold)
+    except ValueError as exc:  # SplitError, MetadataError
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    if launched and len(runs) > 1:
+        console.print("[red]error:[/] --fold all under a torchrun launch you started: launch one fold per command")
+        raise typer.Exit(EXIT_NOTHING_RAN)
     if os.environ.get("RANK", "0") == "0":
         console.print(the_plan.describe())
-    cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=the_plan.micro_batch,
-                                   accumulation=the_plan.accumulation, size=field_size, seed=seed,
-                                   optimizer=optimizer, lr_scaling=lr_scaling, precision=precision, workers=workers,
-                                   gain_jitter=gain_jitter, target_acc=target_acc)
-    if lr is not None:
-        cfg.lr = lr
-    if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
-        train_module.train(cfg, console=console, plan=the_plan.to_dict())
-        return
-    try:
-        command = train_module.torchrun_command(cfg, ranks, nodes, rdzv_endpoint, plan=the_plan.to_dict())
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    # torchrun would set OMP_NUM_THREADS=1; each rank sets its threads from its own cores anyway.
-    env = {**os.environ, "OMP_NUM_THREADS": str(the_plan.threads_per_rank)}
-    raise typer.Exit(subprocess.run(command, env=env).returncode)
+        for skipped in skipped_folds:
+            console.print(f"[yellow]fold {skipped.index} skipped:[/] {escape(skipped.problem)}")
+    code = EXIT_OK
+    for held_out, run_out in runs:
+        fold_index = held_out.index if held_out else None
+        if held_out and os.environ.get("RANK", "0") == "0":
+            console.print(f"{split} fold {held_out.index}: {held_out.compound} held out"
+                          + (f"; weeks {', '.join(held_out.excluded_weeks)} left out of training"
+                             if held_out.excluded_weeks else ""))
+        cfg = train_module.TrainConfig(data=str(data.resolve()), out=str(run_out), epochs=epochs,
+                                       batch_size=the_plan.micro_batch, accumulation=the_plan.accumulation,
+                                       size=field_size, seed=seed, optimizer=optimizer, lr_scaling=lr_scaling,
+                                       precision=precision, workers=workers, gain_jitter=gain_jitter,
+                                       target_acc=target_acc, split=split, fold=fold_index)
+        if lr is not None:
+            cfg.lr = lr
+        if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
+            if len(runs) == 1:
+                train_module.train(cfg, console=console, plan=the_plan.to_dict())
+                continue
+            try:  # one fold failing does not stop the others
+                train_module.train(cfg, console=console, plan=the_plan.to_dict())
+            except (ValueError, FloatingPointError, OSError) as exc:
+                console.print(f"[red]training {run_out} failed:[/] {escape(str(exc))}")
+                code = EXIT_SOME_FAILED
+            continue
+        try:
+            command = train_module.torchrun_command(cfg, ranks, nodes, rdzv_endpoint, plan=the_plan.to_dict())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        # torchrun would set OMP_NUM_THREADS=1; each rank sets its threads from its own cores anyway.
+        env = {**os.environ, "OMP_NUM_THREADS": str(the_plan.threads_per_rank)}
+        returncode = subprocess.run(command, env=env).returncode
+        if returncode:
+            console.print(f"[red]training {run_out} failed[/] (exit code {returncode})")
+            code = EXIT_SOME_FAILED if len(runs) > 1 else returncode
+    raise typer.Exit(code)
+
+
+def planned_runs(data: Path, out: Path, split: str, fold: str | None) -> tuple[list[tuple], list]:
+    """([(Fold or None, run folder)] to train, [Fold skipped]); with --fold all, OUT/fold-K per fold."""
+    from appliance.metadata import load_fields
+    from training.data import chosen_folds
+
+    chosen, skipped = chosen_folds(lambda: load_fields(data), split, fold)
+    if fold == "all":
+        return [(f, out / f"fold-{f.index}") for f in chosen], skipped
+    return [(f, out) for f in chosen], skipped
 
 
 @app.command()
@@ -179,6 +225,30 @@ def export(run: Annotated[Path, typer.Argument(help="Run folder written by `trai
         gate = summary["parity"]["quantization"]["gate"]
         console.print(f"[red]INT8 rejected:[/] top-1 drop {gate['drop_points']:.1f} points > --max-drop "
                       f"{max_drop:g}; only the float model was kept (--force keeps INT8 anyway)")
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command()
+def evaluate(run: Annotated[Path, typer.Argument(help="Run folder written by `train` (or by `train --fold all`: "
+                                                     "the folds pooled), or an export folder holding model.xml.")],
+             data: Annotated[Optional[Path], typer.Option(help="BBBC021-layout folder with the fields' metadata "
+                                                               "(default: the data the run was trained on).")] = None,
+             split: Annotated[str, typer.Option(help="The split.csv fields to score: val, train or all.")] = "val",
+             batch_size: int = 4):
+    """Score a run on its held-out fields: field and treatment accuracy, per class, confusion matrices."""
+    evaluation = lazy_import("training.evaluate", "evaluate")
+    from appliance.metadata import MetadataError
+
+    try:
+        summary = evaluation.evaluate_run(run, data, split, batch_size)
+    except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
+    console.print(f"evaluation written to {summary['out']}")
+    if summary["failed"]:
+        console.print(f"[yellow]{len(summary['failed'])} field(s) could not be read[/] and were not scored; "
+                      f"see {summary['out']}/evaluation.json")
         raise typer.Exit(EXIT_SOME_FAILED)
 
 

@@ -40,7 +40,7 @@ from appliance.imageio import read_field
 from appliance.metadata import CHANNELS, class_names, load_fields
 from appliance.normalization import fit_normalization
 from training.curves import draw_curves
-from training.data import FieldDataset, spread_sample, stratified_split, write_split
+from training.data import FieldDataset, select_split, spread_sample, write_split
 from training.model import MCNN, MCNNConfig, count_parameters
 from training.run import rank_cores, save_run, set_threads
 
@@ -66,7 +66,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     gain_jitter: float = 0.15  # augmentation: each stain's gain x exp(U(-j, j)), as imaging weeks differ
     clip_grad: float = 0.0  # max gradient norm; 0 = off
-    val_fraction: float = 0.2
+    split: str = "stratified"  # or "nsc" / "nscb": hold out compound `fold` (training/data.py)
+    fold: int | None = None
+    val_fraction: float = 0.2  # the stratified split's hold-out
     target_acc: float = 0.99  # time to accuracy: the run records when validation first reaches it
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
     workers: int = 1  # data-loading processes: TIFF decoding overlaps compute
@@ -176,12 +178,12 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
         if plan:
             (out / "plan.json").write_text(json.dumps(plan, indent=2))
 
-    # Data: labelled fields, a stratified hold-out, and the normalisation from training fields.
+    # Data: labelled fields, a held-out set (stratified, NSC or NSCB), and the normalisation from training fields.
     fields = load_fields(Path(cfg.data))
     if not fields:
         raise ValueError(f"{cfg.data}: no labelled fields (image table joined with MoA table is empty)")
     labels = class_names(fields)
-    train_fields, val_fields = stratified_split(fields, cfg.val_fraction, cfg.seed)
+    train_fields, val_fields = select_split(fields, cfg.split, cfg.fold, cfg.val_fraction, cfg.seed)
     if master:
         write_split(out / SPLIT_CSV, train_fields, val_fields)
     size = tuple(cfg.size)

@@ -1,0 +1,332 @@
+"""Scoring a trained model on a run's held-out fields, as the BBBC021 literature scores it.
+
+    model + split.csv rows (default: val) + the data's metadata (compound, concentration)
+    -> probabilities per field                        field accuracy, field confusion
+    -> treatments: the fields of one compound-concentration, probabilities averaged,
+       class = argmax of the mean                     treatment accuracy, treatment confusion
+    -> RUN/evaluation/: evaluation.json, predictions.csv, treatments.csv,
+       confusion_{fields,treatments}.{csv,png}
+
+The model is the run's torch model (run.json + weights.safetensors) or, for an export folder
+(model.xml), the OpenVINO model, scored on the split.csv of the run it was exported from.
+Treatment scores leave out the control (DMSO), as the literature's 103 treatments do; field
+scores count every scored field. A folder of `train --fold all` runs (fold-K sub-folders) is
+scored fold by fold, and the held-out fields of all folds pooled into one evaluation: the NSC
+(or NSCB) figure. A field that cannot be read is listed in `failed`, the others are scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from rich import box
+from rich.table import Table
+
+from appliance.fieldsets import SPLIT_CSV, from_split
+from appliance.imageio import FieldError, read_field
+from appliance.metadata import IMAGE_CSV, Field, concentration_key, load_fields
+from training.data import CONTROL
+
+EVALUATION_DIR = "evaluation"
+SPLIT_CHOICES = ("val", "train", "all")
+
+
+class EvaluationError(ValueError):
+    """Nothing can be scored; the message names the file and what is wrong."""
+
+
+@dataclass
+class Predictions:
+    """Class probabilities (in `labels` order) for each scored field; fields that failed to read."""
+
+    labels: tuple[str, ...]
+    fields: list[Field]
+    probabilities: np.ndarray  # (fields, classes)
+    failed: list[dict] = field(default_factory=list)  # {"field", "error"}
+
+
+@dataclass
+class Scores:
+    labels: tuple[str, ...]
+    field_confusion: np.ndarray  # rows: true class, columns: predicted class
+    treatment_confusion: np.ndarray
+    treatments: list[dict]  # compound, concentration, moa, predicted, fields, probability
+
+    @property
+    def field_accuracy(self) -> float | None:
+        return ratio(np.trace(self.field_confusion), self.field_confusion.sum())
+
+    @property
+    def treatment_accuracy(self) -> float | None:
+        return ratio(np.trace(self.treatment_confusion), self.treatment_confusion.sum())
+
+    def per_class(self) -> list[dict]:
+        """Each class scored or predicted: field precision and recall, treatment accuracy (its treatments
+        classified right: the literature's per-MoA accuracy) and treatment precision."""
+        rows = []
+        for i, name in enumerate(self.labels):
+            f, t = self.field_confusion, self.treatment_confusion
+            if not (f[i].sum() or f[:, i].sum()):
+                continue
+            rows.append({"class": name, "fields": int(f[i].sum()),
+                         "field_precision": ratio(f[i, i], f[:, i].sum()), "field_recall": ratio(f[i, i], f[i].sum()),
+                         "treatments": int(t[i].sum()), "treatment_accuracy": ratio(t[i, i], t[i].sum()),
+                         "treatment_precision": ratio(t[i, i], t[:, i].sum())})
+        return rows
+
+
+def ratio(numerator, denominator) -> float | None:
+    """numerator / denominator, None when there is nothing to divide (an undefined precision, say)."""
+    return float(numerator) / float(denominator) if denominator else None
+
+
+def confusion(truth: list[str], predicted: list[str], labels: tuple[str, ...]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    for t, p in zip(truth, predicted):
+        matrix[index[t], index[p]] += 1
+    return matrix
+
+
+def treatment_means(fields: list[Field], probabilities: np.ndarray) -> list[tuple[Field, np.ndarray, int]]:
+    """(a field of the treatment, mean probabilities, number of fields) per compound-concentration."""
+    groups: dict[tuple[str, float], list[int]] = {}
+    for i, f in enumerate(fields):
+        groups.setdefault((f.compound, concentration_key(f.concentration)), []).append(i)
+    out = []
+    for key in sorted(groups, key=lambda k: (k[0].lower(), k[1])):
+        members = groups[key]
+        moas = {fields[i].moa for i in members}
+        if len(moas) > 1:
+            raise EvaluationError(f"treatment {key[0]} at {key[1]:g} is labelled {', '.join(sorted(map(str, moas)))}")
+        out.append((fields[members[0]], probabilities[members].mean(axis=0), len(members)))
+    return out
+
+
+def score(predictions: Predictions) -> Scores:
+    """Field and treatment confusion matrices from field probabilities (pure: no model, no files)."""
+    labels = predictions.labels
+    unknown = sorted({str(f.moa) for f in predictions.fields} - set(labels))
+    if unknown:
+        raise EvaluationError(f"fields labelled {', '.join(unknown)}: not classes of this model ({', '.join(labels)})")
+    chosen = [labels[i] for i in np.argmax(predictions.probabilities, axis=1)] if predictions.fields else []
+    field_confusion = confusion([f.moa for f in predictions.fields], chosen, labels)
+    treatments = []
+    for example, mean, count in treatment_means(predictions.fields, predictions.probabilities):
+        if example.moa == CONTROL:
+            continue
+        best = int(np.argmax(mean))
+        treatments.append({"compound": example.compound, "concentration": example.concentration, "moa": example.moa,
+                           "predicted": labels[best], "fields": count, "probability": round(float(mean[best]), 4)})
+    treatment_confusion = confusion([t["moa"] for t in treatments], [t["predicted"] for t in treatments], labels)
+    return Scores(labels, field_confusion, treatment_confusion, treatments)
+
+
+# --- reading a run and predicting -------------------------------------------------------------
+
+def scored_fields(run_dir: Path, data: Path, split: str = "val") -> list[Field]:
+    """The split.csv rows of `split` (val, train or all), as the data's fields (with compound and concentration)."""
+    if split not in SPLIT_CHOICES:
+        raise EvaluationError(f"split must be one of {', '.join(SPLIT_CHOICES)}, not {split!r}")
+    split_csv = Path(run_dir) / SPLIT_CSV
+    if not split_csv.is_file():
+        raise EvaluationError(f"{split_csv}: not found; `train` writes it into every run")
+    rows = [r for r in from_split(run_dir) if split == "all" or r.split == split]
+    if not rows:
+        raise EvaluationError(f"{split_csv}: no {split} fields to score")
+    by_name = {f"{f.plate}/{f.well}/s{f.site}": f for f in load_fields(data)}
+    missing = [r.name for r in rows if r.name not in by_name]
+    if missing:
+        raise EvaluationError(f"{data}: {len(missing)} field(s) of {split_csv} are not among its labelled fields "
+                              f"(first: {missing[0]}); pass the data the run was trained on with --data")
+    relabelled = [r.name for r in rows if r.moa != by_name[r.name].moa]
+    if relabelled:
+        raise EvaluationError(f"{data}: {len(relabelled)} field(s) labelled otherwise than in {split_csv} "
+                              f"(first: {relabelled[0]})")
+    return [by_name[r.name] for r in rows]
+
+
+def predict(classify: Callable[[np.ndarray], np.ndarray], fields: list[Field], labels: tuple[str, ...],
+            size: tuple[int, int], batch_size: int = 4) -> Predictions:
+    """Probabilities of every readable field; `classify` maps uint16 (N, C, H, W) to probabilities (N, classes)."""
+    scored, probabilities, failed = [], [], []
+    for start in range(0, len(fields), batch_size):
+        batch, raw = [], []
+        for f in fields[start:start + batch_size]:
+            try:
+                raw.append(read_field(f.paths, size))
+                batch.append(f)
+            except FieldError as exc:
+                failed.append({"field": f"{f.plate}/{f.well}/s{f.site}", "error": str(exc)})
+        if batch:
+            probabilities.append(np.asarray(classify(np.stack(raw)), dtype=np.float64))
+            scored += batch
+    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, len(labels)))
+    return Predictions(tuple(labels), scored, stacked, failed)
+
+
+def torch_classifier(run_dir: Path):
+    """(classify, labels, size, run.json) of a run's torch model, in fp32."""
+    import torch
+
+    from training.run import load_run, model_card
+
+    model, info = load_run(run_dir)
+    card = model_card(info)
+
+    def classify(raw: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(card.normalization.apply(raw)).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            return torch.softmax(model(x).float(), dim=1).numpy()
+
+    return classify, card.labels, card.size, info
+
+
+def openvino_classifier(model_dir: Path):
+    """(classify, labels, size) of an exported OpenVINO model (f32)."""
+    from appliance.inference import Classifier
+
+    classifier = Classifier(model_dir)
+    return (lambda raw: classifier.predict(raw)[0]), classifier.labels, classifier.size
+
+
+def is_export(folder: Path) -> bool:
+    return (Path(folder) / "model.xml").is_file()
+
+
+def run_of(folder: Path) -> Path:
+    """The run folder holding split.csv and run.json: the folder itself, or an export folder's parent."""
+    folder = Path(folder)
+    if is_export(folder) and not (folder / SPLIT_CSV).is_file() and (folder.parent / SPLIT_CSV).is_file():
+        return folder.parent
+    return folder
+
+
+def fold_runs(folder: Path) -> list[Path]:
+    """The fold-K runs of a `train --fold all` folder, in fold order (empty for a single run)."""
+    runs = [p for p in Path(folder).glob("fold-*") if (p / "run.json").is_file() and p.name[5:].isdigit()]
+    return sorted(runs, key=lambda p: int(p.name[5:]))
+
+
+def predict_run(folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4) -> Predictions:
+    """Predictions of one run's (or export folder's) model on its `split` fields."""
+    from training.run import read_run_info
+
+    run_dir = run_of(folder)
+    info = read_run_info(run_dir)
+    if data is None:
+        if not info.get("train_config", {}).get("data"):
+            raise EvaluationError(f"{run_dir / 'run.json'} records no training data; pass the data folder with --data")
+        data = Path(info["train_config"]["data"])
+        if not (data / IMAGE_CSV).is_file():
+            raise EvaluationError(f"{data / IMAGE_CSV} (the data {run_dir / 'run.json'} was trained on): not found; "
+                                  f"pass the data folder with --data")
+    if is_export(folder):
+        classify, labels, size = openvino_classifier(folder)
+    else:
+        classify, labels, size, _ = torch_classifier(run_dir)
+    return predict(classify, scored_fields(run_dir, data, split), labels, size, batch_size)
+
+
+def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4) -> dict:
+    """Score a run, an export folder, or a folder of fold-K runs (pooled); writes FOLDER/evaluation/."""
+    folder = Path(folder)
+    folds = fold_runs(folder) if not (folder / "run.json").is_file() and not is_export(folder) else []
+    if folds:
+        parts = []
+        for run in folds:
+            part = predict_run(run, data, split, batch_size)
+            write_evaluation(run / EVALUATION_DIR, part, score(part), {"run": str(run), "split": split})
+            parts.append(part)
+        if len({p.labels for p in parts}) > 1:
+            raise EvaluationError(f"{folder}: the fold runs have different classes; they are not one experiment")
+        predictions = Predictions(parts[0].labels, [f for p in parts for f in p.fields],
+                                  np.concatenate([p.probabilities for p in parts]), [x for p in parts for x in p.failed])
+        about = {"run": str(folder), "split": split, "folds": [r.name for r in folds]}
+    else:
+        predictions = predict_run(folder, data, split, batch_size)
+        about = {"run": str(folder), "split": split, "model": "openvino" if is_export(folder) else "torch"}
+    if not predictions.fields:
+        raise EvaluationError(f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "
+                              f"first: {predictions.failed[0]['error'] if predictions.failed else '-'}")
+    return write_evaluation(folder / EVALUATION_DIR, predictions, score(predictions), about)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def write_evaluation(out: Path, predictions: Predictions, scores: Scores, about: dict) -> dict:
+    """evaluation.json, predictions.csv, treatments.csv and the two confusion matrices (CSV and PNG)."""
+    out.mkdir(parents=True, exist_ok=True)
+    labels = scores.labels
+    with open(out / "predictions.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["plate", "well", "site", "compound", "concentration", "moa", "predicted", *labels])
+        for fld, p in zip(predictions.fields, predictions.probabilities):
+            writer.writerow([fld.plate, fld.well, fld.site, fld.compound, fld.concentration, fld.moa,
+                             labels[int(np.argmax(p))], *(f"{v:.5f}" for v in p)])
+    with open(out / "treatments.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["compound", "concentration", "moa", "predicted", "fields", "probability"])
+        writer.writeheader()
+        writer.writerows(scores.treatments)
+    for name, matrix, unit in (("fields", scores.field_confusion, "fields"),
+                               ("treatments", scores.treatment_confusion, "treatments")):
+        write_confusion_csv(out / f"confusion_{name}.csv", matrix, labels)
+        plot_confusion(out / f"confusion_{name}.png", matrix, labels, f"{about['run']}: {about['split']} {unit}")
+    summary = {**about, "labels": list(labels), "fields": len(predictions.fields),
+               "treatments": len(scores.treatments), "field_accuracy": scores.field_accuracy,
+               "treatment_accuracy": scores.treatment_accuracy, "classes": scores.per_class(),
+               "failed": predictions.failed, "out": str(out)}
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def write_confusion_csv(path: Path, matrix: np.ndarray, labels: tuple[str, ...]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *labels])
+        for name, row in zip(labels, matrix):
+            writer.writerow([name, *row.tolist()])
+
+
+def plot_confusion(path: Path, matrix: np.ndarray, labels: tuple[str, ...], title: str) -> None:
+    """Counts, coloured by the fraction of each true class's row."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(labels), 1.5 + 0.5 * len(labels)))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def table(summary: dict) -> Table:
+    show = lambda value: "-" if value is None else f"{100 * value:.1f}"
+    out = Table("class", "fields", "precision", "recall", "treatments", "accuracy", box=box.SIMPLE_HEAD,
+                title=f"{summary['run']} ({summary['split']})",
+                caption=f"fields: {summary['fields']}, accuracy {show(summary['field_accuracy'])} %; "
+                        f"treatments: {summary['treatments']}, accuracy {show(summary['treatment_accuracy'])} % "
+                        f"(in %; precision, recall: of fields; accuracy: of treatments, DMSO excluded)")
+    out.columns[0].no_wrap = True
+    for row in summary["classes"]:
+        out.add_row(row["class"], str(row["fields"]), show(row["field_precision"]), show(row["field_recall"]),
+                    str(row["treatments"]), show(row["treatment_accuracy"]))
+    return out
