@@ -51,3 +51,15 @@ def read_field(paths: tuple[Path, ...] | list[Path], size: tuple[int, int],
     for channel, path in enumerate(paths):
         read_channel(path, size, out[channel])
     return out
+
+
+def read_plate_field(field, size: tuple[int, int], out: np.ndarray | None = None, fit: str | None = None) -> str:
+    """Fill out (channels, H, W) uint16 with a PlateField; returns the note of any fit applied ("" for none).
+
+    Stand-in on the classify-output branch (one plane per file, no fit); the plate-input helper's
+    version adds multi-plane files and --fit.
+    """
+    if fit is not None:
+        raise ValueError(f"fit {fit!r}: this build reads fields only at the model's exact size")
+    read_field(field.paths, size, out=out)
+    return ""

@@ -30,7 +30,10 @@ class PlateField:
     row: str
     column: int
     site: int
-    paths: tuple[Path, ...]  # in CHANNELS order
+    paths: tuple[Path, ...]  # one per model channel, in the model's order
+    planes: tuple[int, ...] | None = None  # plane of each channel in a multi-plane file; None = one plane per file
+    compound: str | None = None  # when known
+    concentration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,19 @@ class Failure:
     reason: str
 
 
-def discover_fields(plate_dir: Path) -> tuple[list[PlateField], list[Failure]]:
+# Stand-in on the classify-output branch: the plate-input helper's module adds the other layouts,
+# channel mapping and plate maps. Here only the BBBC021 layout is read.
+LAYOUTS = ("auto", "bbbc021")
+
+
+def discover_fields(plate_dir: Path, layout: str = "auto", channels: str | None = None,
+                    platemap: Path | None = None) -> tuple[list[PlateField], list[Failure]]:
     """Complete fields and incomplete ones, both sorted by row, column, site."""
     plate_dir = Path(plate_dir)
+    if layout not in LAYOUTS:
+        raise PlateError(f"layout {layout!r}: this build reads {', '.join(LAYOUTS)}")
+    if channels is not None or platemap is not None:
+        raise PlateError("--channels and --platemap are not supported by this build's plate reader")
     if not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
     plate = plate_dir.name
