@@ -57,17 +57,15 @@ def check_same(runs: list[dict], dirs: list[Path]) -> None:
 
 def shard_numbers(runs: list[dict], dirs: list[Path]) -> tuple[int, list[int]]:
     """N and the missing shard indices; the same shard twice is an overlap."""
-    seen: dict[int, Path] = {}
-    counts = set()
-    for run, folder in zip(runs, dirs):
-        index, count = (int(v) for v in run["shard"].split("/"))
-        counts.add(count)
-        if index in seen:
-            raise MergeError(f"{folder} and {seen[index]} are both shard {run['shard']}: they overlap")
-        seen[index] = folder
-    if len(counts) != 1:
+    shards = [tuple(int(v) for v in run["shard"].split("/")) for run in runs]
+    if len({count for _, count in shards}) != 1:
         raise MergeError(f"the folders were split differently ({', '.join(r['shard'] for r in runs)})")
-    count = counts.pop()
+    seen: dict[int, Path] = {}
+    for (index, count), folder in zip(shards, dirs):
+        if index in seen:
+            raise MergeError(f"{folder} and {seen[index]} are both shard {index}/{count}: they overlap")
+        seen[index] = folder
+    count = shards[0][1]
     return count, sorted(set(range(count)) - set(seen))
 
 
