@@ -1,8 +1,10 @@
 """A tiny plate end to end: the result files, resuming after a stop, a crash or a kill -9, shards."""
 
+import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,18 +171,32 @@ def test_a_rerun_with_another_model_or_shard_is_refused_not_mixed(classifier, ti
     assert {r["Model_SHA256"] for r in read_csv(out / "fields.csv")} == {"0" * 64}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions, so a read-only folder is writable")
+@contextlib.contextmanager
+def read_only(folder):
+    """chmod 555; root ignores permissions, so as root the folder is made immutable (chattr +i) instead."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(folder)]).returncode != 0:
+        pytest.skip("running as root, which ignores file permissions, and chattr +i is unavailable here")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
 def test_a_read_only_results_folder_is_a_clear_error_and_keeps_earlier_results(classifier, tmp_path):
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02",), sites=(1, 2))
     classify_plate(plate, classifier, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    out.chmod(0o555)
-    try:
-        with pytest.raises(ResultsError, match="cannot write.*intact"):
+    with read_only(out):
+        with pytest.raises(ResultsError, match="out/.partial: cannot write.*intact"):
             classify_plate(plate, classifier, out, force=True)
-    finally:
-        out.chmod(0o755)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -256,6 +272,27 @@ def test_kill_9_then_rerun_gives_every_field_exactly_once(tiny_model, tmp_path):
     assert embedded[0].num_rows == 24
     vectors = [np.stack([table.column(i).to_numpy() for i in range(3, 3 + 512)], axis=1) for table in embedded]
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
+
+
+def test_sigterm_finishes_the_fields_in_flight_and_a_rerun_completes(tiny_model, tmp_path):
+    plate, out = tmp_path / "plate", tmp_path / "out"
+    write_plate(plate, wells=("B02", "B03", "C02", "C03"), sites=(1, 2, 3), seed=4)  # 12 fields
+    command = ["classify", str(plate), "--model", str(tiny_model), "--out", str(out), "--chunk-fields", "2", "--json"]
+    run = subprocess.Popen([sys.executable, "-c", KILLABLE, *command], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list((out / ".partial").glob("chunk-*.parquet")) and time.time() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stderr
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and 2 <= summary["counts"]["classified"] < 12 and "stopped" in stderr
+    assert len(read_csv(out / "fields.csv")) == summary["counts"]["classified"]  # what is done is readable
+    rerun = subprocess.run([sys.executable, "-c", KILLABLE, *command], capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["counts"]["skipped_done"] == summary["counts"]["classified"]
+    assert len(read_csv(out / "fields.csv")) == 12 and not (out / ".partial").exists()
 
 
 def test_shards_split_by_well_and_site_and_cover_the_plate(classifier, tmp_path):
