@@ -29,6 +29,7 @@ from appliance.inference import Classifier
 from appliance.metadata import CHANNELS
 from appliance.model_card import ModelCardError
 from appliance.plate import Failure, PlateField, discover_fields
+from appliance.report import write_report
 from appliance.results import RUN_JSON, failure_row, field_row, row_order, write_json, write_results
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
@@ -148,6 +149,56 @@ def versions() -> dict:
             "pyarrow": pyarrow.__version__, "tifffile": tifffile.__version__, "python": platform.python_version()}
 
 
+def run_pipeline(classifier: Classifier, todo: list[PlateField], store: ChunkStore, *, fit: str | None,
+                 embeddings: bool, stop: threading.Event, progress, readers: int,
+                 chunk_fields: int) -> tuple[list[Failure], int]:
+    """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed."""
+    card, start = classifier.card, time.perf_counter()
+    rows, vectors, failures, classified, last_commit = [], [], [], 0, start
+    reader = FieldReaders(todo, classifier.size, len(card.channels), fit, readers,
+                          buffers=classifier.requests + readers + 1, stop=stop)
+
+    def collect_failures():
+        while not reader.failures.empty():
+            failures.append(reader.failures.get())
+
+    try:
+        for (field, note), probabilities, embedding in classifier.infer_stream(reader.items(), reader.release):
+            rows.append(field_row(field, note, probabilities, card.labels, card.channels, card.weights_sha256,
+                                  classifier.precision))
+            vectors.append(embedding if embeddings else None)
+            classified += 1
+            collect_failures()
+            if len(rows) >= chunk_fields or time.perf_counter() - last_commit > CHUNK_SECONDS:
+                store.commit(rows, vectors)
+                rows, vectors, last_commit = [], [], time.perf_counter()
+            if progress:
+                done = classified + len(failures)
+                progress(done, len(todo), done / (time.perf_counter() - start))
+        store.commit(rows, vectors)
+    finally:
+        reader.close()
+    collect_failures()
+    processed = classified + len(failures)
+    if progress:
+        progress(processed, len(todo), processed / max(time.perf_counter() - start, 1e-9))
+    return failures, processed
+
+
+def write_final(out_dir: Path, store: ChunkStore, failures: list[Failure], card,
+                embeddings: bool) -> tuple[dict[str, str], int, int]:
+    """The result files from every committed chunk, each field once, in plate order; (files, classified, failed)."""
+    final = {}
+    for record in store.records:
+        final.setdefault(field_key(record), record)
+    records = sorted(final.values(), key=row_order)
+    failed = sorted((failure_row(f) for f in failures if (f.plate, f.well, f.site) not in final), key=row_order)
+    matrix = (np.array([r[EMBEDDING] for r in records], dtype=np.float32).reshape(len(records), -1)
+              if embeddings else None)
+    fields = [{k: v for k, v in r.items() if k != EMBEDDING} for r in records]
+    return write_results(out_dir, fields, failed, card.labels, card.channels, matrix), len(records), len(failed)
+
+
 def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path | None = None, *, precision: str = "f32",
                    layout: str = "auto", channels: str | None = None, platemap: Path | None = None,
                    fit: str | None = None, shard: tuple[int, int] = (0, 1), force: bool = False,
@@ -172,6 +223,7 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path | No
         raise ModelCardError(f"{classifier.xml}: model takes channels {card.channels}, "
                              f"a BBBC021 plate gives {CHANNELS}")
 
+    discovering = time.perf_counter()
     fields, failures = discover_fields(plate_dir, layout=layout, channels=channels, platemap=platemap)
     fields = [f for f in fields if shard_of(f.well, f.site, count) == index]
     failures = [f for f in failures if shard_of(f.well, f.site, count) == index]
@@ -186,44 +238,12 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path | No
     done = {field_key(row) for row in store.records}
     todo = [f for f in fields if (f.plate, f.well, f.site) not in done]
 
-    rows, vectors, processed, last_commit = [], [], 0, time.perf_counter()
-    reader = FieldReaders(todo, classifier.size, len(card.channels), fit, readers,
-                          buffers=classifier.requests + readers + 1, stop=stop)
-    try:
-        for (field, note), probabilities, embedding in classifier.infer_stream(reader.items(), reader.release):
-            rows.append(field_row(field, note, probabilities, card.labels, card.channels, card.weights_sha256,
-                                  classifier.precision))
-            vectors.append(embedding if embeddings else None)
-            while not reader.failures.empty():
-                failures.append(reader.failures.get())
-                processed += 1
-            processed += 1
-            if len(rows) >= chunk_fields or time.perf_counter() - last_commit > CHUNK_SECONDS:
-                store.commit(rows, vectors)
-                rows, vectors, last_commit = [], [], time.perf_counter()
-            if progress:
-                progress(processed, len(todo), processed / (time.perf_counter() - discovered))
-        store.commit(rows, vectors)
-    finally:
-        reader.close()
-    while not reader.failures.empty():
-        failures.append(reader.failures.get())
-        processed += 1
+    classifying = time.perf_counter()
+    read_failures, processed = run_pipeline(classifier, todo, store, fit=fit, embeddings=embeddings, stop=stop,
+                                            progress=progress, readers=readers, chunk_fields=chunk_fields)
     classified = time.perf_counter()
-    if progress:
-        progress(processed, len(todo), processed / max(classified - discovered, 1e-9))
     interrupted = processed < len(todo)
-
-    # The final files, from every committed chunk: each field once, in plate order.
-    final = {}
-    for record in store.records:
-        final.setdefault(field_key(record), record)
-    records = sorted(final.values(), key=row_order)
-    failed = sorted((failure_row(f) for f in failures if (f.plate, f.well, f.site) not in final), key=row_order)
-    matrix = np.array([r[EMBEDDING] for r in records], dtype=np.float32).reshape(len(records), -1) \
-        if embeddings else None
-    files = write_results(out_dir, [{k: v for k, v in r.items() if k != EMBEDDING} for r in records], failed,
-                          card.labels, card.channels, matrix)
+    files, records, failed = write_final(out_dir, store, failures + read_failures, card, embeddings)
     new = len(store.records) - len(done)
     summary = {
         "plate": plate_dir.name, "plate_dir": str(plate_dir), "out": str(out_dir), "layout": layout,
@@ -232,10 +252,10 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path | No
                   "labels": list(card.labels)},
         "versions": versions(),
         "counts": {"fields": len(fields) + incomplete,
-                   "classified": len(records), "failed": len(failed), "skipped_done": len(fields) - len(todo)},
-        "timings": {"discover_s": round(discovered - start, 3), "classify_s": round(classified - discovered, 3),
+                   "classified": records, "failed": failed, "skipped_done": len(fields) - len(todo)},
+        "timings": {"discover_s": round(discovered - discovering, 3), "classify_s": round(classified - classifying, 3),
                     "total_s": round(time.perf_counter() - start, 3)},
-        "fields_per_s": round(new / (classified - discovered), 3) if classified > discovered else 0.0,
+        "fields_per_s": round(new / (classified - classifying), 3) if classified > classifying else 0.0,
         "interrupted": interrupted,
         "files": files,
         "run_key": run_key,
@@ -243,8 +263,6 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path | No
     write_json(out_dir / RUN_JSON, summary)
     if not interrupted:
         store.remove()
-    from appliance.report import write_report
-
     summary["files"]["report"] = Path(write_report(out_dir)).name
     write_json(out_dir / RUN_JSON, summary)
     return summary

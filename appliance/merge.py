@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from appliance.chunks import field_key
+from appliance.report import write_report
 from appliance.results import (EMBEDDINGS_PARQUET, FAILURES_CSV, FIELDS_PARQUET, RUN_JSON, row_order, write_json,
                                write_results)
 
@@ -126,8 +127,6 @@ def merge_results(out_dirs: list[Path], merged: Path) -> dict:
         "incomplete_shards": incomplete,
     }
     write_json(merged / RUN_JSON, summary)
-    from appliance.report import write_report
-
     summary["files"]["report"] = Path(write_report(merged)).name
     write_json(merged / RUN_JSON, summary)
     return summary
