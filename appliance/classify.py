@@ -155,8 +155,9 @@ def run_pipeline(classifier: Classifier, todo: list[PlateField], store: ChunkSto
     """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed."""
     card, start = classifier.card, time.perf_counter()
     rows, vectors, failures, classified, last_commit = [], [], [], 0, start
+    # Enough buffers for every reader, plus read-ahead for the requests OpenVINO can take next.
     reader = FieldReaders(todo, classifier.size, len(card.channels), fit, readers,
-                          buffers=classifier.requests + readers + 1, stop=stop)
+                          buffers=classifier.requests_in_flight + readers + 1, stop=stop)
 
     def collect_failures():
         while not reader.failures.empty():

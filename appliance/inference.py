@@ -97,8 +97,8 @@ class Classifier:
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).
         self._compiled = compile_model(network, precision, self.threads, "THROUGHPUT")
         self._int8 = precision == "int8"
-        self.requests = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-        self._requests = [self._compiled.create_infer_request() for _ in range(self.requests)]
+        self.requests_in_flight = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        self._requests = [self._compiled.create_infer_request() for _ in range(self.requests_in_flight)]
         # An IR without PrePostProcessor normalisation takes float32 normalised fields.
         self._takes_raw = network.input(0).get_element_type() == ov.Type.u16
 
@@ -137,8 +137,8 @@ class Classifier:
                     result[i] = request.get_tensor(output).data[0]
         return results[0], results[1]
 
-    def infer_stream(self, items: Iterable[tuple[object, np.ndarray]],
-                     release: Callable[[np.ndarray], None] | None = None) -> Iterator[tuple[object, np.ndarray, np.ndarray]]:
+    def infer_stream(self, items: Iterable[tuple[object, np.ndarray]], release: Callable[[np.ndarray], None] | None
+                     = None) -> Iterator[tuple[object, np.ndarray, np.ndarray]]:
         """Run (key, field) pairs through an AsyncInferQueue; yields (key, probabilities, embedding) as they finish.
 
         field: one uint16 (1, channels, H, W) array. It is copied into an idle request (waiting for
@@ -147,7 +147,7 @@ class Classifier:
         buffer (a use-after-free, openvino PR #36554) and it crashed here under reader threads.
         Results come in completion order, not submission order.
         """
-        jobs = ov.AsyncInferQueue(self._compiled, self.requests)
+        jobs = ov.AsyncInferQueue(self._compiled, self.requests_in_flight)
         finished: queue.SimpleQueue = queue.SimpleQueue()
         outputs = [self._compiled.output(PROBABILITIES), self._compiled.output(EMBEDDING)]
 

@@ -20,8 +20,8 @@ def rows_of(path):
 
 
 def field(well, site, compound=None, concentration=None, tmp="/x"):
-    return PlateField("P1", well, well[0], int(well[1:]), site, tuple(f"{tmp}/{well}_s{site}_w{c}.tif" for c in (1, 2, 4)),
-                      compound=compound, concentration=concentration)
+    paths = tuple(f"{tmp}/{well}_s{site}_w{c}.tif" for c in (1, 2, 4))
+    return PlateField("P1", well, well[0], int(well[1:]), site, paths, compound=compound, concentration=concentration)
 
 
 def test_probability_columns_replace_every_non_alphanumeric_run():
@@ -49,7 +49,8 @@ def test_wells_and_treatments_aggregate_with_agreement(tmp_path):
     files = write_results(tmp_path, rows, [], LABELS, CHANNELS)
     assert files == {"fields": "fields.csv", "fields_parquet": "fields.parquet", "wells": "wells.csv",
                      "failures": "failures.csv", "treatments": "treatments.csv"}
-    assert all(r["Model_Precision"] == "bf16" for r in rows_of(tmp_path / "fields.csv") + rows_of(tmp_path / "wells.csv"))
+    written = rows_of(tmp_path / "fields.csv") + rows_of(tmp_path / "wells.csv")
+    assert all(r["Model_Precision"] == "bf16" for r in written)
     assert rows_of(tmp_path / "fields.csv")[4]["Metadata_Compound"] == ""
     assert pq.read_table(tmp_path / "fields.parquet").column("Metadata_Compound").to_pylist()[4] is None
     assert list(rows_of(tmp_path / "treatments.csv")[0]) == [
