@@ -6,8 +6,11 @@ runtime image (no torch) classifies, and a missing extra is a one-line message, 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -255,9 +258,10 @@ def evaluate(run: Annotated[Path, typer.Argument(help="Run folder written by `tr
 @app.command()
 def classify(plates: Annotated[list[Path], typer.Argument(
                  help="Plate folder(s), folder(s) of plate folders, or manifest CSV(s); see README, Plate layouts.")],
-             model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
-             out: Annotated[Path, typer.Option(help="Results folder (one sub-folder per plate when several).")],
-             batch_size: int = 2,
+             model: Annotated[Path, typer.Option(help="Export folder holding model.xml (or the .xml itself).")],
+             out: Annotated[Optional[Path], typer.Option(
+                 help="Results folder (default: <plate>-results beside each plate; with several plates, "
+                      "one sub-folder per plate).")] = None,
              precision: Annotated[str, typer.Option(
                  help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
              layout: Annotated[str, typer.Option(help="auto, bbbc021, metaxpress, ome-tiff or manifest.")] = "auto",
@@ -266,13 +270,23 @@ def classify(plates: Annotated[list[Path], typer.Argument(
              platemap: Annotated[Optional[Path], typer.Option(
                  help="CSV with columns well, compound, concentration (optional plate).")] = None,
              fit: Annotated[Optional[str], typer.Option(
-                 help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads).")] = None,
+                 help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
+                      "recorded per field in Metadata_Fit.")] = None,
+             shard: Annotated[str, typer.Option(help="I/N: classify only shard I (0..N-1) of N, split by well and "
+                                                     "site; join the shards with `merge`.")] = "0/1",
+             force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done "
+                                                                 "in --out.")] = False,
+             embeddings: Annotated[bool, typer.Option("--embeddings", help="Also write embeddings.parquet "
+                                                                           "(512 features per field).")] = False,
+             chunk_fields: Annotated[int, typer.Option(help="Fields per committed chunk (redone at most after "
+                                                            "a crash).")] = 64,
+             quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary lines.")] = False,
              as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
-    """Classify every field of one or more plates at full resolution with OpenVINO."""
-    from appliance.classify import classify_plate
+    """Classify every field of one or more plates with OpenVINO; rerun the same command to resume."""
+    from appliance.classify import classify_plate, parse_shard
     from appliance.inference import Classifier
     from appliance.model_card import ModelCardError
-    from appliance.plate import LAYOUTS, PlateError, plate_folders
+    from appliance.plate import LAYOUTS, PlateError, plate_folders, plate_name
 
     if layout not in LAYOUTS:
         raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
@@ -284,31 +298,94 @@ def classify(plates: Annotated[list[Path], typer.Argument(
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None
     try:
+        the_shard = parse_shard(shard)
         classifier = Classifier(model, precision=precision)
-    except (ModelCardError, FileNotFoundError, RuntimeError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+    except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(EXIT_NOTHING_RAN) from None
     summaries, code = [], EXIT_OK
-    for plate in plates:
-        plate_out = out if len(plates) == 1 else out / (plate.parent.name if plate.is_file() else plate.name)
-        try:
-            summary = run_with_progress(classify_plate, plate, classifier, plate_out, batch_size=batch_size,
-                                       layout=layout, channels=channels, platemap=platemap, fit=fit)
-        except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
-            console.print(f"[red]error:[/] {exc}")
-            code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
-            continue
-        summaries.append(summary)
-        console.print(f"{summary['plate']}: {summary['classified']} fields classified, {summary['failed']} failed "
-                      f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {plate_out}")
-        if summary["fitted"]:
-            console.print(f"{len(summary['fitted'])} field(s) brought to the model's size with --fit {fit}")
-        if summary["failed"]:
-            console.print(f"[yellow]{summary['failed']} field(s) failed; see {plate_out / 'failures.csv'}")
-            code = max(code, EXIT_SOME_FAILED)
+    with stop_on_signal() as stop:
+        for plate in plates:
+            plate_out = out if out is None or len(plates) == 1 else out / plate_name(plate)
+            options = dict(layout=layout, channels=channels, platemap=platemap, fit=fit, shard=the_shard,
+                           force=force, embeddings=embeddings, stop=stop, chunk_fields=chunk_fields)
+            try:
+                if quiet:
+                    summary = classify_plate(plate, classifier, plate_out, **options)
+                else:
+                    summary = run_with_progress(classify_plate, plate, classifier, plate_out, **options)
+            except (OSError, ValueError, RuntimeError) as exc:  # PlateError, ModelCardError: ValueError; ResultsError
+                console.print(f"[red]error:[/] {escape(str(exc))}")
+                code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
+                continue
+            summaries.append(summary)
+            counts = summary["counts"]
+            if not quiet:
+                console.print(f"{summary['plate']}: {counts['classified']} fields classified "
+                              f"({counts['skipped_done']} done earlier), {counts['failed']} failed "
+                              f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {summary['out']}")
+            if counts["failed"]:
+                if not quiet:
+                    console.print(f"[yellow]{counts['failed']} field(s) failed; see "
+                                  f"{Path(summary['out']) / 'failures.csv'}")
+                code = max(code, EXIT_SOME_FAILED)
+            if summary["interrupted"]:
+                console.print(f"[yellow]{summary['plate']}: stopped; rerun the same command to finish")
+                code = max(code, EXIT_SOME_FAILED)
+                break
     if as_json:
-        print(json.dumps(summaries, indent=2, default=str))
+        print(json.dumps(summaries[0] if len(plates) == 1 and summaries else summaries, indent=2, default=str))
     raise typer.Exit(code)
+
+
+@app.command()
+def merge(out_dirs: Annotated[list[Path], typer.Argument(help="Results folders of `classify --shard I/N`.")],
+          out: Annotated[Path, typer.Option(help="Merged results folder.")],
+          as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
+    """Merge the shards of one plate into one results folder (refuses overlaps and mixed models)."""
+    from appliance.merge import MergeError, merge_results
+    from appliance.results import ResultsError
+
+    try:
+        summary = merge_results(out_dirs, out)
+    except (MergeError, ResultsError, OSError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    counts, code = summary["counts"], EXIT_OK
+    console.print(f"{summary['plate']}: {counts['classified']} fields, {counts['failed']} failed, from "
+                  f"{len(summary['merged_from'])} folders -> {summary['out']}")
+    for problem, folders in (("missing shards", summary["missing_shards"]),
+                             ("interrupted shards (rerun them)", summary["incomplete_shards"])):
+        if folders:
+            console.print(f"[yellow]{problem}: {', '.join(folders)}")
+            code = EXIT_SOME_FAILED
+    if counts["failed"]:
+        code = EXIT_SOME_FAILED
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """An Event set by the first Ctrl-C or SIGTERM, so classify commits the fields in flight and stops."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        console.print("[yellow]stopping after the fields in flight (again to abort)")
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @app.command()

@@ -41,7 +41,8 @@ def heldout_accuracy(fields_csv: Path, data_dir: Path) -> tuple[float, int]:
     truth = {(f.plate, f.well, f.site): f.moa for f in load_fields(data_dir)}
     with open(fields_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    scored = [(row["predicted_class"], truth[(row["plate"], row["well"], int(row["site"]))]) for row in rows]
+    scored = [(row["Classify_Class"], truth[(row["Metadata_Plate"], row["Metadata_Well"], int(row["Metadata_Site"]))])
+              for row in rows]
     correct = sum(predicted == actual for predicted, actual in scored)
     return (correct / len(scored) if scored else 0.0), len(scored)
 
@@ -87,11 +88,11 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     stage("classify")
 
     report = {"accuracy": accuracy, "heldout_fields": n, "heldout_plate": held["plates"][0],
-              "failed": summary["failed"], "seconds": timings, "total_s": round(time.time() - start, 1),
+              "failed": summary["counts"]["failed"], "seconds": timings, "total_s": round(time.time() - start, 1),
               "run": str(run), "model": str(Path(exported["xml"]).parent), "results": str(results)}
     (workdir / "demo.json").write_text(json.dumps(report, indent=2))
     console.rule("result")
     console.print(f"held-out accuracy: [bold]{accuracy:.1%}[/] on {n} fields of plate {held['plates'][0]} "
                   f"(a week the model never saw), total {report['total_s']:.0f} s")
-    console.print(f"results: {results}/fields.csv, wells.csv, failures.csv; run: {run}; model: {report['model']}")
+    console.print(f"results: {results}/ (fields.csv, wells.csv, report.html); run: {run}; model: {report['model']}")
     return report

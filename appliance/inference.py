@@ -8,6 +8,8 @@ Precision is chosen at run time: f32 or bf16 run model.xml, int8 runs model-int8
 from __future__ import annotations
 
 import os
+import queue
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -95,8 +97,8 @@ class Classifier:
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).
         self._compiled = compile_model(network, precision, self.threads, "THROUGHPUT")
         self._int8 = precision == "int8"
-        self._requests = [self._compiled.create_infer_request()
-                          for _ in range(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))]
+        self.requests_in_flight = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        self._requests = [self._compiled.create_infer_request() for _ in range(self.requests_in_flight)]
         # An IR without PrePostProcessor normalisation takes float32 normalised fields.
         self._takes_raw = network.input(0).get_element_type() == ov.Type.u16
 
@@ -134,3 +136,32 @@ class Classifier:
                 for result, output in zip(results, outputs):
                     result[i] = request.get_tensor(output).data[0]
         return results[0], results[1]
+
+    def infer_stream(self, items: Iterable[tuple[object, np.ndarray]], release: Callable[[np.ndarray], None] | None
+                     = None) -> Iterator[tuple[object, np.ndarray, np.ndarray]]:
+        """Run (key, field) pairs through an AsyncInferQueue; yields (key, probabilities, embedding) as they finish.
+
+        field: one uint16 (1, channels, H, W) array. It is copied into an idle request (waiting for
+        one if all are busy), then release(field) says the caller may refill it. Zero-copy
+        (share_inputs=True) is not used: AsyncInferQueue keeps no reference to a shared numpy
+        buffer (a use-after-free, openvino PR #36554) and it crashed here under reader threads.
+        Results come in completion order, not submission order.
+        """
+        jobs = ov.AsyncInferQueue(self._compiled, self.requests_in_flight)
+        finished: queue.SimpleQueue = queue.SimpleQueue()
+        outputs = [self._compiled.output(PROBABILITIES), self._compiled.output(EMBEDDING)]
+
+        def on_done(request, key):
+            finished.put((key, *(request.get_tensor(output).data[0].copy() for output in outputs)))
+
+        jobs.set_callback(on_done)
+        for key, field in items:
+            # An IR without the uint16 preprocessing takes normalised float32.
+            jobs.start_async({0: field if self._takes_raw else self.card.normalization.apply(field)}, key)
+            if release:
+                release(field)
+            while not finished.empty():
+                yield finished.get()
+        jobs.wait_all()
+        while not finished.empty():
+            yield finished.get()

@@ -92,6 +92,12 @@ def parse_channels(text: str | None) -> dict[str, str]:
     return mapping
 
 
+def plate_name(plate: Path) -> str:
+    """A plate's name: its folder's, also when the plate is given as its manifest CSV."""
+    plate = Path(plate)
+    return plate.resolve().parent.name if plate.is_file() else plate.name
+
+
 def detect_layout(plate_dir: Path) -> str:
     """The layout `auto` stands for; the rules are in README ("Plate layouts")."""
     plate_dir = Path(plate_dir)

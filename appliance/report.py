@@ -115,6 +115,16 @@ def class_cell(name: str, labels: list[str]) -> str:
     return cell(name)
 
 
+def shard_text(shard) -> str:
+    """What run.json's shard ("I/N", I from 0; or how shards were merged) means for the reader; "" for a whole plate."""
+    if not shard or str(shard) == "0/1":
+        return ""
+    index, _, count = str(shard).partition("/")
+    if index.isdigit() and count.isdigit():
+        return f"{int(index) + 1} of {count}: this report covers that share only"
+    return str(shard)
+
+
 def summary_section(run: dict, run_json: Path, wells: list[dict], failures: list[dict]) -> str:
     counts, model = run.get("counts") or {}, run.get("model") or {}
     failed = counts.get("failed", len(failures))
@@ -136,9 +146,9 @@ def summary_section(run: dict, run_json: Path, wells: list[dict], failures: list
     ]
     if run.get("fit"):
         pairs.append(("Fit", escape(str(run["fit"]))))
-    shard = run.get("shard")
-    if shard and list(shard) != [0, 1]:
-        pairs.append(("Shard", escape(f"{int(shard[0]) + 1} of {shard[1]}: this report covers that share only")))
+    shard = shard_text(run.get("shard"))
+    if shard:
+        pairs.append(("Shard", escape(shard)))
     banner = ""
     if run.get("interrupted"):
         banner = ('<p class="warn">The run was interrupted: these results cover only the fields classified '

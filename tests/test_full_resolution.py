@@ -34,6 +34,6 @@ def test_full_resolution_train_export_classify(tmp_path):
 
     plate = fields[0].paths[0].parent
     summary = classify_plate(plate, run / "export", tmp_path / "results")
-    assert summary["classified"] == 13 and summary["failed"] == 0
+    assert summary["counts"]["classified"] == 13 and summary["counts"]["failed"] == 0
     rows = list(csv.DictReader(open(tmp_path / "results" / "fields.csv")))
-    assert len(rows) == 13 and all(r["predicted_class"] in info["labels"] for r in rows)
+    assert len(rows) == 13 and all(r["Classify_Class"] in info["labels"] for r in rows)

@@ -1,6 +1,7 @@
 """The CLI as a user runs it: the whole path at a small size, help, version, exit codes."""
 
 import csv
+import json
 import subprocess
 import sys
 import textwrap
@@ -23,7 +24,7 @@ def invoke(*args):
 
 def test_version_and_help_of_every_command():
     assert invoke("--version").stdout.strip() == f"mcnn-appliance {appliance.__version__}"
-    for command in ("synth", "train", "export", "classify", "benchmark", "demo"):
+    for command in ("synth", "train", "export", "classify", "merge", "benchmark", "demo"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout, command
 
@@ -47,11 +48,11 @@ def test_synth_train_export_classify_end_to_end(tmp_path):
     assert result.exit_code == 1, result.output  # some fields failed
     rows = list(csv.DictReader(open(results / "fields.csv")))
     failures = list(csv.DictReader(open(results / "failures.csv")))
-    assert len(rows) == 12 and len(failures) == 1 and failures[0]["file"] == broken.name
-    assert {"plate", "well", "site", "predicted_class"} <= set(rows[0])
-    assert sum(float(v) for k, v in rows[0].items() if k.startswith("prob_")) == pytest.approx(1, abs=1e-4)
+    assert len(rows) == 12 and len(failures) == 1 and failures[0]["File"] == broken.name
+    assert {"Metadata_Plate", "Metadata_Well", "Metadata_Site", "Classify_Class"} <= set(rows[0])
+    assert sum(float(v) for k, v in rows[0].items() if k.startswith("Probability_")) == pytest.approx(1, abs=1e-4)
     wells = list(csv.DictReader(open(results / "wells.csv")))
-    assert sum(int(w["n_fields"]) for w in wells) == 12
+    assert sum(int(w["Count_Fields"]) for w in wells) == 12
 
 
 def test_classify_refuses_a_field_of_another_size(tmp_path, tiny_model):
@@ -65,7 +66,31 @@ def test_classify_refuses_a_field_of_another_size(tmp_path, tiny_model):
     result = invoke("classify", plate, "--model", tiny_model, "--out", tmp_path / "out")
     assert result.exit_code == 1
     failure = list(csv.DictReader(open(tmp_path / "out" / "failures.csv")))[0]
-    assert failure["file"] == path.name and "128x64" in failure["reason"]
+    assert failure["File"] == path.name and "128x64" in failure["Reason"]
+
+
+def test_classify_defaults_json_quiet_and_exit_codes(tmp_path, tiny_model):
+    from tests.conftest import write_plate
+
+    plate = tmp_path / "Week1_22123"
+    write_plate(plate, wells=("B02", "C03"), sites=(1, 2))
+    result = invoke("classify", plate, "--model", tiny_model, "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # stdout holds the JSON alone
+    assert summary["out"] == str(tmp_path / "Week1_22123-results") and summary["counts"]["classified"] == 4
+    assert (tmp_path / "Week1_22123-results" / "fields.parquet").is_file()
+    assert "fields classified" not in result.output  # --quiet
+
+    result = invoke("classify", plate, "--model", tiny_model)  # rerun: everything already done
+    assert result.exit_code == 0 and "4 fields classified (4 done earlier)" in result.output
+    for args, says in ((["--shard", "2/2"], "I from 0 to N-1"), (["--out", plate / "res"], "inside the plate"),
+                       (["--layout", "nonsense"], "nonsense"), (["--precision", "fp8"], "precision")):
+        result = invoke("classify", plate, "--model", tiny_model, *args)
+        assert result.exit_code == 2 and says in result.output, (args, result.output)
+    result = invoke("classify", plate, "--model", tiny_model, "--embeddings")  # not what the folder holds
+    assert result.exit_code == 2 and "--force" in result.output
+    result = invoke("classify", plate, "--model", tiny_model, "--embeddings", "--force", "--quiet")
+    assert result.exit_code == 0 and (tmp_path / "Week1_22123-results" / "embeddings.parquet").is_file()
 
 
 def test_classify_without_a_model_exits_2(tmp_path):
@@ -119,13 +144,20 @@ def test_classify_a_folder_of_plates_in_other_layouts(tmp_path, tiny_model):
     assert "no path column for DAPI" in " ".join(result.output.split())
     manifest = manifest_plate / "manifest.csv"
     manifest.write_text(manifest.read_text().replace("nuclei,", "DAPI,", 1))
-    result = invoke("classify", tmp_path / "plates", "--model", tiny_model, "--out", tmp_path / "out",
-                    "--fit", "pad", "--platemap", tmp_path / "map.csv", "--json")
+    # P1 was classified by the first command with another --channels: a rerun must not mix them.
+    args = ("classify", tmp_path / "plates", "--model", tiny_model, "--out", tmp_path / "out",
+            "--fit", "pad", "--platemap", tmp_path / "map.csv", "--json")
+    result = invoke(*args)
+    assert result.exit_code == 1 and "--force" in result.output
+    result = invoke(*args, "--force")
     assert result.exit_code == 0, result.output
     summaries = json.loads(result.stdout)
-    assert [(s["plate"], s["classified"], s["failed"]) for s in summaries] == [("P1", 1, 0), ("P2", 1, 0)]
-    assert summaries[1]["fitted"] == {"C03 s2": "pad 128x96 -> 128x128"}
-    assert (tmp_path / "out" / "P2" / "fields.csv").is_file()
+    assert [(s["plate"], s["layout"], s["counts"]["classified"], s["counts"]["failed"]) for s in summaries] == [
+        ("P1", "manifest", 1, 0), ("P2", "ome-tiff", 1, 0)]
+    with open(tmp_path / "out" / "P2" / "fields.csv", newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["Metadata_Fit"] == "pad 128x96 -> 128x128"
+    assert (row["Metadata_Compound"], float(row["Metadata_Concentration"])) == ("taxol", 0.3)
 
 
 def test_classify_rejects_bad_layout_fit_and_plate_paths(tmp_path, tiny_model):

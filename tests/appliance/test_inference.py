@@ -116,6 +116,6 @@ def test_refuses_a_card_lying_about_precision(int8_model, tmp_path, source, clai
 def test_a_plate_classified_in_int8_says_so_in_its_results(int8_model, tmp_path):
     write_plate(tmp_path / "plate", wells=("B02",), sites=(1, 2))
     summary = classify_plate(tmp_path / "plate", Classifier(int8_model, precision="int8"), tmp_path / "out")
-    assert summary["precision"] == "int8" and summary["classified"] == 2
-    with open(summary["out"]["fields"], newline="") as f:
-        assert [row["precision"] for row in csv.DictReader(f)] == ["int8", "int8"]
+    assert summary["precision"] == "int8" and summary["counts"]["classified"] == 2
+    with open(tmp_path / "out" / "fields.csv", newline="") as f:
+        assert [row["Model_Precision"] for row in csv.DictReader(f)] == ["int8", "int8"]

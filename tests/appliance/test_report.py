@@ -96,7 +96,7 @@ def write_results(out: Path, wells: list[str], sites: int = 2, failures: list[tu
                     "Classify_Agreement": "1.000"} for c, rows in treatments.items()])
     n_fields = len(fields) + len(failures)
     (out / "run.json").write_text(json.dumps({
-        "plate": "P1", "plate_dir": "/plates/P1", "out": str(out), "layout": "bbbc021", "shard": [0, 1],
+        "plate": "P1", "plate_dir": "/plates/P1", "out": str(out), "layout": "bbbc021", "shard": "0/1",
         "precision": "f32", "fit": None,
         "model": {"xml": "/models/model.xml", "run_id": "run-2026-11-25-abc", "weights_sha256": "ab" * 32,
                   "labels": list(labels)},
@@ -179,7 +179,7 @@ def test_no_failures_no_treatments(tmp_path):
 
 
 def test_interrupted_run_says_so(tmp_path):
-    write_results(tmp_path, ["B02"], run={"interrupted": True, "shard": [1, 2]})
+    write_results(tmp_path, ["B02"], run={"interrupted": True, "shard": "1/2"})
     html = html_of(write_report(tmp_path))
     assert "The run was interrupted" in html and "2 of 2: this report covers that share only" in html
 

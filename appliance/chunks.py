@@ -1,0 +1,107 @@
+"""Results committed as they are produced, so a crash, a kill -9 or a stop loses no finished field.
+
+`OUT/.partial/` holds `run-key.json` (what produced the results: model hash, precision, shard...)
+and numbered chunk files `chunk-000001.parquet`, each one the field rows of the fields classified
+since the last chunk (plus their embedding when asked for), written to a temporary name and
+renamed. A rerun of the same command reads the chunks back and skips those fields; a rerun with
+another model, precision or shard is refused, never mixed. Fields that failed are not kept:
+a rerun tries them again (the file may have been fixed), so only classified fields are chunked.
+When a complete run has written its final files, `.partial/` is removed; a later rerun then
+takes fields.parquet (and embeddings.parquet) as its first chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from appliance.results import EMBEDDINGS_PARQUET, FIELDS_PARQUET, RUN_JSON, ResultsError, write_json, write_parquet
+
+PARTIAL, RUN_KEY = ".partial", "run-key.json"
+EMBEDDING = "Embedding"  # the chunk's extra column: the field's embedding vector, or null
+
+
+def field_key(row: dict) -> tuple[str, str, int]:
+    return (row["Metadata_Plate"], row["Metadata_Well"], int(row["Metadata_Site"]))
+
+
+def differences(old: dict, new: dict) -> str:
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+                     if old.get(k) != new.get(k))
+
+
+class ChunkStore:
+    def __init__(self, out_dir: Path, run_key: dict, force: bool = False):
+        self.out_dir, self.dir, self.run_key = Path(out_dir), Path(out_dir) / PARTIAL, run_key
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(".*.tmp*"):  # a write a kill -9 cut short
+                stale.unlink()
+            if force:
+                for chunk in self.chunks():
+                    chunk.unlink()
+                (self.dir / RUN_KEY).unlink(missing_ok=True)
+        except OSError as exc:
+            raise ResultsError(f"{self.dir}: cannot write ({exc.strerror or exc}); "
+                               "results already there are intact") from exc
+        self.records = [] if force else self.read_committed()
+        if force:
+            write_json(self.dir / RUN_KEY, self.run_key)
+        self.next_number = len(self.chunks()) + 1
+
+    def chunks(self) -> list[Path]:
+        return sorted(self.dir.glob("chunk-*.parquet"))
+
+    def refuse_other_run(self, old: dict, source: Path) -> None:
+        if old != self.run_key:
+            raise ResultsError(f"{self.out_dir} holds results of another run ({source.name}: "
+                               f"{differences(old, self.run_key)}); rerun with --force to redo every field, "
+                               "or choose another --out")
+
+    def read_committed(self) -> list[dict]:
+        """Field rows already committed here (with their embedding), after checking they are this run's."""
+        key_path = self.dir / RUN_KEY
+        if key_path.is_file():
+            self.refuse_other_run(json.loads(key_path.read_text()), key_path)
+            return [row for chunk in self.chunks() for row in pq.read_table(chunk).to_pylist()]
+        run_json = self.out_dir / RUN_JSON
+        if run_json.is_file():  # a finished (or stopped) earlier run, its chunks already folded into the final files
+            self.refuse_other_run(json.loads(run_json.read_text()).get("run_key", {}), run_json)
+        write_json(key_path, self.run_key)
+        if not run_json.is_file() or not (self.out_dir / FIELDS_PARQUET).is_file():
+            return []
+        rows = pq.read_table(self.out_dir / FIELDS_PARQUET).to_pylist()
+        vectors = {}
+        if self.run_key.get("embeddings") and (self.out_dir / EMBEDDINGS_PARQUET).is_file():
+            for row in pq.read_table(self.out_dir / EMBEDDINGS_PARQUET).to_pylist():
+                vectors[field_key(row)] = [v for k, v in row.items() if k.startswith("Embedding_")]
+        for row in rows:
+            row[EMBEDDING] = vectors.get(field_key(row))
+        rows = [row for row in rows if not self.run_key.get("embeddings") or row[EMBEDDING] is not None]
+        if rows:
+            self.commit_rows(rows, number=0)
+        return rows
+
+    def commit_rows(self, rows: list[dict], number: int) -> Path:
+        table = pa.Table.from_pylist(rows)
+        return write_parquet(self.dir / f"chunk-{number:06d}.parquet", table)
+
+    def commit(self, rows: list[dict], embeddings: list[np.ndarray | None]) -> None:
+        """Commit classified fields (field rows, embedding or None each) as the next chunk."""
+        if not rows:
+            return
+        records = [{**row, EMBEDDING: None if e is None else e.astype(np.float32).tolist()}
+                   for row, e in zip(rows, embeddings)]
+        self.commit_rows(records, self.next_number)
+        self.next_number += 1
+        self.records += records
+
+    def remove(self) -> None:
+        """After the final files of a complete run are in place."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
