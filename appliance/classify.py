@@ -7,6 +7,7 @@ the plate goes on; only problems with the plate folder or the model stop the run
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,7 +36,8 @@ def read_batch(fields: list[PlateField], size: tuple[int, int]):
 
 
 def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, batch_size: int = 2,
-                   precision: str = "f32", progress=None) -> dict:
+                   precision: str = "f32", progress=None, stop: threading.Event | None = None) -> dict:
+    """stop: when set, the batch in flight is finished and written, and the summary says "interrupted"."""
     start = time.perf_counter()
     plate_dir, out_dir = Path(plate_dir).resolve(), Path(out_dir).resolve()
     # Results inside the plate would mix with the images and be rescanned next time.
@@ -50,11 +52,14 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, bat
     fields, failures = discover_fields(plate_dir)
 
     batches = [fields[i:i + batch_size] for i in range(0, len(fields), batch_size)]
-    classified, probabilities, done = [], [], 0
+    classified, probabilities, done, interrupted = [], [], 0, False
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(read_batch, batches[0], classifier.size) if batches else None
         for i in range(len(batches)):
             ok, raw, failed = pending.result()
+            if stop is not None and stop.is_set():
+                interrupted = True  # the batch read ahead is dropped; its fields count as not reached
+                break
             if i + 1 < len(batches):
                 pending = reader.submit(read_batch, batches[i + 1], classifier.size)
             if ok:
@@ -78,4 +83,5 @@ def classify_plate(plate_dir: Path, model: Classifier | Path, out_dir: Path, bat
         "fields_per_s": round(len(classified) / seconds, 3) if seconds else 0.0,
         "out": {name: str(path) for name, path in files.items()},
         "precision": classifier.precision,
+        "interrupted": interrupted,
     }
