@@ -6,8 +6,6 @@ the real loop against real time (quiet period 1 s).
 
 import csv
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -4,11 +4,12 @@ hadolint lints the Dockerfile; replay_dockerfile.py carries out each target's CO
 read from the Dockerfile, in a fresh virtualenv; then the appliance runs there as the image would
 run it: the runtime classifies a plate with an exported model and has no torch, the trainer
 trains and exports a tiny model. The replays install from the package registry (pip's cache makes
-repeats quick): about 1 minute for the runtime and a few for the trainer.
+repeats quicker): about 1 minute for the runtime and 3-4 for the trainer; `-m 'not docker'` skips them.
 """
 
 import csv
 import importlib.metadata
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def test_the_parser_joins_continuations_expands_args_and_follows_stages():
         stage_chain(stages, "three")
 
 
+@pytest.fixture
+def image_root(tmp_path):
+    """Where a replay puts its image; removed afterwards (the trainer's is 1.7 GB)."""
+    yield tmp_path / "image"
+    shutil.rmtree(tmp_path / "image", ignore_errors=True)
+
+
 def run(image, *args, cwd: Path) -> subprocess.CompletedProcess:
     """The image's entrypoint with these arguments, in the image's environment."""
     command = [str(image.bin / image.entrypoint[0]), *image.entrypoint[1:], *map(str, args)]
@@ -58,8 +66,9 @@ def python(image, code: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(image.python), "-c", code], env=image.env, cwd=cwd, capture_output=True, text=True)
 
 
-def test_runtime_image_classifies_a_plate_and_has_no_torch(tmp_path, tiny_model):
-    image = replay("runtime", tmp_path / "image", log=lambda line: None)
+@pytest.mark.docker
+def test_runtime_image_classifies_a_plate_and_has_no_torch(tmp_path, image_root, tiny_model):
+    image = replay("runtime", image_root, log=lambda line: None)
     assert image.entrypoint == ["mcnn-appliance"]
     assert image.user and image.user.split(":")[0] not in ("root", "0")
     assert image.volumes == ["/plates", "/models", "/results"]
@@ -81,8 +90,9 @@ def test_runtime_image_classifies_a_plate_and_has_no_torch(tmp_path, tiny_model)
     assert needs_torch.returncode == 2 and "needs torch" in needs_torch.stderr
 
 
-def test_trainer_image_trains_and_exports(tmp_path):
-    image = replay("trainer", tmp_path / "image", log=lambda line: None)
+@pytest.mark.docker
+def test_trainer_image_trains_and_exports(tmp_path, image_root):
+    image = replay("trainer", image_root, log=lambda line: None)
     assert image.entrypoint == ["mcnn-appliance"] and image.volumes == ["/data", "/runs"]
     assert image.user and image.user.split(":")[0] not in ("root", "0")
     torch = python(image, "import torch; print(torch.__version__)", cwd=tmp_path)
