@@ -127,6 +127,7 @@ class Watcher:
         self.seen: dict[str, Sighting] = {}
         self.retry_at: dict[str, float] = {}
         self.given_up: set[str] = set()
+        self.changed_after: set[str] = set()
 
     def close(self) -> None:
         self._lock.close()  # releases the lock
@@ -153,6 +154,7 @@ class Watcher:
         """A plate done, given up on, or failed too recently is not looked at."""
         entry = self.ledger.get(plate)
         if entry["status"] == DONE:
+            self.check_unchanged(plate, entry)
             return True
         if entry["status"] == FAILED and entry["attempts"] >= self.options.attempts:
             if plate not in self.given_up:
@@ -161,6 +163,17 @@ class Watcher:
                          f"(last error: {entry.get('error')}); remove it from {self.ledger.path} to retry")
             return True
         return now < self.retry_at.get(plate, 0.0)
+
+    def check_unchanged(self, plate: str, entry: dict) -> None:
+        """Say so (once) when files arrive in a plate already classified: it is not classified again."""
+        try:
+            mtime = (self.inbox / plate).stat().st_mtime_ns  # one stat: a file added, removed or renamed
+        except OSError:
+            return
+        if entry.get("folder_mtime_ns") not in (None, mtime) and plate not in self.changed_after:
+            self.changed_after.add(plate)
+            self.log(f"{plate}: files changed after the plate was classified; it is not classified again "
+                     f"(a longer --quiet, or a marker, avoids this; remove it from {self.ledger.path} to redo it)")
 
     def poll(self, now: float) -> list[str]:
         """Look at every plate once and classify those that are complete; returns their names."""
@@ -189,6 +202,7 @@ class Watcher:
     def classify_one(self, plate_dir: Path, reason: str, now: float) -> bool:
         plate, attempt = plate_dir.name, self.ledger.get(plate_dir.name)["attempts"] + 1
         out_dir = self.out / plate
+        folder_mtime = plate_dir.stat().st_mtime_ns
         self.ledger.record(plate, status=RUNNING, attempts=attempt, started=now_utc())
         self.log(f"{plate}: complete ({reason}); classifying (attempt {attempt} of {self.options.attempts})")
         try:
@@ -207,7 +221,7 @@ class Watcher:
             return False
         counts = summary.get("counts", summary)  # the summary keeps its counts flat or under "counts"
         self.ledger.record(plate, status=DONE, out=str(out_dir), classified=counts["classified"],
-                           failed_fields=counts["failed"], error=None)
+                           failed_fields=counts["failed"], error=None, folder_mtime_ns=folder_mtime)
         note = f", {counts['failed']} field(s) failed (see failures.csv)" if counts["failed"] else ""
         self.log(f"{plate}: {counts['classified']} fields classified{note} -> {out_dir}")
         return True

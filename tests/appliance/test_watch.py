@@ -149,6 +149,19 @@ def test_a_restarted_watcher_never_classifies_a_plate_again(tmp_path, classifier
         "P1": ("done", 1), "P2": ("done", 1)}
 
 
+def test_files_arriving_after_a_plate_was_classified_are_reported_once(tmp_path, classifier, calls):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_plate(inbox / "P1", wells=("B02",), sites=(1,))
+    seen, counting = calls
+    lines = []
+    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), log=lines.append, classify=counting) as watcher:
+        assert watcher.poll(0) == [] and watcher.poll(2) == ["P1"]
+        write_plate(inbox / "P1", wells=("B03",), sites=(1,), seed=1)  # the imager was not finished after all
+        assert watcher.poll(3) == [] and watcher.poll(10) == []
+    assert [name for name, _, _ in seen] == ["P1"]
+    assert sum("files changed after the plate was classified" in line for line in lines) == 1
+
+
 def test_a_watcher_killed_inside_a_plate_counts_a_failed_try_and_retries(tmp_path, classifier, calls):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     write_plate(inbox / "P1", wells=("B02",), sites=(1,))

@@ -72,6 +72,7 @@ def test_runtime_image_classifies_a_plate_and_has_no_torch(tmp_path, image_root,
     assert image.entrypoint == ["mcnn-appliance"]
     assert image.user and image.user.split(":")[0] not in ("root", "0")
     assert image.volumes == ["/plates", "/models", "/results"]
+    assert (image.env["OMP_NUM_THREADS"], image.env["MCNN_THREADS"]) == ("1", "0")  # the image's thread defaults
     no_torch = python(image, "import torch", cwd=tmp_path)
     assert no_torch.returncode == 1 and "No module named 'torch'" in no_torch.stderr
     installed = python(image, "import appliance; print(appliance.__file__)", cwd=tmp_path).stdout
