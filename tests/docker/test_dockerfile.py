@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_plate
-from tests.docker.replay_dockerfile import REPO, ReplayError, parse, replay, stage_chain
+from tests.docker.replay_dockerfile import REPO, DockerIgnore, ReplayError, parse, replay, stage_chain
 
 
 def hadolint() -> Path:
@@ -56,6 +56,16 @@ def image_root(tmp_path):
     shutil.rmtree(tmp_path / "image", ignore_errors=True)
 
 
+def test_the_build_context_is_the_packages_and_the_pins():
+    ignore = DockerIgnore(REPO / ".dockerignore")
+    for kept in ("pyproject.toml", "README.md", "docker/requirements-trainer.txt", "appliance/watch.py",
+                 "training/model.py", "export/exporter.py", "appliance/data"):
+        assert not ignore.ignored(kept), kept
+    for left_out in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "appliance/__pycache__/cli.cpython-311.pyc",
+                     "demo/run/weights.safetensors", "mcnn_appliance.egg-info/PKG-INFO"):
+        assert ignore.ignored(left_out), left_out
+
+
 def run(image, *args, cwd: Path) -> subprocess.CompletedProcess:
     """The image's entrypoint with these arguments, in the image's environment."""
     command = [str(image.bin / image.entrypoint[0]), *image.entrypoint[1:], *map(str, args)]
@@ -77,6 +87,8 @@ def test_runtime_image_classifies_a_plate_and_has_no_torch(tmp_path, image_root,
     assert no_torch.returncode == 1 and "No module named 'torch'" in no_torch.stderr
     installed = python(image, "import appliance; print(appliance.__file__)", cwd=tmp_path).stdout
     assert installed.startswith(str(image.root))  # the image's copy, not this checkout
+    copied = image.root / "opt" / "mcnn-appliance"
+    assert (copied / "appliance" / "watch.py").is_file() and not (copied / "tests").exists()
 
     # The default command, with the volumes mounted where the test keeps its plate, model and results.
     plate, results = tmp_path / "plates" / "Week1_22123", tmp_path / "results"
