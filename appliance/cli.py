@@ -247,7 +247,6 @@ def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder hold
         as_json.write_text(json.dumps(rows, indent=2))
 
 
-
 @app.command()
 def watch(inbox: Annotated[Path, typer.Argument(help="Folder the imager writes plate folders into.")],
           model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
@@ -284,6 +283,7 @@ def watch(inbox: Annotated[Path, typer.Argument(help="Folder the imager writes p
         except WatchError as exc:
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(EXIT_NOTHING_RAN) from None
+
 
 def run_with_progress(function, *args, **kwargs):
     """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""

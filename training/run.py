@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from appliance.model_card import ModelCard
-from appliance.threads import compute_threads
 from appliance.normalization import Normalization
+from appliance.threads import compute_threads
 from training.model import MCNN, MCNNConfig
 
 WEIGHTS = "weights.safetensors"
