@@ -122,7 +122,11 @@ class Watcher:
         except BlockingIOError:
             self._lock.close()
             raise WatchError(f"{self.out}: another watcher is writing to this results folder") from None
-        self.ledger = Ledger(self.out / LEDGER)
+        try:
+            self.ledger = Ledger(self.out / LEDGER)
+        except WatchError:
+            self._lock.close()
+            raise
         self.classifier, self.stop, self.log, self.classify = classifier, stop or threading.Event(), log, classify
         self.seen: dict[str, Sighting] = {}
         self.retry_at: dict[str, float] = {}

@@ -267,3 +267,14 @@ def test_watch_cli_refuses_what_it_cannot_watch(tmp_path, tiny_model):
     result = runner.invoke(app, ["watch", str(tmp_path / "inbox"), "--model", str(tmp_path),
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "model.xml" in result.output
+
+
+def test_a_damaged_ledger_stops_the_watcher_with_a_clear_error(tmp_path, classifier):
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / LEDGER).write_text('{"plates": {"P1": ')  # cut short by hand
+    with pytest.raises(WatchError, match="not a watch ledger"):
+        Watcher(tmp_path / "inbox", tmp_path / "out", classifier)
+    (tmp_path / "out" / LEDGER).unlink()
+    with Watcher(tmp_path / "inbox", tmp_path / "out", classifier) as watcher:  # the lock was released
+        assert watcher.poll(0) == []
