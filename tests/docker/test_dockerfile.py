@@ -9,11 +9,16 @@ repeats quicker): about 1 minute for the runtime and 3-4 for the trainer; `-m 'n
 
 import csv
 import importlib.metadata
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import typer
+import yaml
+
+from appliance.cli import app
 
 from tests.conftest import write_plate
 from tests.docker.replay_dockerfile import REPO, DockerIgnore, ReplayError, parse, replay, stage_chain
@@ -47,6 +52,22 @@ def test_the_parser_joins_continuations_expands_args_and_follows_stages():
     assert [s.name for s in stage_chain(stages, "one")] == ["base", "one"]
     with pytest.raises(ReplayError, match="no stage named 'three'"):
         stage_chain(stages, "three")
+
+
+def test_compose_services_give_commands_the_cli_accepts_and_mount_inputs_read_only():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    commands = typer.main.get_command(app).commands
+    defaults = {}  # ${VAR:-default} as compose fills it in when VAR is unset
+    for name, service in compose["services"].items():
+        assert service["build"]["target"] in ("runtime", "trainer"), name
+        command = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", word) for word in service.get("command", [])]
+        if command:  # click parses the arguments as the container's entrypoint would; a bad option raises
+            commands[command[0]].make_context(command[0], command[1:])
+            defaults[name] = command
+        for volume in service["volumes"]:
+            container_path = volume.split(":")[-2] if volume.endswith(":ro") else volume.split(":")[-1]
+            assert volume.endswith(":ro") == (container_path not in ("/results", "/runs")), (name, volume)
+    assert defaults["watch"][:2] == ["watch", "/inbox"] and defaults["classify"][:2] == ["classify", "/plates/"]
 
 
 @pytest.fixture
