@@ -415,6 +415,44 @@ def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder hold
         as_json.write_text(json.dumps(rows, indent=2))
 
 
+@app.command()
+def watch(inbox: Annotated[Path, typer.Argument(help="Folder the imager writes plate folders into.")],
+          model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
+          out: Annotated[Path, typer.Option(help="Results folder: one sub-folder per plate and watch-ledger.json.")],
+          marker: Annotated[str, typer.Option(help="A file of this name in a plate folder marks it complete.")]
+          = "COMPLETE",
+          quiet: Annotated[float, typer.Option(help="Seconds without any file changing that also mark a plate "
+                                                    "complete; 0: only the marker does.")] = 300.0,
+          poll: Annotated[float, typer.Option(help="Seconds between looks at the inbox.")] = 5.0,
+          attempts: Annotated[int, typer.Option(help="Tries of a failing plate before it is given up.")] = 3,
+          retry_delay: Annotated[float, typer.Option(help="Seconds between tries of a failed plate.")] = 60.0,
+          precision: Annotated[str, typer.Option(
+              help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32"):
+    """Classify each plate in INBOX once the imager has finished writing it; SIGTERM stops after the current field."""
+    from datetime import datetime
+
+    from appliance.inference import Classifier
+    from appliance.model_card import ModelCardError
+    from appliance.watch import WatchError, WatchOptions, stop_on_signals
+    from appliance.watch import watch as watch_inbox
+
+    def log(line: str):
+        console.print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {escape(line)}", soft_wrap=True)
+
+    try:
+        classifier = Classifier(model, precision=precision)
+    except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(EXIT_NOTHING_RAN) from None
+    options = WatchOptions(marker=marker, quiet=quiet, poll=poll, attempts=attempts, retry_delay=retry_delay)
+    with stop_on_signals(log=log) as stop:
+        try:
+            watch_inbox(inbox, out, classifier, options, stop=stop, log=log)
+        except WatchError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(EXIT_NOTHING_RAN) from None
+
+
 def run_with_progress(function, *args, **kwargs):
     """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)

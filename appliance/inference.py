@@ -7,7 +7,6 @@ Precision is chosen at run time: f32 or bf16 run model.xml, int8 runs model-int8
 
 from __future__ import annotations
 
-import os
 import queue
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 
 from appliance.model_card import KEYS, ModelCard, ModelCardError
+from appliance.threads import compute_threads
 
 MODEL_XML, MODEL_INT8_XML = "model.xml", "model-int8.xml"
 PROBABILITIES, EMBEDDING = "probabilities", "embedding"
@@ -92,8 +92,8 @@ class Classifier:
         self.card = read_card(network, str(self.xml))
         check_card(network, self.card, str(self.xml))
         check_precision(self.card, precision, str(self.xml))
-        # Threads this process may use (cgroup/affinity), not the host's core count.
-        self.threads = threads or len(os.sched_getaffinity(0))
+        # Threads this process may use (affinity, cgroup quota, MCNN_THREADS), not the host's core count.
+        self.threads = threads or compute_threads()
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).
         self._compiled = compile_model(network, precision, self.threads, "THROUGHPUT")
         self._int8 = precision == "int8"

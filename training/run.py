@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from appliance.model_card import ModelCard
 from appliance.normalization import Normalization
+from appliance.threads import compute_threads
 from training.model import MCNN, MCNNConfig
 
 WEIGHTS = "weights.safetensors"
@@ -97,7 +98,7 @@ def rank_cores(cores: list[int], local_rank: int, local_ranks: int) -> list[int]
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Use the cores this process may run on (cgroup/affinity), not the host's count."""
-    threads = threads or len(os.sched_getaffinity(0))
+    """Use the cores this process may run on (affinity, cgroup quota, MCNN_THREADS), not the host's count."""
+    threads = threads or compute_threads()
     torch.set_num_threads(threads)
     return threads

@@ -1,0 +1,263 @@
+"""Watch an inbox folder and classify each plate once the imager has finished writing it.
+
+Every sub-folder of the inbox is a plate. A plate is complete when its marker file is there, or
+when none of its files has changed for the quiet period. Changes are what this watcher itself
+saw between polls (names, sizes, modification times), not the files' own times: a copy that
+keeps timestamps makes a half-copied plate look old. Either way the plate must also look the
+same on two polls in a row, so a file still being written is never read.
+
+OUT/watch-ledger.json records each plate's status and attempts. It is rewritten atomically
+after every change, so a restarted watcher never classifies a finished plate again, and a plate
+that keeps failing is tried a bounded number of times. A lock file keeps a second watcher off
+the same results folder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from appliance.classify import classify_plate
+
+LEDGER, LOCK = "watch-ledger.json", ".watch.lock"
+DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+
+Snapshot = dict[str, tuple[int, int]]  # path inside the plate -> (size, mtime_ns)
+
+
+class WatchError(ValueError):
+    """The watcher cannot start: the message names the folder and what is wrong."""
+
+
+@dataclass
+class WatchOptions:
+    marker: str = "COMPLETE"  # a file of this name in a plate folder says the plate is complete
+    quiet: float = 300.0  # seconds without a change that make a plate complete; 0: only the marker does
+    poll: float = 5.0  # seconds between looks at the inbox
+    attempts: int = 3  # tries of a plate that fails before the watcher gives up on it
+    retry_delay: float = 60.0  # seconds between two tries of a failed plate
+
+
+def snapshot(plate_dir: Path) -> Snapshot:
+    """Every file under the plate folder with its size and modification time."""
+    files = {}
+    for folder, _, names in os.walk(plate_dir):
+        for name in names:
+            path = Path(folder) / name
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # renamed or removed while we looked (a temporary file)
+                continue
+            files[path.relative_to(plate_dir).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+def inbox_plates(inbox: Path) -> list[Path]:
+    """The plate folders of the inbox; hidden folders (a copy tool's temporary ones) are not plates."""
+    return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Ledger:
+    """What happened to each plate, kept in one JSON file that is replaced whole on every change."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.plates: dict[str, dict] = json.loads(self.path.read_text())["plates"] if self.path.exists() else {}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WatchError(f"{self.path}: not a watch ledger ({exc}); move it away to start afresh") from None
+        for name, entry in self.plates.items():
+            if entry["status"] == RUNNING:  # a watcher died inside this plate: that counts as a failed try
+                self.record(name, status=FAILED, error="the watcher stopped during classification (killed?)")
+
+    def get(self, plate: str) -> dict:
+        return self.plates.get(plate, {"status": None, "attempts": 0})
+
+    def record(self, plate: str, **entry) -> None:
+        self.plates[plate] = {**self.get(plate), **entry, "updated": now_utc()}
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"plates": self.plates}, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class Sighting:
+    files: Snapshot
+    changed_at: float  # monotonic time at which the watcher last saw the files differ
+
+
+class Watcher:
+    """One poll at a time (poll(now)), so tests drive it with their own clock."""
+
+    def __init__(self, inbox: Path, out: Path, classifier, options: WatchOptions | None = None,
+                 stop: threading.Event | None = None, log=print, classify=classify_plate):
+        self.inbox, self.out = Path(inbox).resolve(), Path(out).resolve()
+        self.options = options or WatchOptions()
+        if not self.inbox.is_dir():
+            raise WatchError(f"{self.inbox}: the inbox is not a folder")
+        if self.out == self.inbox or self.inbox in self.out.parents:
+            raise WatchError(f"{self.out}: the results folder must not be inside the inbox {self.inbox} "
+                             "(its folders would be taken for plates)")
+        if self.options.attempts < 1 or self.options.quiet < 0 or self.options.poll <= 0:
+            raise WatchError("attempts must be at least 1, quiet at least 0 and poll above 0 seconds")
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.out / LOCK, "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise WatchError(f"{self.out}: another watcher is writing to this results folder") from None
+        try:
+            self.ledger = Ledger(self.out / LEDGER)
+        except WatchError:
+            self._lock.close()
+            raise
+        self.classifier, self.stop, self.log, self.classify = classifier, stop or threading.Event(), log, classify
+        self.seen: dict[str, Sighting] = {}
+        self.retry_at: dict[str, float] = {}
+        self.given_up: set[str] = set()
+        self.changed_after: set[str] = set()
+
+    def close(self) -> None:
+        self._lock.close()  # releases the lock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def completion(self, plate: str, files: Snapshot, now: float) -> str | None:
+        """Why the plate counts as complete now, or None while it is (or may still be) being written."""
+        previous = self.seen.get(plate)
+        if previous is None or previous.files != files:
+            self.seen[plate] = Sighting(files, now)
+            return None
+        if self.options.marker in files:
+            return f"marker {self.options.marker}"
+        if files and self.options.quiet and now - previous.changed_at >= self.options.quiet:
+            return f"no change for {self.options.quiet:g} s"
+        return None
+
+    def waiting(self, plate: str, now: float) -> bool:
+        """A plate done, given up on, or failed too recently is not looked at."""
+        entry = self.ledger.get(plate)
+        if entry["status"] == DONE:
+            self.check_unchanged(plate, entry)
+            return True
+        if entry["status"] == FAILED and entry["attempts"] >= self.options.attempts:
+            if plate not in self.given_up:
+                self.given_up.add(plate)
+                self.log(f"{plate}: failed {entry['attempts']} times, not tried again "
+                         f"(last error: {entry.get('error')}); remove it from {self.ledger.path} to retry")
+            return True
+        return now < self.retry_at.get(plate, 0.0)
+
+    def check_unchanged(self, plate: str, entry: dict) -> None:
+        """Say so (once) when files arrive in a plate already classified: it is not classified again."""
+        try:
+            mtime = (self.inbox / plate).stat().st_mtime_ns  # one stat: a file added, removed or renamed
+        except OSError:
+            return
+        if entry.get("folder_mtime_ns") not in (None, mtime) and plate not in self.changed_after:
+            self.changed_after.add(plate)
+            self.log(f"{plate}: files changed after the plate was classified; it is not classified again "
+                     f"(a longer --quiet, or a marker, avoids this; remove it from {self.ledger.path} to redo it)")
+
+    def poll(self, now: float) -> list[str]:
+        """Look at every plate once and classify those that are complete; returns their names."""
+        classified = []
+        try:
+            plates = inbox_plates(self.inbox)
+        except OSError as exc:  # a network share that went away for a while: look again next poll
+            self.log(f"cannot read the inbox: {exc}")
+            return classified
+        for plate_dir in plates:
+            if self.stop.is_set():
+                break
+            plate = plate_dir.name
+            if self.waiting(plate, now):
+                continue
+            try:
+                files = snapshot(plate_dir)
+            except OSError as exc:
+                self.log(f"{plate}: cannot list the plate folder: {exc}")
+                continue
+            reason = self.completion(plate, files, now)
+            if reason and self.classify_one(plate_dir, reason, now):
+                classified.append(plate)
+        return classified
+
+    def classify_one(self, plate_dir: Path, reason: str, now: float) -> bool:
+        plate, attempt = plate_dir.name, self.ledger.get(plate_dir.name)["attempts"] + 1
+        out_dir = self.out / plate
+        folder_mtime = plate_dir.stat().st_mtime_ns
+        self.ledger.record(plate, status=RUNNING, attempts=attempt, started=now_utc())
+        self.log(f"{plate}: complete ({reason}); classifying (attempt {attempt} of {self.options.attempts})")
+        try:
+            summary = self.classify(plate_dir, self.classifier, out_dir, stop=self.stop)
+        except Exception as exc:  # one bad plate must not stop the watcher: recorded, reported, retried
+            error = f"{type(exc).__name__}: {exc}"
+            self.ledger.record(plate, status=FAILED, error=error)
+            self.retry_at[plate] = now + self.options.retry_delay
+            more = (f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts
+                    else "giving up")
+            self.log(f"{plate}: failed (attempt {attempt} of {self.options.attempts}): {error}; {more}")
+            return False
+        if summary.get("interrupted"):  # stopped on request: not the plate's fault, so not a try
+            self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1)
+            self.log(f"{plate}: interrupted; it is classified again when the watcher restarts")
+            return False
+        counts = summary["counts"]
+        self.ledger.record(plate, status=DONE, out=str(out_dir), classified=counts["classified"],
+                           failed_fields=counts["failed"], error=None, folder_mtime_ns=folder_mtime)
+        note = f", {counts['failed']} field(s) failed (see failures.csv)" if counts["failed"] else ""
+        self.log(f"{plate}: {counts['classified']} fields classified{note} -> {out_dir}")
+        return True
+
+
+def watch(inbox: Path, out: Path, classifier, options: WatchOptions | None = None,
+          stop: threading.Event | None = None, log=print, classify=classify_plate) -> None:
+    """Poll the inbox until stop is set."""
+    stop = stop or threading.Event()
+    with Watcher(inbox, out, classifier, options, stop=stop, log=log, classify=classify) as watcher:
+        done = sum(entry["status"] == DONE for entry in watcher.ledger.plates.values())
+        opts = watcher.options
+        log(f"watching {watcher.inbox} (marker {opts.marker}, quiet {opts.quiet:g} s, poll {opts.poll:g} s); "
+            f"{done} plate(s) already done according to {watcher.ledger.path}")
+        while not stop.is_set():
+            watcher.poll(time.monotonic())
+            stop.wait(opts.poll)
+    log("stopped")
+
+
+@contextmanager
+def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT), log=print):
+    """An Event that SIGTERM/SIGINT set instead of killing the process, so the current field finishes."""
+    stop = threading.Event()
+
+    def handler(signum, frame):
+        log(f"{signal.Signals(signum).name}: stopping after the current field")
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield stop
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
