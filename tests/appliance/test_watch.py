@@ -235,7 +235,8 @@ SLOW_MODEL_WATCH = textwrap.dedent("""
 
 def test_sigterm_finishes_the_current_field_and_exits_cleanly(tmp_path, tiny_model):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
-    write_plate(inbox / "P1")  # 6 fields
+    # 24 fields at 0.5 s each: SIGTERM lands while more fields wait than can be in flight.
+    write_plate(inbox / "P1", wells=("B02", "B03", "C02", "C03", "D02", "D03"), sites=(1, 2, 3, 4))
     command = [sys.executable, "-c", SLOW_MODEL_WATCH, "watch", str(inbox), "--model", str(tiny_model),
                "--out", str(out), "--quiet", "0.5", "--poll", "0.1"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
@@ -254,7 +255,7 @@ def test_sigterm_finishes_the_current_field_and_exits_cleanly(tmp_path, tiny_mod
     assert process.returncode == 0, stderr
     assert "SIGTERM: stopping after the current field" in stderr and "stopped" in stderr
     assert (ledger(out)["P1"]["status"], ledger(out)["P1"]["attempts"]) == ("interrupted", 0)
-    assert len(rows(out / "P1" / "fields.csv")) < 6
+    assert len(rows(out / "P1" / "fields.csv")) < 24
 
 
 def test_watch_cli_refuses_what_it_cannot_watch(tmp_path, tiny_model):
