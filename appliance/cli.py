@@ -91,11 +91,10 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                          "batch size x accumulation x ranks.")] = 1,
           size: SizeOption = "1024x1280",
           seed: int = 0,
-          recipe: Annotated[Optional[str], typer.Option(help="Optimizer and schedule (default: training.train's "
-                                                             "DEFAULT_RECIPE): adamw (AdamW 3e-4, tuned for the demo) "
-                                                             "or paper (Nesterov SGD, 0.01 per 256 fields scaled "
-                                                             "linearly, 2 warmup epochs). The options below override "
-                                                             "it.")] = None,
+          recipe: Annotated[Optional[str], typer.Option(help="Optimizer and schedule: adamw (the default; AdamW "
+                                                             "3e-4, tuned for the demo) or paper (Nesterov SGD, 0.01 "
+                                                             "per 256 fields scaled linearly, 2 warmup epochs). The "
+                                                             "options below override it.")] = None,
           optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd (Nesterov).")] = None,
           lr: Annotated[Optional[float], typer.Option(help="Peak learning rate at --lr-reference-batch.")] = None,
           lr_scaling: Annotated[Optional[str], typer.Option(help="none, or linear: peak rate = lr x global batch / "

@@ -10,7 +10,8 @@ run.json the epoch and wall time at which validation first reaches `--target-acc
 curves.png each epoch; this script watches run.json and stops training at the target or when
 the wall-clock budget is spent, whichever comes first, then prints the time to accuracy and
 the curve (epoch, wall time, validation accuracy). Exit code 0: target reached; 1: not.
-The data is written once and reused by later runs with the same --workdir.
+The data is written once and reused by later runs with the same --workdir; the run folder is
+replaced each time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +70,8 @@ def main() -> None:
         summary = write_dataset(data, plates=args.plates, fields_per_class=args.fields_per_class, size=size,
                                 workers=args.workers)
         print(f"wrote {summary['fields']} fields in {summary['seconds']:.0f} s to {data}", flush=True)
-    (run / "run.json").unlink(missing_ok=True)  # a previous run's target must not count
+    if run.exists():  # a previous run's target and curve must not count
+        shutil.rmtree(run)
 
     command = [str(Path(sys.executable).parent / "mcnn-appliance"), "train", str(data), "--out", str(run),
                "--epochs", str(args.epochs), "--size", args.size, "--batch-size", str(args.batch_size),
@@ -102,10 +105,14 @@ def main() -> None:
             curve = [{"epoch": int(r["epoch"]), "wall_s": float(r["wall_s"]), "val_acc": float(r["val_acc"]),
                       "train_loss": float(r["train_loss"]), "images_per_s": float(r["images_per_s"])}
                      for r in csv.DictReader(f)]
-    recipe = info.get("train_config", {})
-    print(f"\n{size[0]}x{size[1]}, {info.get('fields', {})} fields, recipe {recipe.get('recipe')} "
-          f"({recipe.get('optimizer')}, peak lr {info.get('peak_lr')}), global batch {info.get('global_batch')}; "
-          f"stopped: {reason} after {wall / 60:.1f} min")
+    print(f"\nstopped: {reason} after {wall / 60:.1f} min")
+    if info:
+        recipe = info["train_config"]
+        print(f"{size[0]}x{size[1]}, {info['fields']['train']} training / {info['fields']['val']} validation fields, "
+              f"recipe {recipe['recipe']} ({recipe['optimizer']}, peak lr {info['peak_lr']:g}), "
+              f"global batch {info['global_batch']}")
+    else:
+        print("no epoch finished")
     print(f"{'epoch':>5} {'wall min':>8} {'val acc':>7} {'train loss':>10} {'img/s':>6}")
     for r in curve:
         print(f"{r['epoch']:>5} {r['wall_s'] / 60:>8.1f} {r['val_acc']:>7.3f} {r['train_loss']:>10.3f} "
