@@ -134,7 +134,8 @@ def main() -> None:
         rows.append({"layout": f"{first['ranks']} x {first['threads_per_rank']}", "ranks": first["ranks"],
                      "threads_per_rank": first["threads_per_rank"], "micro_batch": first["micro_batch"],
                      "precision": first["precision"],
-                     "images_per_s": round(statistics.median(r["images_per_s"] for r in results), 4)})
+                     "images_per_s": round(statistics.median(r["images_per_s"] for r in results), 4),
+                     "images_per_s_each_round": [round(r["images_per_s"], 4) for r in results]})
     single, distributed = rows
     efficiency = distributed["images_per_s"] / single["images_per_s"]
     result = {"size": list(size), "global_batch": args.global_batch, "warmup": args.warmup, "steps": args.steps,

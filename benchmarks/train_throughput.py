@@ -110,6 +110,7 @@ def main() -> None:
         rows.append({"variant": variant, "precision": first["precision"], "channels_last": first["channels_last"],
                      "threads": first["threads"],
                      "s_per_image": round(statistics.median(r["s_per_image"] for r in runs[variant]), 4),
+                     "s_per_image_each_round": [round(r["s_per_image"], 4) for r in runs[variant]],
                      "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs[variant]), 3)})
     naive, tuned = rows
     speedup = naive["s_per_image"] / tuned["s_per_image"]

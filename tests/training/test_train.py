@@ -222,3 +222,11 @@ def test_the_train_command_takes_a_recipe_and_records_it(tiny_data, tmp_path):
                                    "--recipe", "lamb"])
     assert bad.exit_code == 2 and "recipe must be one of adamw, paper" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_demo_pins_the_adamw_recipe_whatever_the_default():
+    from appliance.demo import DemoPlan
+
+    plan = DemoPlan()
+    demo = resolve_recipe(TrainConfig(data="d", out="o", recipe=plan.recipe, optimizer=plan.optimizer, lr=plan.lr))
+    assert (demo.optimizer, demo.lr, demo.lr_scaling, demo.weight_decay) == ("adamw", 3e-4, "none", 0.05)
