@@ -94,10 +94,20 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                          "batch size x accumulation x ranks.")] = 1,
           size: SizeOption = "1024x1280",
           seed: int = 0,
-          lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-          lr_scaling: Annotated[str, typer.Option(help="none, or linear: peak rate = lr x global batch / 2 "
-                                                       "(the batch the default lr was tuned at).")] = "none",
-          optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov).")] = "adamw",
+          recipe: Annotated[Optional[str], typer.Option(help="Optimizer and schedule: adamw (the default; AdamW "
+                                                             "3e-4, tuned for the demo) or paper (Nesterov SGD, 0.01 "
+                                                             "per 256 fields scaled linearly, 2 warmup epochs). The "
+                                                             "options below override it.")] = None,
+          optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd (Nesterov).")] = None,
+          lr: Annotated[Optional[float], typer.Option(help="Peak learning rate at --lr-reference-batch.")] = None,
+          lr_scaling: Annotated[Optional[str], typer.Option(help="none, or linear: peak rate = lr x global batch / "
+                                                                 "--lr-reference-batch.")] = None,
+          lr_reference_batch: Annotated[Optional[int], typer.Option(help="The global batch --lr is given for.")]
+          = None,
+          weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (weights, not biases).")] = None,
+          warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warmup (epochs, fractions allowed), "
+                                                                      "then cosine decay.")] = None,
+          clip_grad: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 = off.")] = 0.0,
           precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
           workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
           target_acc: Annotated[float, typer.Option(help="Validation accuracy whose first epoch and wall time "
@@ -161,11 +171,17 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                              if held_out.excluded_weeks else ""))
         cfg = train_module.TrainConfig(data=str(data.resolve()), out=str(run_out), epochs=epochs,
                                        batch_size=the_plan.micro_batch, accumulation=the_plan.accumulation,
-                                       size=field_size, seed=seed, optimizer=optimizer, lr_scaling=lr_scaling,
-                                       precision=precision, workers=workers, gain_jitter=gain_jitter,
-                                       target_acc=target_acc, split=split, fold=fold_index)
-        if lr is not None:
-            cfg.lr = lr
+                                       size=field_size, seed=seed, recipe=recipe or train_module.DEFAULT_RECIPE,
+                                       optimizer=optimizer, lr=lr, lr_scaling=lr_scaling,
+                                       lr_reference_batch=lr_reference_batch, weight_decay=weight_decay,
+                                       warmup_epochs=warmup_epochs, clip_grad=clip_grad, precision=precision,
+                                       workers=workers, gain_jitter=gain_jitter, target_acc=target_acc,
+                                       split=split, fold=fold_index)
+        try:
+            cfg = train_module.resolve_recipe(cfg)  # a bad recipe name stops here, before torchrun starts ranks
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(EXIT_NOTHING_RAN) from None
         if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
             if len(runs) == 1:
                 train_module.train(cfg, console=console, plan=the_plan.to_dict())

@@ -28,7 +28,8 @@ class DemoPlan:
     heldout_fields_per_class: int = 2
     epochs: int = 5
     batch_size: int = 2  # 260 steps: this network needs steps more than it needs large batches
-    optimizer: str = "adamw"  # the recipe is pinned here, so changes to train's defaults cannot break the demo
+    recipe: str = "adamw"  # the recipe is pinned here, so changes to train's defaults cannot break the demo
+    optimizer: str = "adamw"
     lr: float = 3e-4
     gain_jitter: float = 0.0  # measured: in 260 steps the jitter costs more held-out accuracy than it buys
     size: tuple[int, int] = (1024, 1280)
@@ -73,7 +74,8 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     run = workdir / "run"
     train_module.train(train_module.TrainConfig(
         data=str(data), out=str(run), epochs=plan.epochs, batch_size=plan.batch_size, size=plan.size,
-        optimizer=plan.optimizer, lr=plan.lr, gain_jitter=plan.gain_jitter, seed=plan.seed, val_fraction=0.0), console=console)
+        recipe=plan.recipe, optimizer=plan.optimizer, lr=plan.lr, gain_jitter=plan.gain_jitter, seed=plan.seed,
+        val_fraction=0.0), console=console)
     stage("train")
 
     console.rule("3/4 export (ONNX, OpenVINO IR)")

@@ -16,7 +16,8 @@ from appliance.normalization import Normalization
 from appliance.synth import write_dataset
 from training.data import FieldDataset, stratified_split
 from training.run import load_run
-from training.train import TrainConfig, evaluate, get_lr, lr_scale, peak_lr, torchrun_command, train
+from training.train import (DEFAULT_RECIPE, RECIPES, TrainConfig, evaluate, get_lr, lr_scale, make_optimizer, peak_lr,
+                            resolve_recipe, torchrun_command, train, warmup_steps)
 from training.model import MCNN, MCNNConfig
 
 SMALL = (128, 256)
@@ -176,3 +177,56 @@ def test_linear_lr_scaling_is_relative_to_the_reference_batch():
     assert peak_lr(scaled, global_batch=16) == pytest.approx(2.4e-3)
     with pytest.raises(ValueError, match="none or linear"):
         peak_lr(TrainConfig(data="d", out="o", lr_scaling="sqrt"), global_batch=16)
+
+
+def test_a_recipe_sets_the_optimizer_and_schedule_and_set_options_override_it():
+    paper = resolve_recipe(TrainConfig(data="d", out="o", recipe="paper"))
+    assert (paper.optimizer, paper.lr, paper.lr_scaling, paper.lr_reference_batch, paper.weight_decay,
+            paper.warmup_epochs) == ("sgd", 0.01, "linear", 256, 5e-5, 2.0)
+    assert peak_lr(paper, global_batch=512) == pytest.approx(0.02)  # 0.01 per 256 fields
+    tuned = resolve_recipe(TrainConfig(data="d", out="o", recipe="paper", lr=0.1, warmup_epochs=0.5))
+    assert (tuned.optimizer, tuned.lr, tuned.warmup_epochs, tuned.weight_decay) == ("sgd", 0.1, 0.5, 5e-5)
+    assert resolve_recipe(TrainConfig(data="d", out="o")).recipe == DEFAULT_RECIPE
+    with pytest.raises(ValueError, match="recipe must be one of adamw, paper"):
+        resolve_recipe(TrainConfig(data="d", out="o", recipe="lamb"))
+
+
+def test_the_paper_recipe_builds_nesterov_sgd_with_its_weight_decay_on_weights_only():
+    model = MCNN(MCNNConfig(height=TINY[0], width=TINY[1]))
+    optimizer = make_optimizer(model, TrainConfig(data="d", out="o", recipe="paper"))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(g["nesterov"] and g["momentum"] == 0.9 for g in optimizer.param_groups)
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {5e-5, 0.0}
+    assert all(g["weight_decay"] == 0.0 for g in optimizer.param_groups if g["params"][0].ndim == 1)  # biases
+
+
+def test_warmup_is_given_in_epochs_and_the_demo_keeps_its_four_steps():
+    assert warmup_steps(2.0, steps_per_epoch=41) == 82
+    assert warmup_steps(0.001, steps_per_epoch=10) == 1 and warmup_steps(0.0, steps_per_epoch=10) == 0
+    adamw = RECIPES["adamw"]  # the demo: 104 fields, batch 2 = 52 steps per epoch, tuned with 4 warmup steps
+    assert warmup_steps(adamw.warmup_epochs, 52) == 4 and (adamw.lr, adamw.weight_decay) == (3e-4, 0.05)
+
+
+def test_the_train_command_takes_a_recipe_and_records_it(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(tiny_data), "--out", str(run), "--epochs", "1", "--batch-size", "4",
+                                      "--size", "128x128", "--workers", "0", "--recipe", "paper",
+                                      "--weight-decay", "1e-4", "--clip-grad", "1.0"])
+    assert result.exit_code == 0, result.output
+    info = json.loads((run / "run.json").read_text())
+    recorded = info["train_config"]
+    assert (recorded["recipe"], recorded["optimizer"], recorded["weight_decay"], recorded["clip_grad"]) == \
+        ("paper", "sgd", 1e-4, 1.0)
+    assert info["peak_lr"] == pytest.approx(0.01 * 4 / 256)
+    bad = CliRunner().invoke(app, ["train", str(tiny_data), "--out", str(tmp_path / "bad"), "--size", "128x128",
+                                   "--recipe", "lamb"])
+    assert bad.exit_code == 2 and "recipe must be one of adamw, paper" in bad.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_demo_pins_the_adamw_recipe_whatever_the_default():
+    from appliance.demo import DemoPlan
+
+    plan = DemoPlan()
+    demo = resolve_recipe(TrainConfig(data="d", out="o", recipe=plan.recipe, optimizer=plan.optimizer, lr=plan.lr))
+    assert (demo.optimizer, demo.lr, demo.lr_scaling, demo.weight_decay) == ("adamw", 3e-4, "none", 0.05)
