@@ -111,7 +111,15 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                                             "more than one launches torchrun.")] = 1,
           nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
           rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT every node can reach "
-                                                                    "(with --nnodes > 1).")] = None):
+                                                                    "(with --nnodes > 1).")] = None,
+          checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints in "
+                                                             "OUT/checkpoints (0: only at epoch ends).")] = 100,
+          keep_checkpoints: Annotated[int, typer.Option(help="Newest checkpoints kept.", min=1)] = 2,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest "
+                                                                "checkpoint (same options).")] = False,
+          max_restarts: Annotated[int, typer.Option(help="With torchrun: restart the ranks this many times after "
+                                                         "a failure; they resume from the last checkpoint.",
+                                                    min=0)] = 0):
     """Train the M-CNN on labelled fields; writes weights, config, metrics, split and plan to --out."""
     import os
     import subprocess
@@ -136,14 +144,25 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
     cfg = train_module.TrainConfig(data=str(data), out=str(out), epochs=epochs, batch_size=the_plan.micro_batch,
                                    accumulation=the_plan.accumulation, size=field_size, seed=seed,
                                    optimizer=optimizer, lr_scaling=lr_scaling, precision=precision, workers=workers,
-                                   gain_jitter=gain_jitter, target_acc=target_acc)
+                                   gain_jitter=gain_jitter, target_acc=target_acc, checkpoint_every=checkpoint_every,
+                                   keep_checkpoints=keep_checkpoints, resume=resume)
     if lr is not None:
         cfg.lr = lr
     if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
-        train_module.train(cfg, console=console, plan=the_plan.to_dict())
+        from training.checkpoint import ResumeError
+
+        try:
+            train_module.train(cfg, console=console, plan=the_plan.to_dict())
+        except ResumeError as exc:  # nothing trained
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_NOTHING_RAN) from None
+        except FloatingPointError as exc:  # a non-finite loss: the run stopped; its checkpoints stay
+            console.print(f"[red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(EXIT_SOME_FAILED) from None
         return
     try:
-        command = train_module.torchrun_command(cfg, ranks, nodes, rdzv_endpoint, plan=the_plan.to_dict())
+        command = train_module.torchrun_command(cfg, ranks, nodes, rdzv_endpoint, plan=the_plan.to_dict(),
+                                                max_restarts=max_restarts)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     # torchrun would set OMP_NUM_THREADS=1; each rank sets its threads from its own cores anyway.
