@@ -57,6 +57,8 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     document = {**state, "optimizer": optimizer_json, "rng": {"numpy": numpy_rng_state(), "python": python_rng_state()}}
     path = checkpoint_path(run_dir, state["step"])
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{PREFIX}*"):  # half-written by a process killed while saving
+        stale.unlink(missing_ok=True)
     write_atomically(path, lambda p: save_file(tensors, str(p), metadata={STATE_KEY: json.dumps(document)}))
     for old in list_checkpoints(run_dir)[:-max(1, keep)]:
         old.unlink(missing_ok=True)

@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
     # its own block of the node's cores (intra-op threads = its cores, one inter-op thread).
     ddp = int(os.environ.get("WORLD_SIZE", 1)) > 1
     if ddp:
-        dist.init_process_group("gloo")
+        join_ranks()
         rank, world = dist.get_rank(), dist.get_world_size()
         os.sched_setaffinity(0, rank_cores(os.sched_getaffinity(0), int(os.environ["LOCAL_RANK"]),
                                            int(os.environ["LOCAL_WORLD_SIZE"])))
@@ -220,6 +220,7 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
     sampler = EpochSampler(train_set, world, rank, seed=cfg.seed)
     per_rank = len(sampler)
     loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    # The generator only seeds the loader's workers, which draw nothing: a checkpoint need not hold it.
     train_loader = DataLoader(train_set, sampler=sampler, drop_last=per_rank > cfg.batch_size,
                               generator=torch.Generator().manual_seed(cfg.seed), **loader_args)
     val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world)), **loader_args) if val_fields else []
@@ -371,6 +372,21 @@ def train(cfg: TrainConfig, console: Console | None = None, plan: dict | None = 
         dist.destroy_process_group()
     return {"run": str(out), "run_id": info["run_id"], "history": history, "seconds": time.time() - start,
             "target_reached": info.get("target_reached"), "resumed_from": resumed["step"] if resumed else None}
+
+
+def join_ranks() -> None:
+    """init_process_group over gloo, in a store namespace of its own on each torchrun attempt.
+
+    torchrun's agent keeps one store across restarts (seen with torch 2.13), so the restarted ranks
+    could read the dead ones' addresses and fail ("Connection refused"; cf. pytorch/pytorch#167288).
+    """
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    if attempt == "0" or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group("gloo")
+        return
+    agent_store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False)
+    dist.init_process_group("gloo", store=dist.PrefixStore(f"mcnn-attempt-{attempt}", agent_store),
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
 
 
 def sum_over_ranks(values: list[float], ddp: bool) -> list[float]:
