@@ -113,7 +113,8 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
           rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT every node can reach "
                                                                     "(with --nnodes > 1).")] = None,
           checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints in "
-                                                             "OUT/checkpoints (0: only at epoch ends).")] = 100,
+                                                             "OUT/checkpoints (0: only at epoch ends).",
+                                                        min=0)] = 100,
           keep_checkpoints: Annotated[int, typer.Option(help="Newest checkpoints kept.", min=1)] = 2,
           resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest "
                                                                 "checkpoint (same options).")] = False,
@@ -148,6 +149,9 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                    keep_checkpoints=keep_checkpoints, resume=resume)
     if lr is not None:
         cfg.lr = lr
+    if max_restarts and (launched or ranks * nodes == 1):
+        raise typer.BadParameter("--max-restarts is torchrun's: it needs --nproc-per-node or --nnodes above 1 "
+                                 "(under a torchrun you launch, give torchrun --max-restarts)")
     if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
         from training.checkpoint import ResumeError
 

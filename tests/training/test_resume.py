@@ -36,8 +36,8 @@ def data(tmp_path_factory):
 
 def small_config(data: Path, out: Path, **options) -> TrainConfig:
     """2 epochs of 3 steps (13 fields, batches of 4), a checkpoint every 2 steps; fp32 for exact sums."""
-    return TrainConfig(data=str(data), out=str(out), epochs=2, batch_size=4, size=TINY, precision="fp32",
-                       workers=0, checkpoint_every=2, target_acc=0.0, **options)
+    return replace(TrainConfig(data=str(data), out=str(out), epochs=2, batch_size=4, size=TINY, precision="fp32",
+                               workers=0, checkpoint_every=2, target_acc=0.0), **options)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_checkpoints_are_kept_per_step_and_epoch_and_pruned(uninterrupted):
 def test_a_killed_run_resumes_exactly(data, uninterrupted, tmp_path, workers, killed_after):
     """SIGKILL after a step, --resume from the checkpoint before it: the same losses and the same weights
     as the run that was never stopped (the shuffle, the skipped batches, the optimizer, the schedule)."""
-    cfg = replace(small_config(data, tmp_path / "run"), workers=workers)
+    cfg = small_config(data, tmp_path / "run", workers=workers)
     killed = subprocess.run([sys.executable, "-m", "training.train", json.dumps({"config": asdict(cfg)})],
                             env={**os.environ, "MCNN_TEST_KILL_AT": f"0:{killed_after}"},
                             capture_output=True, text=True)
@@ -87,12 +87,12 @@ def test_a_killed_run_resumes_exactly(data, uninterrupted, tmp_path, workers, ki
     assert info["run_id"] == run_id and [r["step"] for r in info["resumes"]] == [killed_after - 1]
 
 
-@pytest.mark.parametrize("checkpoint_every, stopped_at, what", [(4, 5, "the loss is nan"),
+@pytest.mark.parametrize("checkpoint_every, stopped_at, what", [(0, 5, "the loss is nan"),
                                                                  (1, 4, "the weights are not finite")])
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(data, tmp_path, monkeypatch,
                                                                         checkpoint_every, stopped_at, what):
     """An infinite learning rate from the 4th step on: its update makes the weights infinite, the 5th step's
-    loss NaN. Caught before a checkpoint (every step) or at the loss (every 4 steps), naming the step."""
+    loss NaN. Caught before a checkpoint (every step) or at the loss (only epoch ends), naming the step."""
     schedule = train_module.get_lr
     monkeypatch.setattr(train_module, "get_lr", lambda step, *args: math.inf if step >= 3 else schedule(step, *args))
     cfg = small_config(data, tmp_path / "run", checkpoint_every=checkpoint_every)
@@ -116,6 +116,8 @@ def cli_options(data: Path, out: Path, **changes) -> list[str]:
 def test_resume_refuses_a_run_without_checkpoints_or_with_other_options(data, uninterrupted, tmp_path):
     result = CliRunner().invoke(app, [*cli_options(data, tmp_path / "new"), "--resume"])
     assert result.exit_code == 2 and "no checkpoint in" in result.output
+    result = CliRunner().invoke(app, cli_options(data, tmp_path / "new", max_restarts=1))
+    assert result.exit_code == 2 and "needs --nproc-per-node" in " ".join(result.output.split())
     result = CliRunner().invoke(app, [*cli_options(data, uninterrupted, lr=0.001, epochs=3), "--resume"])
     assert result.exit_code == 2, result.output
     message = " ".join(result.output.split())  # rich wraps lines
@@ -128,14 +130,21 @@ def test_resume_refuses_a_run_without_checkpoints_or_with_other_options(data, un
 
 def test_torchrun_restarts_a_killed_rank_and_the_run_finishes(data, tmp_path):
     """Rank 1 SIGKILLed after step 2 on torchrun's first attempt: torchrun restarts both ranks (--max-restarts),
-    they resume from the last checkpoint and finish; every epoch and step appears once."""
-    run = tmp_path / "run"
-    command = [str(Path(sys.executable).parent / "mcnn-appliance"),
-               *cli_options(data, run, checkpoint_every=1, batch_size=2, nproc_per_node=2, max_restarts=1)]
-    env = {**os.environ, "MCNN_TEST_KILL_AT": "1:2"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    they resume from the last checkpoint and finish as a run never stopped; every epoch and step appears once."""
+    def launch(run: Path, **env) -> subprocess.CompletedProcess:
+        command = [str(Path(sys.executable).parent / "mcnn-appliance"),
+                   *cli_options(data, run, checkpoint_every=1, batch_size=2, nproc_per_node=2, max_restarts=1)]
+        return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
+
+    run, reference = tmp_path / "run", tmp_path / "reference"
+    result = launch(run, MCNN_TEST_KILL_AT="1:2")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming run" in result.stderr
+    assert launch(reference).returncode == 0
+    assert rows(run / "steps.csv") == rows(reference / "steps.csv")
+    assert rows(run / "metrics.csv", REPRODUCIBLE) == rows(reference / "metrics.csv", REPRODUCIBLE)
+    resumed, uninterrupted = load_file(run / "weights.safetensors"), load_file(reference / "weights.safetensors")
+    assert all(torch.equal(resumed[name], weight) for name, weight in uninterrupted.items())
     assert [int(r["epoch"]) for r in rows(run / "metrics.csv")] == [1, 2]
     assert [int(r["step"]) for r in rows(run / "steps.csv")] == [1, 2, 3, 4, 5, 6]  # 7 fields per rank, 3 steps
     info = json.loads((run / "run.json").read_text())
