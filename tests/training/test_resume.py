@@ -65,7 +65,8 @@ def test_checkpoints_are_kept_per_step_and_epoch_and_pruned(uninterrupted):
 @pytest.mark.parametrize("workers, killed_after", [(0, 3), (1, 5)])
 def test_a_killed_run_resumes_exactly(data, uninterrupted, tmp_path, workers, killed_after):
     """SIGKILL after a step, --resume from the checkpoint before it: the same losses and the same weights
-    as the run that was never stopped (the shuffle, the skipped batches, the optimizer, the schedule)."""
+    as the run that was never stopped (the shuffle, the skipped batches, the optimizer, the schedule). With one
+    loader worker against the reference's none: the epoch's augmentation draws reach the worker process."""
     cfg = small_config(data, tmp_path / "run", workers=workers)
     killed = subprocess.run([sys.executable, "-m", "training.train", json.dumps({"config": asdict(cfg)})],
                             env={**os.environ, "MCNN_TEST_KILL_AT": f"0:{killed_after}"},
