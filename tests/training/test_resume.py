@@ -156,3 +156,17 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_finishes(data, tmp_path):
     [resume] = info["resumes"]
     assert resume["elastic_restart"] and resume["step"] in (1, 2)  # rank 0 may be stopped writing step 2's
     assert info["epochs_done"] == 2 and info["ranks"] == 2
+
+
+def test_ranks_of_a_torchrun_you_launch_resume_after_its_restart(data, tmp_path):
+    """torchrun --max-restarts 1 --no-python mcnn-appliance train ...: the restarted ranks resume by themselves."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "--max-restarts", "1", "--no-python", str(Path(sys.executable).parent / "mcnn-appliance"),
+               *cli_options(data, run, checkpoint_every=1, batch_size=2)]
+    result = subprocess.run(command, env={**os.environ, "MCNN_TEST_KILL_AT": "1:4"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [int(r["epoch"]) for r in rows(run / "metrics.csv")] == [1, 2]
+    assert [int(r["step"]) for r in rows(run / "steps.csv")] == [1, 2, 3, 4, 5, 6]
+    [resume] = json.loads((run / "run.json").read_text())["resumes"]
+    assert resume["elastic_restart"] and resume["step"] in (3, 4)
