@@ -130,10 +130,19 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
           = "stratified",
           fold: Annotated[Optional[str], typer.Option(help="nsc/nscb: the compound held out, as an index into "
                                                            "the compounds sorted by name (DMSO excluded), or "
-                                                           "all: one run per fold in OUT/fold-K.")] = None):
+                                                           "all: one run per fold in OUT/fold-K.")] = None,
+
+          checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints in "
+                                                             "OUT/checkpoints (0: only at epoch ends).",
+                                                        min=0)] = 100,
+          keep_checkpoints: Annotated[int, typer.Option(help="Newest checkpoints kept.", min=1)] = 2,
+          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest "
+                                                                "checkpoint (same options).")] = False,
+          max_restarts: Annotated[int, typer.Option(help="With torchrun: restart the ranks this many times after "
+                                                         "a failure; they resume from the last checkpoint.",
+                                                    min=0)] = 0):
     """Train the M-CNN on labelled fields; writes weights, config, metrics, split and plan to --out."""
     import os
-    import subprocess
 
     train_module = lazy_import("training.train", "train")
     from training.plan import available_memory_gb, field_gb, model_parameters, plan, usable_cores
@@ -158,6 +167,9 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
     if launched and len(runs) > 1:
         console.print("[red]error:[/] --fold all under a torchrun launch you started: launch one fold per command")
         raise typer.Exit(EXIT_NOTHING_RAN)
+    if max_restarts and (launched or ranks * nodes == 1):
+        raise typer.BadParameter("--max-restarts is torchrun's: it needs --nproc-per-node or --nnodes above 1 "
+                                 "(under a torchrun you launch, give torchrun --max-restarts)")
     if os.environ.get("RANK", "0") == "0":
         console.print(the_plan.describe())
         for skipped in skipped_folds:
@@ -176,32 +188,26 @@ def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_imag
                                        lr_reference_batch=lr_reference_batch, weight_decay=weight_decay,
                                        warmup_epochs=warmup_epochs, clip_grad=clip_grad, precision=precision,
                                        workers=workers, gain_jitter=gain_jitter, target_acc=target_acc,
-                                       split=split, fold=fold_index)
+                                       split=split, fold=fold_index, checkpoint_every=checkpoint_every,
+                                       keep_checkpoints=keep_checkpoints, resume=resume)
         try:
             cfg = train_module.resolve_recipe(cfg)  # a bad recipe name stops here, before torchrun starts ranks
         except ValueError as exc:
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(EXIT_NOTHING_RAN) from None
-        if launched or ranks * nodes == 1:  # one process, or one rank under torchrun
-            if len(runs) == 1:
-                train_module.train(cfg, console=console, plan=the_plan.to_dict())
-                continue
-            try:  # one fold failing does not stop the others
-                train_module.train(cfg, console=console, plan=the_plan.to_dict())
-            except (ValueError, FloatingPointError, OSError) as exc:
-                console.print(f"[red]training {run_out} failed:[/] {escape(str(exc))}")
-                code = EXIT_SOME_FAILED
-            continue
         try:
-            command = train_module.torchrun_command(cfg, ranks, nodes, rdzv_endpoint, plan=the_plan.to_dict())
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        # torchrun would set OMP_NUM_THREADS=1; each rank sets its threads from its own cores anyway.
-        env = {**os.environ, "OMP_NUM_THREADS": str(the_plan.threads_per_rank)}
-        returncode = subprocess.run(command, env=env).returncode
-        if returncode:
+            returncode = train_module.launch(cfg, the_plan, in_process=launched or ranks * nodes == 1,
+                                             console=console, rdzv_endpoint=rdzv_endpoint, max_restarts=max_restarts)
+        except ValueError as exc:  # ResumeError (nothing trained), a bad rendezvous, a bad config
+            console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            returncode = EXIT_NOTHING_RAN
+        except (FloatingPointError, OSError) as exc:  # a non-finite loss stopped the run (its checkpoints stay)
+            console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+            returncode = EXIT_SOME_FAILED
+        if returncode and len(runs) > 1:  # one fold failing does not stop the others
             console.print(f"[red]training {run_out} failed[/] (exit code {returncode})")
-            code = EXIT_SOME_FAILED if len(runs) > 1 else returncode
+            returncode = EXIT_SOME_FAILED
+        code = max(code, returncode)
     raise typer.Exit(code)
 
 

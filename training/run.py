@@ -5,6 +5,8 @@
                               training arguments and versions
     RUN/metrics.csv           one row per epoch (written by the loop)
     RUN/split.csv             which field went to train and which to validation
+    RUN/steps.csv             every optimizer step's loss and learning rate (written by the loop)
+    RUN/checkpoints/          the newest checkpoints, for --resume (training/checkpoint.py)
 """
 
 from __future__ import annotations
