@@ -53,6 +53,22 @@ def read_tiff(path: Path) -> np.ndarray:
         raise FieldError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
 
+def read_tiff_into(path: Path, out: np.ndarray) -> bool:
+    """Decode a single-plane uint16 TIFF of out's shape straight into out (no copy); False if the file
+    is anything else, for the general path to read and explain; FieldError if it cannot be read."""
+    if not path.is_file():
+        raise FieldError(path, "file not found")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            if len(tif.pages) != 1 or page.shape != out.shape or page.dtype != np.uint16:
+                return False
+            page.asarray(out=out)
+    except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
+        raise FieldError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+    return True
+
+
 def read_channel(path: Path, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """One channel as a (height, width) uint16 array, checked against the model's size."""
     path = Path(path)
@@ -139,9 +155,11 @@ def read_plate_field(field: PlateField, size: tuple[int, int], out: np.ndarray |
     if fit not in (None, *FITS):
         raise ValueError(f"unknown fit {fit!r}; choose one of {', '.join(FITS)}")
     paths = tuple(Path(p) for p in field.paths)
-    images = read_planes(paths, field.planes) if field.planes is not None else [read_tiff(p) for p in paths]
     if out is None:
         out = np.empty((len(paths), *size), dtype=np.uint16)
+    if field.planes is None and all(read_tiff_into(p, out[c]) for c, p in enumerate(paths)):
+        return ""  # the common case: one plane per file at the model's size, decoded in place
+    images = read_planes(paths, field.planes) if field.planes is not None else [read_tiff(p) for p in paths]
     notes = []
     for channel, (path, image) in enumerate(zip(paths, images)):
         check_pixels(path, image)
