@@ -9,7 +9,6 @@ whichever holds every well given. matplotlib only, Agg backend: no display neede
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Circle, Patch  # noqa: E402
+
+from appliance.results import replace_atomically
 
 # Colour-blind-friendly categorical colours: Okabe & Ito (2008) without black, then members of
 # Paul Tol's "muted" and "light" sets (2021) that stay apart from those and from one another.
@@ -179,11 +180,7 @@ def draw_plate_map(wells: list[dict], labels: list[str], path: Path, failed: dic
               fontsize=8 if big else 9, title="class (number in the well)", title_fontsize=9 if big else 10,
               alignment="left")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # a reader never sees half a picture
-    try:
-        fig.savefig(tmp, format="png")
+    try:  # a reader never sees half a picture
+        return replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)
-    os.replace(tmp, path)
-    return path

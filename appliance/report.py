@@ -12,16 +12,14 @@ from __future__ import annotations
 import base64
 import csv
 import json
-import os
 from collections import Counter
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
 from appliance.platemap import class_colour, draw_plate_map, map_layout, on_plate
-from appliance.results import FAILURES_CSV, FIELDS_CSV, WELLS_CSV
+from appliance.results import FAILURES_CSV, FIELDS_CSV, RUN_JSON, TREATMENTS_CSV, WELLS_CSV, replace_atomically
 
-TREATMENTS_CSV, RUN_JSON = "treatments.csv", "run.json"
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
 PROBABILITY = "Probability_"
 
@@ -241,10 +239,7 @@ def plate_map_section(png: Path, plate: str, wells: list[dict], labels: list[str
 
 
 def write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # never half a report on disk
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return replace_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))  # never half a report
 
 
 def write_report(out_dir: Path) -> Path:

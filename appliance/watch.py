@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance.classify import classify_plate
+from appliance.results import replace_atomically
 
 LEDGER, LOCK = "watch-ledger.json", ".watch.lock"
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
@@ -87,12 +88,13 @@ class Ledger:
 
     def record(self, plate: str, **entry) -> None:
         self.plates[plate] = {**self.get(plate), **entry, "updated": now_utc()}
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"plates": self.plates}, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        def write(tmp):
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump({"plates": self.plates}, f, indent=2, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())  # the ledger must survive a power cut: it decides what is never redone
+
+        replace_atomically(self.path, write)
 
 
 @dataclass
