@@ -38,8 +38,8 @@ def child(size: tuple[int, int], global_batch: int, warmup: int, steps: int) -> 
     from torch.nn.parallel import DistributedDataParallel
 
     from training.model import MCNN, MCNNConfig
-    from training.run import rank_cores, set_threads
-    from training.train import TrainConfig, make_optimizer, resolve_precision, resolve_recipe
+    from training.process import keep_freed_memory, rank_cores, set_threads
+    from training.train import TrainConfig, as_model_input, make_optimizer, resolve_precision, resolve_recipe
 
     ddp = int(os.environ.get("WORLD_SIZE", 1)) > 1
     rank, world = 0, 1
@@ -50,6 +50,7 @@ def child(size: tuple[int, int], global_batch: int, warmup: int, steps: int) -> 
                                            int(os.environ["LOCAL_WORLD_SIZE"])))
     torch.set_num_interop_threads(1)
     threads = set_threads()
+    keep_freed_memory()
     if global_batch % world:
         raise ValueError(f"global batch {global_batch} does not split over {world} ranks")
     micro = global_batch // world
@@ -61,7 +62,7 @@ def child(size: tuple[int, int], global_batch: int, warmup: int, steps: int) -> 
     optimizer = make_optimizer(raw_model, cfg)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     generator = torch.Generator().manual_seed(rank)
-    x = torch.randn(micro, 3, *size, generator=generator).contiguous(memory_format=torch.channels_last)
+    x = as_model_input(torch.randn(micro, 3, *size, generator=generator), precision)
     y = torch.randint(0, 13, (micro,), generator=generator)
 
     def step():

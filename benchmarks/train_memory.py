@@ -29,13 +29,15 @@ def child(precision: str, size: tuple[int, int], batch: int, steps: int) -> dict
     from torch import nn
 
     from training.model import MCNN, MCNNConfig, count_parameters
-    from training.train import TrainConfig, make_optimizer
+    from training.process import keep_freed_memory
+    from training.train import TrainConfig, as_model_input, make_optimizer
 
+    keep_freed_memory()  # as train() does: the heap keeps its high-water mark
     torch.manual_seed(0)
     model = MCNN(MCNNConfig(height=size[0], width=size[1])).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, TrainConfig(data="", out=""))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
-    x = torch.randn(batch, 3, *size).contiguous(memory_format=torch.channels_last)
+    x = as_model_input(torch.randn(batch, 3, *size), precision)
     y = torch.randint(0, 13, (batch,))
     for _ in range(steps):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):

@@ -12,7 +12,8 @@ import torch
 
 from appliance.model_card import ModelCard
 from export.exporter import Exported
-from training.run import load_run, model_card, set_threads
+from training.process import set_threads
+from training.run import load_run, model_card
 
 
 def eager_predictor(run_dir: Path, threads: int | None = None):

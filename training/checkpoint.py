@@ -80,12 +80,25 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     tensors = load_file(str(path))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     optimizer.load_state_dict(unflatten_optimizer(tensors, document["optimizer"]))
+    match_parameter_layouts(optimizer)
     torch.set_rng_state(tensors["rng.torch"])
     kind, keys, position, has_gauss, cached = document["rng"]["numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, cached))
     version, internal, gauss = document["rng"]["python"]
     random.setstate((version, tuple(internal), gauss))
     return document
+
+
+def match_parameter_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every state tensor its parameter's memory layout (channels_last for the convolutions).
+
+    A checkpoint stores them contiguous; the fused optimizer kernels walk parameter, gradient and
+    state as flat memory, so a state in another layout would pair the wrong elements (a resumed
+    run silently diverged before this)."""
+    for param, state in optimizer.state.items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                state[name] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

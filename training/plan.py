@@ -18,16 +18,19 @@ GB = 1024 ** 3
 FULL_SIZE = (1024, 1280)
 FULL_RESOLUTION_PARAMETERS = 42_577_261  # the M-CNN at 1024x1280, 13 classes
 
-# Peak resident memory per training field at 1024x1280, by precision (AdamW steps, channels_last).
-# Measured with benchmarks/train_memory.py (2 steps, peak RSS at micro-batch 1 and 2, difference)
-# at 512x640: 0.053 GB bf16, 0.117 GB fp32 per field, and at 256x512: 0.0215 / 0.047 GB, scaled
-# by pixels (x4 and x10 agree within 2 %). NOT measured at full resolution: the CPU was shared.
-FIELD_GB = {"bf16": 0.21, "fp32": 0.47}
-# Fixed part of one rank, fitted on the same runs (1.7 M, 4.8 M and 11.1 M parameters):
-# 0.33 GB of Python and torch plus 22 bytes per parameter (weights, gradients, AdamW's two
-# moments, autocast's bf16 copies). DDP keeps one more gradient copy in its buckets: 4 bytes per
-# parameter, from DDP's design, not measured.
-RUNTIME_GB = 0.33
+# Peak resident memory per training field at 1024x1280, by precision (AdamW steps, channels_last,
+# malloc keeping freed memory as train() sets it: training/process.py). Measured at full
+# resolution with `benchmarks/train_memory.py --size 1024x1280 --batches 1 4 --steps 3`:
+# 1.64 -> 2.75 GB bf16 (0.372 GB per field), 1.78 -> 4.06 GB fp32 (0.759 GB per field).
+# Other sizes are scaled by pixels.
+FIELD_GB = {"bf16": 0.37, "fp32": 0.76}
+# Fixed part of one rank: 22 bytes per parameter (weights, gradients, AdamW's two moments,
+# autocast's bf16 copies) plus 0.57 GB of Python, torch and heap the kept memory does not fit
+# back into: the smallest figure that covers every full-resolution peak measured with the
+# same command at 1, 2, 4 and 6 fields (2 and 6: `--batches 2 6`; the heap grows less than
+# linearly, so a line through 1 and 4 fields under-estimates 2). DDP keeps one more gradient
+# copy in its buckets: 4 bytes per parameter, from DDP's design, not measured.
+RUNTIME_GB = 0.57
 BYTES_PER_PARAMETER = 22
 DDP_BYTES_PER_PARAMETER = 4
 

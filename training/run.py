@@ -21,7 +21,6 @@ from safetensors.torch import load_file, save_file
 
 from appliance.model_card import ModelCard
 from appliance.normalization import Normalization
-from appliance.threads import compute_threads
 from training.model import MCNN, MCNNConfig
 
 WEIGHTS = "weights.safetensors"
@@ -86,21 +85,3 @@ def model_card(info: dict) -> ModelCard:
         run_id=info["run_id"],
         weights_sha256=info["weights_sha256"],
     )
-
-
-def rank_cores(cores: list[int], local_rank: int, local_ranks: int) -> list[int]:
-    """This rank's share of the node's cores: contiguous blocks, one per local rank.
-
-    With fewer cores than ranks, ranks share cores round-robin (oversubscribed, but runs).
-    """
-    cores, n = sorted(cores), len(cores)
-    if local_ranks > n:
-        return [cores[local_rank % n]]
-    return cores[local_rank * n // local_ranks:(local_rank + 1) * n // local_ranks]
-
-
-def set_threads(threads: int | None = None) -> int:
-    """Use the cores this process may run on (affinity, cgroup quota, MCNN_THREADS), not the host's count."""
-    threads = threads or compute_threads()
-    torch.set_num_threads(threads)
-    return threads
