@@ -49,3 +49,15 @@ def test_the_pyramid_is_max_pooling_by_each_power_of_two(dtype):
     x = torch.randn(2, 3, 256, 384).to(dtype).contiguous(memory_format=torch.channels_last)
     for k, level in enumerate(pyramid(x, 7)):
         assert torch.equal(level, torch.nn.functional.max_pool2d(x, 2 ** k) if k else x), k
+
+
+def test_a_column_pools_before_its_last_relu_with_the_same_values_and_gradients():
+    torch.manual_seed(0)
+    column = MCNN(MCNNConfig(height=128, width=128)).columns[1]  # 3 convolutions, then a pool by 32
+    conv1, relu1, conv2, relu2, conv3, pool, relu3 = column.body
+    x = torch.randn(2, 3, 64, 64)
+    ours = column(x)
+    conventional = pool(torch.relu(conv3(relu2(conv2(relu1(conv1(x)))))))
+    assert torch.equal(ours, conventional)
+    grads = [torch.autograd.grad(out.square().sum(), conv1.weight)[0] for out in (ours, conventional)]
+    assert torch.equal(*grads)
