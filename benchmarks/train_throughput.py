@@ -3,7 +3,7 @@ both against the machine's own bf16 and fp32 matrix-multiply peak.
 
     .venv/bin/python benchmarks/train_throughput.py [--size 1024x1280] [--batch 4] [--warmup 2] [--steps 3] [--rounds 2] [--json F]
 
-Two variants of the same training step (model, recipe and loss as train() builds them, on
+Three variants of the same training step (model, recipe and loss as train() builds them, on
 random fields of a fixed micro-batch; default: train's default micro-batch):
 
     naive   fp32, NCHW tensors, torch's default threads and its default optimizer
@@ -14,6 +14,9 @@ random fields of a fixed micro-batch; default: train's default micro-batch):
             the cores this process may use (its affinity mask, as train() sets them), one
             inter-op thread. (OMP_PROC_BIND is not used: with libgomp it pins the main thread
             to one core at import, and train() then sees 1 core.)
+    tuned_default_malloc
+            tuned, but with malloc's default behaviour (freed activations go back to the
+            kernel): what keeping freed memory is worth, in time and in memory
 
 Each variant runs in its own fresh process (its peak RSS is that child's getrusage ru_maxrss), does `--warmup` untimed steps, then `--steps` timed ones. The variants
 run alternately, `--rounds` times each, and the median seconds per image is reported, so a
@@ -41,7 +44,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
 
 GB = 1024 ** 3
-VARIANTS = ("naive", "tuned")
+VARIANTS = ("naive", "tuned_default_malloc", "tuned")
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
             "aten::_slow_conv2d_backward", "aten::mkldnn_convolution_backward")  # where oneDNN's kernels run
 
@@ -56,10 +59,11 @@ def child(variant: str, size: tuple[int, int], batch: int, warmup: int, steps: i
     from training.process import keep_freed_memory, set_threads
     from training.train import TrainConfig, as_model_input, make_optimizer, resolve_precision, resolve_recipe
 
-    tuned = variant == "tuned"
+    tuned = variant != "naive"
     if tuned:
         threads = set_threads()
         torch.set_num_interop_threads(1)
+    if variant == "tuned":
         keep_freed_memory()
     else:
         threads = torch.get_num_threads()
@@ -170,14 +174,16 @@ def main() -> None:
                      "gflop_per_image": round(first["gflop_per_image"], 2), "gflop_per_s": round(gflop_s, 1),
                      "fraction_of_gemm_peak": round(gflop_s / peak[first["precision"]], 3),
                      "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs[variant]), 3)})
-    naive, tuned = rows
+    naive, default_malloc, tuned = rows
     speedup = naive["s_per_image"] / tuned["s_per_image"]
     floor = tuned["gflop_per_image"] / peak["bf16"]  # every FLOP at the bf16 GEMM rate, nothing else
     needed = {"tuned_s_per_image_max": 0.40, "speedup_min": 4.0}
     peak_needed = {"for_0.40_s": round(floor / 0.40, 3), "for_4x": round(floor / (naive["s_per_image"] / 4), 3)}
     result = {"size": list(size), "batch": args.batch, "warmup": args.warmup, "steps": args.steps,
               "rounds": args.rounds, "cores": cores, "gemm_peak_gflop_per_s": {k: round(v, 1) for k, v in peak.items()},
-              "rows": rows, "speedup_tuned_vs_naive": round(speedup, 2), "floor_s_per_image": round(floor, 4),
+              "rows": rows, "speedup_tuned_vs_naive": round(speedup, 2),
+              "speedup_kept_memory": round(default_malloc["s_per_image"] / tuned["s_per_image"], 2),
+              "floor_s_per_image": round(floor, 4),
               "fraction_of_bf16_peak_needed": peak_needed,
               "targets": {**needed, "tuned_s_per_image_met": tuned["s_per_image"] <= 0.40,
                           "speedup_met": speedup >= 4.0}}
@@ -185,16 +191,18 @@ def main() -> None:
     print(f"training step at {size[0]}x{size[1]}, micro-batch {args.batch}, {args.warmup} warm-up + {args.steps} "
           f"timed steps, {args.rounds} round(s), {cores} cores; GEMM peak on {cores} threads: "
           f"bf16 {peak['bf16']:.0f} GFLOP/s, fp32 {peak['fp32']:.0f} GFLOP/s")
-    print(f"{'variant':<8} {'precision':<9} {'layout':<14} {'threads':>7} {'s/image':>8} {'conv s/img':>10} "
+    print(f"{'variant':<20} {'precision':<9} {'layout':<14} {'threads':>7} {'s/image':>8} {'conv s/img':>10} "
           f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS GB':>11}")
     for r in rows:
         layout = "channels_last" if r["channels_last"] else "NCHW"
-        print(f"{r['variant']:<8} {r['precision']:<9} {layout:<14} {r['threads']:>7} {r['s_per_image']:>8.3f} "
+        print(f"{r['variant']:<20} {r['precision']:<9} {layout:<14} {r['threads']:>7} {r['s_per_image']:>8.3f} "
               f"{r['conv_s_per_image']:>10.3f} {r['gflop_per_image']:>9.1f} {r['gflop_per_s']:>8.1f} "
               f"{r['fraction_of_gemm_peak']:>7.0%} {r['peak_rss_gb']:>11.2f}")
     print(f"tuned vs naive: {speedup:.2f}x faster (target >= 4x: {'met' if speedup >= 4 else 'NOT met'}); "
           f"tuned {tuned['s_per_image']:.3f} s/image (target <= 0.40: "
           f"{'met' if tuned['s_per_image'] <= 0.40 else 'NOT met'})")
+    print(f"malloc keeping freed memory: {default_malloc['s_per_image'] / tuned['s_per_image']:.2f}x faster, "
+          f"peak RSS {tuned['peak_rss_gb']:.2f} GB instead of {default_malloc['peak_rss_gb']:.2f} GB")
     print(f"floor: {tuned['gflop_per_image']:.0f} GFLOP per image at the bf16 GEMM peak = {floor:.3f} s/image; "
           f"0.40 s/image needs {peak_needed['for_0.40_s']:.0%} of that peak over the whole step, "
           f"4x naive needs {peak_needed['for_4x']:.0%}")
