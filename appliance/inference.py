@@ -97,8 +97,8 @@ class Classifier:
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).
         self._compiled = compile_model(network, precision, self.threads, "THROUGHPUT")
         # int8, or the precision the CPU plugin actually runs: bf16 falls back to f32 without hardware
-        # support. Read once: get_property waits for running inferences (~0.1 s per call, per field
-        # when classify read it for every row, which cost a tenth of its throughput).
+        # support. Read once: get_property waits for running inferences, and classify, which read
+        # it for every result row, lost a tenth of its throughput (benchmarks/classify_throughput.py).
         self.precision = ("int8" if precision == "int8" else
                           self._compiled.get_property(hints.inference_precision).get_type_name())
         self.requests_in_flight = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
