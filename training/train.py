@@ -184,7 +184,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
             groups += [{"params": [layer.weight], "weight_decay": cfg.weight_decay, "lr_scale": scale},
                        {"params": [layer.bias], "weight_decay": 0.0, "lr_scale": scale}]
     # fused=True: one kernel per step instead of a dozen passes over the 42M weights of the
-    # first linear layer (benchmarks/train_throughput.py: ~10 % of a full-resolution step).
+    # first linear layer.
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
     if cfg.optimizer == "sgd":
