@@ -1,14 +1,19 @@
 """Data-parallel scaling on one node: N ranks x 1 thread against 1 rank x N threads, side by side.
 
-    .venv/bin/python benchmarks/ddp_scaling.py [--size 1024x1280] [--global-batch 4] [--warmup 2] [--steps 3] [--json F]
+    .venv/bin/python benchmarks/ddp_scaling.py [--size 1024x1280] [--global-batch B] [--warmup 2] [--steps 3] [--json F]
 
 Both layouts train the same global batch per optimizer step on the same cores, with the step
 train() runs (the M-CNN, the default recipe's optimizer, bf16 autocast where the CPU has it,
 channels_last) on random fields:
 
-    1 x N   one process, N intra-op threads, micro-batch = global batch
+The global batch defaults to what `train --nproc-per-node N` trains with by default: train's
+micro-batch (4) on each of the N ranks.
+
+    1 x N   one process, N intra-op threads, global batch per step
     N x 1   N ranks under torchrun (DistributedDataParallel over gloo), each pinned to its own
-            core as train() pins them, 1 thread, micro-batch = global batch / N
+            core as train() pins them, 1 thread, global batch / N per rank
+Each process runs train's micro-batch (4) at most per pass and accumulates the rest, as
+train() plans it (DDP syncs the gradients on the last micro-batch only).
 
 After `--warmup` untimed steps, `--steps` timed ones (the slowest rank's time); images/s =
 global batch x steps / time. Efficiency = images/s of N x 1 / images/s of 1 x N (1.0: the
@@ -25,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
@@ -53,7 +59,10 @@ def child(size: tuple[int, int], global_batch: int, warmup: int, steps: int) -> 
     keep_freed_memory()
     if global_batch % world:
         raise ValueError(f"global batch {global_batch} does not split over {world} ranks")
-    micro = global_batch // world
+    # As train() plans it: at most train's micro-batch per pass, accumulation for the rest.
+    per_rank = global_batch // world
+    micro = max(d for d in range(1, min(per_rank, TrainConfig.batch_size) + 1) if per_rank % d == 0)
+    accumulation = per_rank // micro
     precision = resolve_precision("auto")
     cfg = resolve_recipe(TrainConfig(data="", out="", size=size))
     torch.manual_seed(0)
@@ -66,9 +75,11 @@ def child(size: tuple[int, int], global_batch: int, warmup: int, steps: int) -> 
     y = torch.randint(0, 13, (micro,), generator=generator)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        loss_fn(logits.float(), y).backward()
+        for i in range(accumulation):  # DDP averages the gradients once, on the last micro-batch
+            with model.no_sync() if ddp and i < accumulation - 1 else nullcontext():
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    logits = model(x)
+                (loss_fn(logits.float(), y) / accumulation).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -85,7 +96,8 @@ def child(size: tuple[int, int], global_batch: int, warmup: int, steps: int) -> 
         dist.destroy_process_group()
     if rank:
         return None
-    return {"ranks": world, "threads_per_rank": threads, "micro_batch": micro, "precision": precision,
+    return {"ranks": world, "threads_per_rank": threads, "micro_batch": micro, "accumulation": accumulation,
+            "precision": precision,
             "images_per_s": global_batch * steps / seconds.item()}
 
 
@@ -105,7 +117,7 @@ def run_layout(ranks: int, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1024x1280")
-    parser.add_argument("--global-batch", type=int, default=4)
+    parser.add_argument("--global-batch", type=int, help="default: train's micro-batch x the cores (N ranks)")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per layout (median)")
@@ -120,6 +132,10 @@ def main() -> None:
         return
 
     cores = len(os.sched_getaffinity(0))
+    if args.global_batch is None:
+        from training.train import TrainConfig
+
+        args.global_batch = TrainConfig.batch_size * cores
     if cores < 2:
         sys.exit("ddp_scaling needs at least 2 cores to compare N ranks x 1 thread with 1 rank x N threads")
     if args.global_batch % cores:
@@ -134,7 +150,7 @@ def main() -> None:
         first = results[0]
         rows.append({"layout": f"{first['ranks']} x {first['threads_per_rank']}", "ranks": first["ranks"],
                      "threads_per_rank": first["threads_per_rank"], "micro_batch": first["micro_batch"],
-                     "precision": first["precision"],
+                     "accumulation": first["accumulation"], "precision": first["precision"],
                      "images_per_s": round(statistics.median(r["images_per_s"] for r in results), 4),
                      "images_per_s_each_round": [round(r["images_per_s"], 4) for r in results]})
     single, distributed = rows
@@ -145,9 +161,10 @@ def main() -> None:
 
     print(f"training step at {size[0]}x{size[1]}, global batch {args.global_batch}, {args.warmup} warm-up + "
           f"{args.steps} timed steps, {args.rounds} round(s), {cores} cores")
-    print(f"{'ranks x threads':<16} {'micro-batch':>11} {'precision':>9} {'images/s':>9}")
+    print(f"{'ranks x threads':<16} {'micro-batch':>11} {'accumulated':>11} {'precision':>9} {'images/s':>9}")
     for r in rows:
-        print(f"{r['layout']:<16} {r['micro_batch']:>11} {r['precision']:>9} {r['images_per_s']:>9.3f}")
+        print(f"{r['layout']:<16} {r['micro_batch']:>11} {r['accumulation']:>11} {r['precision']:>9} "
+              f"{r['images_per_s']:>9.3f}")
     print(f"efficiency ({distributed['layout']}) / ({single['layout']}): {efficiency:.2f} "
           f"(target >= 0.90: {'met' if efficiency >= 0.90 else 'NOT met'})")
     if args.json:
