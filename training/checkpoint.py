@@ -78,7 +78,11 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Load weights, optimizer state and RNG states from `path`; returns the JSON document."""
     document = read_checkpoint_state(path)
     tensors = load_file(str(path))
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if weights.keys() != model.state_dict().keys():
+        raise ResumeError(f"{path}: the layer names differ from this version's M-CNN (checkpoints from before "
+                          f"0.x commit a785141 number their layers otherwise); start a new run")
+    model.load_state_dict(weights)
     optimizer.load_state_dict(unflatten_optimizer(tensors, document["optimizer"]))
     match_parameter_layouts(optimizer)
     torch.set_rng_state(tensors["rng.torch"])

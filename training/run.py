@@ -69,7 +69,11 @@ def load_run(run_dir: Path) -> tuple[MCNN, dict]:
     if sha256_of(weights) != info["weights_sha256"]:
         raise ValueError(f"{weights}: SHA-256 differs from run.json; the weights were changed")
     model = MCNN(MCNNConfig.from_dict(info["model_config"]))
-    model.load_state_dict(load_file(str(weights)))
+    state = load_file(str(weights))
+    if state.keys() != model.state_dict().keys():
+        raise ValueError(f"{weights}: the layer names differ from this version's M-CNN (runs from before "
+                         f"0.x commit a785141 number their layers otherwise); retrain with this version")
+    model.load_state_dict(state)
     return model.eval(), info
 
 

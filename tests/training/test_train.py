@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from appliance.cli import app
@@ -15,7 +15,7 @@ from appliance.metadata import load_fields
 from appliance.normalization import Normalization
 from appliance.synth import write_dataset
 from training.data import FieldDataset, stratified_split
-from training.run import load_run
+from training.run import RUN_JSON, WEIGHTS, load_run, save_run, sha256_of
 from training.train import (DEFAULT_RECIPE, RECIPES, TrainConfig, evaluate, get_lr, lr_scale, make_optimizer, peak_lr,
                             resolve_recipe, torchrun_command, train, warmup_steps)
 from training.model import MCNN, MCNNConfig
@@ -87,6 +87,17 @@ def test_tampered_weights_are_refused(small_data, tmp_path):
         f.write(b"\0\0\0\1")
     with pytest.raises(ValueError, match="SHA-256"):
         load_run(run)
+
+
+def test_weights_of_another_layer_layout_are_refused_by_name(tmp_path):
+    model = MCNN(MCNNConfig(height=SMALL[0], width=SMALL[1]))
+    info = save_run(tmp_path, model, {})
+    renamed = {k.replace("columns.1.body.0.", "columns.1.body.1."): v for k, v in model.state_dict().items()}
+    save_file(renamed, str(tmp_path / WEIGHTS))  # as a run from before the pyramid of pools
+    info["weights_sha256"] = sha256_of(tmp_path / WEIGHTS)
+    (tmp_path / RUN_JSON).write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="layer names differ"):
+        load_run(tmp_path)
 
 
 def test_training_learns_the_training_fields(tmp_path):
