@@ -13,13 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 from rich.console import Console
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import training.train as train_module
 from appliance.cli import app
 from appliance.synth import write_dataset
-from training.checkpoint import ResumeError, checkpoint_step, list_checkpoints, read_checkpoint_state
+from training.checkpoint import (STATE_KEY, ResumeError, checkpoint_step, list_checkpoints, load_checkpoint,
+                                 read_checkpoint_state)
+from training.model import MCNN, MCNNConfig
 from training.train import TrainConfig, train
 
 TINY = (128, 128)  # the smallest field the M-CNN takes
@@ -170,3 +172,14 @@ def test_ranks_of_a_torchrun_you_launch_resume_after_its_restart(data, tmp_path)
     assert [int(r["step"]) for r in rows(run / "steps.csv")] == [1, 2, 3, 4, 5, 6]
     [resume] = json.loads((run / "run.json").read_text())["resumes"]
     assert resume["elastic_restart"] and resume["step"] in (3, 4)
+
+
+def test_a_checkpoint_of_another_layer_layout_is_refused_by_name(uninterrupted, tmp_path):
+    """As a checkpoint from before the pyramid of pools: column 1's first convolution was layer 1, not 0."""
+    [*_, latest] = list_checkpoints(uninterrupted)
+    tensors = {k.replace("model.columns.1.body.0.", "model.columns.1.body.1."): v for k, v in load_file(latest).items()}
+    old = tmp_path / latest.name
+    save_file(tensors, str(old), metadata={STATE_KEY: json.dumps(read_checkpoint_state(latest))})
+    model = MCNN(MCNNConfig(height=TINY[0], width=TINY[1]))
+    with pytest.raises(ResumeError, match="layer names differ"):
+        load_checkpoint(old, model, torch.optim.AdamW(model.parameters()))
