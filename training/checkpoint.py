@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.run import write_atomically
+from training.run import load_weights, write_atomically
 
 CHECKPOINTS = "checkpoints"
 STATE_KEY = "mcnn_training_state"  # the metadata entry holding the JSON document
@@ -78,11 +78,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     """Load weights, optimizer state and RNG states from `path`; returns the JSON document."""
     document = read_checkpoint_state(path)
     tensors = load_file(str(path))
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    if weights.keys() != model.state_dict().keys():
-        raise ResumeError(f"{path}: the layer names differ from this version's M-CNN (checkpoints from before "
-                          f"0.x commit a785141 number their layers otherwise); start a new run")
-    model.load_state_dict(weights)
+    try:
+        load_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    except ValueError as exc:
+        raise ResumeError(f"{exc} (start a new run)") from None
     optimizer.load_state_dict(unflatten_optimizer(tensors, document["optimizer"]))
     match_parameter_layouts(optimizer)
     torch.set_rng_state(tensors["rng.torch"])

@@ -37,10 +37,9 @@ def keep_freed_memory() -> str:
 
     A step allocates and frees gigabytes of activations. glibc serves every block over 32 MB
     with a fresh mmap and unmaps it on free, so the kernel faults in and zeroes every page again
-    at the next step: at full resolution a quarter of the CPU time went to the kernel, and the step
-    was about 1.4x slower (benchmarks/train_throughput.py, variant tuned_default_malloc). With mmap
-    and trimming off, glibc reuses its heap; the price is that the heap keeps its high-water mark
-    (training/plan.py's memory figures are measured with it). tcmalloc or jemalloc, where
+    at the next step (benchmarks/train_throughput.py shows the cost: variant tuned_default_malloc
+    against tuned). With mmap and trimming off, glibc reuses its heap; the price is that the heap
+    keeps its high-water mark (training/plan.py's memory figures are measured with it). tcmalloc or jemalloc, where
     preloaded (LD_PRELOAD), cache freed memory themselves and are left alone, as is a libc
     without mallopt (musl).
     """

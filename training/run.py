@@ -69,12 +69,16 @@ def load_run(run_dir: Path) -> tuple[MCNN, dict]:
     if sha256_of(weights) != info["weights_sha256"]:
         raise ValueError(f"{weights}: SHA-256 differs from run.json; the weights were changed")
     model = MCNN(MCNNConfig.from_dict(info["model_config"]))
-    state = load_file(str(weights))
-    if state.keys() != model.state_dict().keys():
-        raise ValueError(f"{weights}: the layer names differ from this version's M-CNN (runs from before "
-                         f"0.x commit a785141 number their layers otherwise); retrain with this version")
-    model.load_state_dict(state)
+    load_weights(model, load_file(str(weights)), weights)
     return model.eval(), info
+
+
+def load_weights(model: MCNN, state: dict, source: Path) -> None:
+    """model.load_state_dict(state), refusing by name the weights of another layer layout."""
+    if state.keys() != model.state_dict().keys():
+        raise ValueError(f"{source}: the layer names differ from this version's M-CNN (weights from before 0.x "
+                         f"commit a785141 number their layers otherwise); retrain with this version")
+    model.load_state_dict(state)
 
 
 def model_card(info: dict) -> ModelCard:
