@@ -32,8 +32,7 @@ def heldout_accuracy(run: Path, heldout: Path, workers: int) -> tuple[float, int
     from training.train import evaluate
 
     model, info = load_run(run)
-    model.config  # noqa: B018 - the run's own architecture, size and labels
-    size = (model.config.height, model.config.width)
+    size = (model.config.height, model.config.width)  # the run's own size
     fields = load_fields(heldout)
     dataset = FieldDataset(fields, info["labels"], size, Normalization.from_dict(info["normalization"]))
     _, correct, n = evaluate(model, DataLoader(dataset, batch_size=8, num_workers=workers), info["precision"])
