@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from appliance.results import EMBEDDINGS_PARQUET, FIELDS_PARQUET, RUN_JSON, ResultsError, write_json, write_parquet
+from appliance.files import write_json
+from appliance.results import EMBEDDINGS_PARQUET, FIELDS_PARQUET, RUN_JSON, ResultsError, write_parquet
 
 PARTIAL, RUN_KEY = ".partial", "run-key.json"
 EMBEDDING = "Embedding"  # the chunk's extra column: the field's embedding vector, or null

@@ -26,11 +26,13 @@ import appliance
 from appliance.chunks import EMBEDDING, ChunkStore, field_key
 from appliance.imageio import FieldError, read_plate_field
 from appliance.inference import Classifier
-from appliance.metadata import CHANNELS
+from appliance.layouts.base import CHANNELS
 from appliance.model_card import ModelCardError
-from appliance.plate import Failure, PlateField, detect_layout, discover_fields, plate_name
+from appliance.layouts.base import Failure, Field
+from appliance.plate import detect_layout, discover_fields, plate_name
 from appliance.report import write_report
-from appliance.results import RUN_JSON, failure_row, field_row, row_order, write_json, write_results
+from appliance.files import write_json
+from appliance.results import RUN_JSON, failure_row, field_row, row_order, write_results
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
 CHUNK_SECONDS = 30.0
@@ -79,7 +81,7 @@ def shard_of(well: str, site: int, count: int) -> int:
 class FieldReaders:
     """Reader threads decoding fields, in plate order, into a fixed pool of (1, C, H, W) uint16 buffers."""
 
-    def __init__(self, fields: list[PlateField], size: tuple[int, int], channels: int, fit: str | None,
+    def __init__(self, fields: list[Field], size: tuple[int, int], channels: int, fit: str | None,
                  threads: int, buffers: int, stop: threading.Event):
         self.size, self.fit, self.stop = size, fit, stop
         self.todo, self.lock = iter(fields), threading.Lock()
@@ -102,7 +104,7 @@ class FieldReaders:
                 continue
         return None
 
-    def next_field(self) -> PlateField | None:
+    def next_field(self) -> Field | None:
         with self.lock:
             return next(self.todo, None)
 
@@ -155,7 +157,7 @@ def versions() -> dict:
             "pyarrow": pyarrow.__version__, "tifffile": tifffile.__version__, "python": platform.python_version()}
 
 
-def run_pipeline(classifier: Classifier, todo: list[PlateField], store: ChunkStore, *, fit: str | None,
+def run_pipeline(classifier: Classifier, todo: list[Field], store: ChunkStore, *, fit: str | None,
                  embeddings: bool, stop: threading.Event, progress, readers: int,
                  chunk_fields: int) -> tuple[list[Failure], int]:
     """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed."""

@@ -7,53 +7,46 @@ listed but unreadable is an error naming the file (FieldError), never a silent s
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from appliance.imageio import read_field
-from appliance.metadata import CHANNELS, load_fields, read_table
+from appliance.layouts.base import Field
+from appliance.layouts.base import CHANNELS, read_table
+from appliance.layouts.bbbc021 import load_fields
 
 SPLIT_CSV = "split.csv"
 SPLIT_COLUMNS = ("plate", "well", "site", "moa", "split", "path_dapi", "path_tubulin", "path_actin")
 
 
-@dataclass(frozen=True)
-class LabelledField:
-    name: str  # plate/well/sSITE
-    paths: tuple[Path, ...]  # in CHANNELS order
-    moa: str | None
-    split: str = ""
-
-
-def from_split(run_dir: Path) -> list[LabelledField]:
+def from_split(run_dir: Path) -> list[Field]:
     """The rows of a run's split.csv (train and val), as `train` wrote them."""
     rows = read_table(Path(run_dir) / SPLIT_CSV, SPLIT_COLUMNS)
-    return [LabelledField(f"{r['plate']}/{r['well']}/s{r['site']}",
-                          tuple(Path(r[f"path_{c.lower()}"]) for c in CHANNELS), r["moa"] or None, r["split"])
+    return [Field(r["plate"], r["well"], int(r["site"]), tuple(Path(r[f"path_{c.lower()}"]) for c in CHANNELS),
+                  moa=r["moa"] or None, split=r["split"])
             for r in rows]
 
 
-def from_folder(root: Path) -> list[LabelledField]:
+def from_folder(root: Path) -> list[Field]:
     """The labelled fields of a BBBC021-layout folder (image and MoA tables)."""
-    return [LabelledField(f"{f.plate}/{f.well}/s{f.site}", f.paths, f.moa) for f in load_fields(root)]
+    return load_fields(root)
 
 
-def stratified(fields: list[LabelledField], count: int, seed: int = 0) -> list[LabelledField]:
+def stratified(fields: list[Field], count: int, seed: int = 0) -> list[Field]:
     """Up to `count` fields taking classes in turn, each class in a seeded random order."""
-    by_class: dict[str, list[LabelledField]] = defaultdict(list)
+    by_class: dict[str, list[Field]] = defaultdict(list)
     for f in fields:
         by_class[f.moa or ""].append(f)
     rng = np.random.default_rng(seed)
     queues = [[members[i] for i in rng.permutation(len(members))] for _, members in sorted(by_class.items())]
-    chosen: list[LabelledField] = []
+    chosen: list[Field] = []
     for depth in range(max(map(len, queues), default=0)):
         chosen += [queue[depth] for queue in queues if depth < len(queue)]
     return chosen[:count]
 
 
-def read_raw(fields: list[LabelledField], size: tuple[int, int]) -> np.ndarray:
+def read_raw(fields: list[Field], size: tuple[int, int]) -> np.ndarray:
     """The fields as one uint16 (N, channels, H, W) array."""
     raw = np.empty((len(fields), len(CHANNELS), *size), dtype=np.uint16)
     for i, f in enumerate(fields):
@@ -61,7 +54,7 @@ def read_raw(fields: list[LabelledField], size: tuple[int, int]) -> np.ndarray:
     return raw
 
 
-def accuracy(probabilities: np.ndarray, fields: list[LabelledField], labels: tuple[str, ...]) -> float:
+def accuracy(probabilities: np.ndarray, fields: list[Field], labels: tuple[str, ...]) -> float:
     """Top-1 accuracy in percent against the fields' MoA."""
     unknown = sorted({str(f.moa) for f in fields} - set(labels))
     if unknown:

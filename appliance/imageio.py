@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 
-if TYPE_CHECKING:
-    from appliance.plate import PlateField
+from appliance.layouts.base import Field
 
 FITS = ("pad", "resize")
 
@@ -144,7 +142,7 @@ def fit_image(path: Path, image: np.ndarray, size: tuple[int, int], fit: str) ->
     return image, note
 
 
-def read_plate_field(field: PlateField, size: tuple[int, int], out: np.ndarray | None = None,
+def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None = None,
                      fit: str | None = None) -> str:
     """Fill out (channels, height, width) uint16 with the field; return "" or the note of the fit applied.
 

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 
 from appliance.chunks import field_key
 from appliance.report import write_report
-from appliance.results import (EMBEDDINGS_PARQUET, FAILURES_CSV, FIELDS_PARQUET, RUN_JSON, row_order, write_json,
-                               write_results)
+from appliance.files import write_json
+from appliance.results import EMBEDDINGS_PARQUET, FAILURES_CSV, FIELDS_PARQUET, RUN_JSON, row_order, write_results
 
 # run.json entries every shard must agree on.
 SAME = ("plate", "layout", "precision", "fit")

@@ -1,6 +1,6 @@
 """Finding the fields of a plate, whatever layout the imager wrote it in.
 
-A layout module (appliance/layouts/) turns a plate folder into PlateFields: one entry per field
+A layout module (appliance/layouts/) turns a plate folder into Fields: one entry per field
 with the file (and plane) of each model channel, in the model's order (DAPI, Tubulin, Actin).
 This module picks the layout, parses `--channels`, applies a `--platemap` and expands a folder
 of plates. A field that cannot be assembled (a channel missing or given twice, a manifest path
@@ -11,63 +11,15 @@ no file, an unreadable manifest).
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from appliance.metadata import CHANNELS, MetadataError, read_table
+from appliance.layouts import imagexpress, manifest, ome_tiff
+from appliance.layouts.base import Failure, Field, PlateError, field_order, parse_well, well_name
+from appliance.layouts.manifest import MANIFEST
+from appliance.layouts.base import CHANNELS, MetadataError, read_table
 
 LAYOUTS = ("auto", "bbbc021", "metaxpress", "ome-tiff", "manifest")
-MANIFEST = "manifest.csv"
-WELL = re.compile(r"^(?P<row>[A-Z]{1,2})0*(?P<column>\d{1,3})$", re.IGNORECASE)
-
-
-class PlateError(ValueError):
-    """The plate folder cannot be used at all; the message names it."""
-
-
-@dataclass(frozen=True)
-class PlateField:
-    plate: str
-    well: str  # "B02" (zero-padded column)
-    row: str  # "B"
-    column: int  # 2
-    site: int
-    paths: tuple[Path, ...]  # one per model channel, in CHANNELS order (an OME-TIFF repeats its path)
-    planes: tuple[int, ...] | None = None  # plane of each channel in a multi-plane file; None: one plane per file
-    compound: str | None = None
-    concentration: float | None = None
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A field that was not classified, and why."""
-
-    plate: str
-    well: str
-    site: int
-    file: str
-    reason: str
-
-
-def parse_well(text: str) -> tuple[str, int]:
-    """'B2', 'b02' -> ('B', 2); ValueError for anything else."""
-    match = WELL.match(text.strip())
-    if not match:
-        raise ValueError(f"bad well {text!r} (expected a row letter and a column number, e.g. B02)")
-    return match["row"].upper(), int(match["column"])
-
-
-def well_name(row: str, column: int) -> str:
-    return f"{row}{column:02d}"
-
-
-def field_order(item) -> tuple:
-    """Sort key of a PlateField or Failure: row (A..Z, then AA..), column, site."""
-    well = item.well
-    match = WELL.match(well)
-    row, column = (match["row"].upper(), int(match["column"])) if match else (well, 0)
-    return len(row), row, column, item.site
 
 
 def parse_channels(text: str | None) -> dict[str, str]:
@@ -115,14 +67,11 @@ def detect_layout(plate_dir: Path) -> str:
 
 
 def discover_fields(plate_dir: Path, layout: str = "auto", channels: str | None = None,
-                    platemap: Path | None = None) -> tuple[list[PlateField], list[Failure]]:
+                    platemap: Path | None = None) -> tuple[list[Field], list[Failure]]:
     """Complete fields and failed ones, both sorted by row, column, site.
 
     plate_dir is a plate folder, or a manifest CSV (its folder is then the plate folder).
     """
-    # The layout modules import this module's dataclasses, so they are imported here.
-    from appliance.layouts import imagexpress, manifest, ome_tiff
-
     plate_dir = Path(plate_dir)
     if layout not in LAYOUTS:
         raise PlateError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")

@@ -22,7 +22,7 @@ from matplotlib.colors import to_rgb  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Circle, Patch  # noqa: E402
 
-from appliance.results import replace_atomically
+from appliance.files import write_atomically
 
 # Colour-blind-friendly categorical colours: Okabe & Ito (2008) without black, then members of
 # Paul Tol's "muted" and "light" sets (2021) that stay apart from those and from one another.
@@ -181,6 +181,6 @@ def draw_plate_map(wells: list[dict], labels: list[str], path: Path, failed: dic
               alignment="left")
     fig.tight_layout()
     try:  # a reader never sees half a picture
-        return replace_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
+        return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))
     finally:
         plt.close(fig)

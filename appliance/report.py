@@ -17,8 +17,9 @@ from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
+from appliance.files import write_text
 from appliance.platemap import class_colour, draw_plate_map, map_layout, on_plate
-from appliance.results import FAILURES_CSV, FIELDS_CSV, RUN_JSON, TREATMENTS_CSV, WELLS_CSV, replace_atomically
+from appliance.results import FAILURES_CSV, FIELDS_CSV, RUN_JSON, TREATMENTS_CSV, WELLS_CSV
 
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
 PROBABILITY = "Probability_"
@@ -236,10 +237,6 @@ def plate_map_section(png: Path, plate: str, wells: list[dict], labels: list[str
             "probabilities), paler when less sure; the number is the class's number in the legend. Every field "
             f"and well is in fields.csv and wells.csv beside this report.</p>"
             f'<img class="map" alt="plate map of {escape(plate)}" src="data:image/png;base64,{image}">')
-
-
-def write_text(path: Path, text: str) -> Path:
-    return replace_atomically(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))  # never half a report
 
 
 def write_report(out_dir: Path) -> Path:

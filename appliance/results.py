@@ -9,8 +9,6 @@ through a temporary file and renamed: a reader, a crash or a full disk never lea
 from __future__ import annotations
 
 import csv
-import json
-import os
 import re
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from appliance.plate import Failure, PlateField
+from appliance.files import write_atomically
+from appliance.layouts.base import Failure, Field
 
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV = "fields.csv", "fields.parquet", "wells.csv"
 TREATMENTS_CSV, FAILURES_CSV, EMBEDDINGS_PARQUET, RUN_JSON = (
@@ -63,7 +62,7 @@ def call(probabilities: np.ndarray, labels) -> dict:
     return {"Classify_Class": labels[best], "Classify_Confidence": float(probabilities[best])}
 
 
-def field_row(field: PlateField, fit_note: str, probabilities: np.ndarray, labels, channels,
+def field_row(field: Field, fit_note: str, probabilities: np.ndarray, labels, channels,
               model_sha256: str, precision: str) -> dict:
     """One classified field, keys in fields.csv's column order."""
     row = {"Metadata_Plate": field.plate, "Metadata_Well": field.well, "Metadata_Row": field.row,
@@ -129,23 +128,6 @@ def treatment_rows(wells: list[dict], labels) -> list[dict]:
     return out
 
 
-def replace_atomically(path: Path, write) -> Path:
-    """write(tmp_path), then rename over path; a failure leaves path as it was and no temporary behind."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ResultsError(f"{path}: cannot write ({exc.strerror or exc}); results already there are intact") \
-            from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def csv_value(value) -> str:
     if value is None:
         return ""
@@ -160,7 +142,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
             writer = csv.writer(f)
             writer.writerow(columns)
             writer.writerows([csv_value(row[c]) for c in columns] for row in rows)
-    return replace_atomically(path, write)
+    return write_atomically(path, write)
 
 
 def arrow_type(column: str):
@@ -179,11 +161,7 @@ def to_table(columns: list[str], rows: list[dict]) -> pa.Table:
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:
-    return replace_atomically(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def write_json(path: Path, data: dict) -> Path:
-    return replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=str)))
+    return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def embeddings_table(fields: list[dict], vectors: np.ndarray) -> pa.Table:

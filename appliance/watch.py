@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance.classify import classify_plate
-from appliance.results import replace_atomically
+from appliance.files import write_atomically
 
 LEDGER, LOCK = "watch-ledger.json", ".watch.lock"
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
@@ -94,7 +94,7 @@ class Ledger:
                 f.flush()
                 os.fsync(f.fileno())  # the ledger must survive a power cut: it decides what is never redone
 
-        replace_atomically(self.path, write)
+        write_atomically(self.path, write)
 
 
 @dataclass

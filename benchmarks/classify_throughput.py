@@ -28,7 +28,7 @@ from pathlib import Path
 
 import openvino as ov
 
-from appliance.benchmark import benchmark_app_fps
+from export.benchmark import benchmark_app_fps
 from appliance.classify import classify_plate
 from appliance.inference import Classifier, check_card, read_card, resolve_model
 from appliance.synth import write_dataset

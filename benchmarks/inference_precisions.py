@@ -20,7 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from appliance.benchmark import benchmark, table
+from export.benchmark import benchmark, table
 from appliance.synth import write_dataset
 from export.exporter import export_run
 from training.run import read_run_info

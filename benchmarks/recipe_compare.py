@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of 
 def heldout_accuracy(run: Path, heldout: Path, workers: int) -> tuple[float, int]:
     from torch.utils.data import DataLoader
 
-    from appliance.metadata import load_fields
+    from appliance.layouts.bbbc021 import load_fields
     from appliance.normalization import Normalization
     from training.data import FieldDataset
     from training.run import load_run

@@ -1,6 +1,6 @@
 """The trained model in PyTorch eager mode, fp32: the baseline `benchmark` compares OpenVINO with.
 
-Lives outside `appliance` because it imports torch; `appliance.benchmark` imports it lazily.
+Lives outside `appliance` because it imports torch; `export.benchmark` times it beside OpenVINO.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from appliance.files import write_atomically
 from appliance.fieldsets import SPLIT_CSV, from_split, read_raw
 from appliance.imageio import FieldError
 from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES, Classifier
@@ -32,7 +33,7 @@ from appliance.model_card import ModelCard
 from export import ExportError
 from export.ir import INPUT, raw_input_model, save_with_card
 from export.quantize import CALIBRATION_FIELDS, GATE_FIELDS, quantize_export
-from training.run import load_run, model_card, write_atomically
+from training.run import load_run, model_card
 
 OPSET = 18
 TOLERANCE = 1e-3  # max abs difference in probabilities

@@ -21,7 +21,8 @@ import nncf
 import numpy as np
 import openvino as ov
 
-from appliance.fieldsets import LabelledField, accuracy, from_folder, from_split, read_raw, stratified
+from appliance.fieldsets import accuracy, from_folder, from_split, read_raw, stratified
+from appliance.layouts.base import Field
 from appliance.inference import MODEL_INT8_XML, MODEL_XML, Classifier, check_card, read_card
 from appliance.model_card import ModelCard
 from export import ExportError
@@ -36,7 +37,7 @@ ADVANCED = nncf.AdvancedQuantizationParameters(disable_bias_correction=True)
 
 
 def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: int,
-                  gate_fields: int) -> tuple[dict, list[LabelledField], dict, list[LabelledField]]:
+                  gate_fields: int) -> tuple[dict, list[Field], dict, list[Field]]:
     """(calibration description, fields), (gate description, fields); never the same field in both."""
     rows = from_split(run_dir)
     train, val = [f for f in rows if f.split == "train"], [f for f in rows if f.split == "val"]
@@ -61,14 +62,14 @@ def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: i
     return {"fields": len(calib), "source": source}, calib, {"fields": len(gate), "source": gate_source}, gate
 
 
-def quantize(onnx_path: Path, card: ModelCard, calibration: list[LabelledField]):
+def quantize(onnx_path: Path, card: ModelCard, calibration: list[Field]):
     """The raw-input IR quantized on calibration fields fed as raw uint16, one at a time."""
     dataset = nncf.Dataset(calibration, lambda field: read_raw([field], card.size))
     return nncf.quantize(raw_input_model(onnx_path, card), dataset, preset=PRESET, subset_size=len(calibration),
                          advanced_parameters=ADVANCED)
 
 
-def compare(float_xml: Path, int8_xml: Path, fields: list[LabelledField], batch: int = 2) -> dict:
+def compare(float_xml: Path, int8_xml: Path, fields: list[Field], batch: int = 2) -> dict:
     """Top-1 accuracy of both models on the same fields, read once."""
     f32, int8 = Classifier(float_xml, "f32"), Classifier(int8_xml, "int8")
     p32, p8 = [], []

@@ -17,6 +17,23 @@ WAVELENGTHS = {"DAPI": 1, "Tubulin": 2, "Actin": 4}
 MEAN, STD = (900.0, 1500.0, 1100.0), (250.0, 400.0, 300.0)
 
 
+@pytest.fixture(scope="session")
+def shared_bbbc021() -> Path:
+    """../shared/bbbc021, the real published CSVs. Missing in CI fails (a skip there would hide
+    that the real-metadata tests never ran); elsewhere it skips."""
+    import os
+
+    from appliance.layouts.bbbc021 import IMAGE_CSV, MOA_CSV
+
+    folder = Path(__file__).resolve().parents[2] / "shared" / "bbbc021"
+    if not ((folder / IMAGE_CSV).is_file() and (folder / MOA_CSV).is_file()):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"../shared/bbbc021 is missing: CI lays it beside the clone (looked in {folder})",
+                        pytrace=False)
+        pytest.skip(f"../shared/bbbc021 not present ({folder}); CI runs these tests")
+    return folder
+
+
 def random_channel(rng: np.random.Generator, channel: int, size=SIZE) -> np.ndarray:
     return rng.normal(MEAN[channel], STD[channel], size).clip(0, 65535).astype(np.uint16)
 

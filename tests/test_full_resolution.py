@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 from appliance.classify import classify_plate
-from appliance.metadata import load_fields
+from appliance.layouts.bbbc021 import load_fields
 from appliance.synth import write_dataset
 from export.exporter import export_run
 from training.train import TrainConfig, train

@@ -21,7 +21,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from training.run import load_weights, write_atomically
+from appliance.files import write_atomically
+from training.run import load_weights
 
 CHECKPOINTS = "checkpoints"
 STATE_KEY = "mcnn_training_state"  # the metadata entry holding the JSON document

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from appliance.fieldsets import SPLIT_COLUMNS  # the one definition: export and benchmark read what this writes
 from appliance.imageio import read_field
-from appliance.metadata import Field
+from appliance.layouts.base import Field
 from appliance.normalization import Normalization
 
 

@@ -29,7 +29,8 @@ from rich.table import Table
 
 from appliance.fieldsets import SPLIT_CSV, from_split
 from appliance.imageio import FieldError, read_field
-from appliance.metadata import IMAGE_CSV, Field, concentration_key, load_fields
+from appliance.layouts.base import Field
+from appliance.layouts.bbbc021 import IMAGE_CSV, concentration_key, load_fields
 from training.data import CONTROL
 
 EVALUATION_DIR = "evaluation"

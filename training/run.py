@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 
+from appliance.files import write_atomically
 from appliance.model_card import ModelCard
 from appliance.normalization import Normalization
 from training.model import MCNN, MCNNConfig
@@ -33,14 +32,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomically(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def save_run(run_dir: Path, model: MCNN, info: dict) -> dict:

@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from rich.console import Console
@@ -41,9 +40,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 import appliance
+from appliance.files import write_atomically
 from appliance.fieldsets import SPLIT_CSV
 from appliance.imageio import read_field
-from appliance.metadata import CHANNELS, class_names, load_fields
+from appliance.layouts.base import CHANNELS
+from appliance.layouts.bbbc021 import class_names, load_fields
 from appliance.normalization import fit_normalization
 from training.curves import draw_curves
 from training.checkpoint import (CHECKPOINTS, ResumeError, checkpoint_path, checkpoint_step, config_differences,
@@ -51,7 +52,7 @@ from training.checkpoint import (CHECKPOINTS, ResumeError, checkpoint_path, chec
 from training.data import EpochSampler, FieldDataset, select_split, spread_sample, write_split
 from training.model import MCNN, MCNNConfig, count_parameters
 from training.process import keep_freed_memory, rank_cores, set_threads
-from training.run import WEIGHTS, save_run, write_atomically
+from training.run import WEIGHTS, save_run
 
 METRICS_COLUMNS = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
                    "images_per_s", "data_wait", "epoch_s", "wall_s")  # data_wait: fraction of the epoch

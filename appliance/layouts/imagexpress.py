@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from appliance.metadata import CHANNELS, IMAGE_CSV, MetadataError, read_table
-from appliance.plate import Failure, PlateError, PlateField, well_name
+from appliance.layouts.base import CHANNELS, MetadataError, read_table
+from appliance.layouts.bbbc021 import IMAGE_CSV
+from appliance.layouts.base import Failure, Field, PlateError, well_name
 
 FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})(?:_s(?P<site>\d+))?_w(?P<wavelength>\d{1,2})"
                        r"(?:[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})?\.tiff?$", re.IGNORECASE)
@@ -68,7 +69,7 @@ def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
         raise PlateError(f"{path}: {exc}") from None
 
 
-def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[list[PlateField], list[Failure]]:
+def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[list[Field], list[Failure]]:
     waves = wavelengths(layout, mapping)
     plate = plate_dir.parent.name if STACK_FOLDER.match(plate_dir.name) else plate_dir.name
     found: dict[tuple[str, int, int], dict[int, list[Path]]] = {}
@@ -106,6 +107,5 @@ def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[lis
         else:
             paths = tuple(files[waves[c]][0] for c in CHANNELS)
             compound, concentration = treatments.get(paths[0].name, (None, None))
-            fields.append(PlateField(plate, well, row, column, site, paths,
-                                     compound=compound, concentration=concentration))
+            fields.append(Field(plate, well, site, paths, compound=compound, concentration=concentration))
     return fields, failures

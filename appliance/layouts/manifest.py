@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.metadata import CHANNELS, MetadataError, read_table
-from appliance.plate import MANIFEST, Failure, PlateError, PlateField, parse_well, well_name
+from appliance.layouts.base import CHANNELS, MetadataError, read_table
+from appliance.layouts.base import Failure, Field, PlateError, parse_well, well_name
+
+MANIFEST = "manifest.csv"  # the file name `--layout auto` recognises in a plate folder
 
 
 def resolve_inside(plate_root: Path, value: str) -> Path:
@@ -28,7 +30,7 @@ def resolve_inside(plate_root: Path, value: str) -> Path:
     return path
 
 
-def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[PlateField], list[Failure]]:
+def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], list[Failure]]:
     manifest = plate_dir if plate_dir.is_file() else plate_dir / MANIFEST
     plate_root = manifest.parent.resolve()
     plate = plate_root.name
@@ -67,8 +69,8 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[PlateField]
         except ValueError as exc:
             failures.append(Failure(plate, well, site, where, str(exc)))
             continue
-        candidates.append(PlateField(plate, well, well_row, column, site, paths,
-                                     compound=row.get("compound") or None, concentration=concentration))
+        candidates.append(Field(plate, well, site, paths,
+                                compound=row.get("compound") or None, concentration=concentration))
     for (well, site), lines in by_position.items():
         if len(lines) > 1:
             failures.append(Failure(plate, well, site, f"{manifest.name} lines {', '.join(map(str, lines))}",

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import tifffile
 
-from appliance.metadata import CHANNELS
-from appliance.plate import Failure, PlateError, PlateField, well_name
+from appliance.layouts.base import CHANNELS
+from appliance.layouts.base import Failure, Field, PlateError, well_name
 
 FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})_s(?P<site>\d+)(?=[_.])", re.IGNORECASE)
 NAME_HINTS = {"DAPI": ("dapi", "hoechst"), "Tubulin": ("tubulin",), "Actin": ("actin", "phalloidin")}
@@ -116,7 +116,7 @@ def channel_planes(names: list[str], mapping: dict[str, str]) -> tuple[int, ...]
     return chosen
 
 
-def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[PlateField], list[Failure]]:
+def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], list[Failure]]:
     plate = plate_dir.name
     files = sorted(p for p in plate_dir.iterdir() if is_ome_tiff(p))
     if not files:
@@ -143,8 +143,8 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[PlateField]
             fields = [f for f in fields if (f.well, f.site) != (well, site)]
             continue
         seen[(well, site)] = path.name
-        fields.append(PlateField(plate, well, position[0], position[1], site, (path,) * len(CHANNELS),
-                                 planes=tuple(first_ifd + p for p in planes)))
+        fields.append(Field(plate, well, site, (path,) * len(CHANNELS),
+                            planes=tuple(first_ifd + p for p in planes)))
     # A channel map that fits no file is a wrong map, not a plate of failed fields.
     if channel_failures == len(files):
         raise PlateError(f"{plate_dir}: the channels of no file match the model's; {failures[0].file}: "

@@ -19,6 +19,7 @@ import pytest
 
 from appliance.classify import classify_plate, default_out, shard_of
 from appliance.inference import Classifier
+from appliance.files import WriteError
 from appliance.results import ResultsError, field_columns, probability_column
 from tests.conftest import CHANNELS, LABELS, truncate, write_field, write_plate
 
@@ -216,7 +217,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_committed_chunks(classifier, tmp
         real(table, path, *args, **kwargs)
 
     monkeypatch.setattr(appliance.results.pq, "write_table", fills_up)
-    with pytest.raises(ResultsError, match="No space left on device.*intact"):
+    with pytest.raises(WriteError, match="No space left on device.*unchanged"):
         classify_plate(plate, classifier, out, chunk_fields=1, readers=1)
     assert [p.name for p in (out / ".partial").iterdir() if p.name.startswith(".")] == []  # no temporaries
     monkeypatch.undo()

@@ -103,7 +103,7 @@ def test_runtime_never_imports_torch_and_names_the_missing_extra(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         sys.modules["torch"] = None  # import torch now raises, as without the extra
-        import appliance.cli, appliance.classify, appliance.inference, appliance.synth, appliance.demo
+        import appliance.cli, appliance.classify, appliance.inference, appliance.synth
         from typer.testing import CliRunner
         result = CliRunner().invoke(appliance.cli.app, ["train", r"{tmp_path}", "--out", r"{tmp_path / 'r'}"])
         print(result.exit_code, result.output)

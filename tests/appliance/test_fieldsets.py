@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 
-from appliance.fieldsets import LabelledField, accuracy, from_split, read_raw, stratified
+from appliance.layouts.base import Field
+from appliance.fieldsets import accuracy, from_split, read_raw, stratified
 from tests.conftest import LABELS
 
 
-def fields(counts: dict[str, int]) -> list[LabelledField]:
-    return [LabelledField(f"{moa}/{i}", (), moa) for moa, n in counts.items() for i in range(n)]
+def fields(counts: dict[str, int]) -> list[Field]:
+    return [Field(moa, "B02", i, (), moa=moa) for moa, n in counts.items() for i in range(n)]
 
 
 def test_stratified_takes_classes_in_turn():

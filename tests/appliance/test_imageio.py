@@ -5,7 +5,7 @@ import pytest
 import tifffile
 
 from appliance.imageio import FieldError, read_field, read_plate_field
-from appliance.plate import PlateField
+from appliance.layouts.base import Field
 from tests.conftest import truncate
 
 SIZE = (64, 80)
@@ -15,8 +15,8 @@ def noise(seed: int, size=SIZE) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 65535, size, dtype=np.uint16)
 
 
-def field_of(paths, planes=None) -> PlateField:
-    return PlateField("P1", "B02", "B", 2, 1, tuple(paths), planes=planes)
+def field_of(paths, planes=None) -> Field:
+    return Field("P1", "B02", 1, tuple(paths), planes=planes)
 
 
 def write_channels(tmp_path, images, **kwargs):

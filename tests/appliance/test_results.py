@@ -6,9 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from appliance.plate import PlateField
-from appliance.results import (ResultsError, field_row, probability_column, treatment_rows, well_rows, write_csv,
-                               write_results)
+from appliance.layouts.base import Field
+from appliance.results import (field_row, probability_column, treatment_rows, well_rows, write_results)
 
 LABELS = ("Actin disruptors", "DMSO", "Eg5 inhibitors")
 CHANNELS = ("DAPI", "Tubulin", "Actin")
@@ -21,7 +20,7 @@ def rows_of(path):
 
 def field(well, site, compound=None, concentration=None, tmp="/x"):
     paths = tuple(f"{tmp}/{well}_s{site}_w{c}.tif" for c in (1, 2, 4))
-    return PlateField("P1", well, well[0], int(well[1:]), site, paths, compound=compound, concentration=concentration)
+    return Field("P1", well, site, paths, compound=compound, concentration=concentration)
 
 
 def test_probability_columns_replace_every_non_alphanumeric_run():
@@ -60,11 +59,3 @@ def test_wells_and_treatments_aggregate_with_agreement(tmp_path):
 
     write_results(tmp_path, rows[4:], [], LABELS, CHANNELS)  # no compound known any more
     assert not (tmp_path / "treatments.csv").exists()
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
-    path = write_csv(tmp_path / "wells.csv", ["a"], [{"a": 1}])
-    monkeypatch.setattr("appliance.results.os.replace", lambda *a: (_ for _ in ()).throw(OSError(28, "No space")))
-    with pytest.raises(ResultsError, match="wells.csv: cannot write \\(No space\\)"):
-        write_csv(path, ["a"], [{"a": 2}])
-    assert path.read_text().splitlines() == ["a", "1"] and sorted(p.name for p in tmp_path.iterdir()) == ["wells.csv"]

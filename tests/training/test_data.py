@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from appliance.metadata import IMAGE_CSV, load_fields
+from appliance.layouts.bbbc021 import IMAGE_CSV, load_fields
 from appliance.normalization import Normalization
 from appliance.synth import write_dataset
 from training.data import (CONTROL, FieldDataset, SplitError, folds, holdout_compounds, select_split,

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from appliance.cli import app
-from appliance.metadata import IMAGE_CSV, Field, load_fields
+from appliance.layouts.base import Field
+from appliance.layouts.bbbc021 import IMAGE_CSV, load_fields
 from appliance.synth import write_dataset
 from export.exporter import export_run
 from tests.conftest import truncate

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from appliance.cli import app
-from appliance.metadata import load_fields
+from appliance.layouts.bbbc021 import load_fields
 from appliance.normalization import Normalization
 from appliance.synth import write_dataset
 from training.data import FieldDataset, stratified_split
@@ -236,7 +236,7 @@ def test_the_train_command_takes_a_recipe_and_records_it(tiny_data, tmp_path):
 
 
 def test_the_demo_pins_the_adamw_recipe_whatever_the_default():
-    from appliance.demo import DemoPlan
+    from export.demo import DemoPlan
 
     plan = DemoPlan()
     demo = resolve_recipe(TrainConfig(data="d", out="o", recipe=plan.recipe, optimizer=plan.optimizer, lr=plan.lr))

@@ -9,17 +9,15 @@ the csv module with newline="" and utf-8-sig reads them all.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.layouts.base import CHANNELS, Field, MetadataError, read_table
 
 IMAGE_CSV = "BBBC021_v1_image.csv"
 MOA_CSV = "BBBC021_v1_moa.csv"
 
-# The model's channel order, and BBBC021's wavelength number for each stain.
-CHANNELS = ("DAPI", "Tubulin", "Actin")
+# BBBC021's wavelength number for each stain.
 WAVELENGTHS = {"DAPI": 1, "Tubulin": 2, "Actin": 4}
 
 IMAGE_COLUMNS = (
@@ -35,51 +33,9 @@ MOA_COLUMNS = ("compound", "concentration", "moa")
 SITE_IN_NAME = re.compile(r"_s(\d+)_w\d", re.IGNORECASE)
 
 
-class MetadataError(ValueError):
-    """A metadata table is missing, unreadable or lacks a column; the message names the file."""
-
-
-@dataclass(frozen=True)
-class Field:
-    """One imaged field: three channel files and what was done to the well."""
-
-    plate: str
-    well: str
-    site: int
-    week: str
-    compound: str
-    concentration: float
-    moa: str | None
-    paths: tuple[Path, ...]  # in CHANNELS order
-    image_number: int = 0
-
-    @property
-    def treatment(self) -> str:
-        return f"{self.compound}@{self.concentration:g}"
-
-
 def concentration_key(value: str | float) -> float:
     """Concentrations compared as numbers: '0.3', '0.300000' and 3e-1 are one treatment."""
     return round(float(value), 9)
-
-
-def read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV as dicts with stripped keys and values; any line ending or quoting."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise MetadataError(f"{path}: not UTF-8 text ({exc})") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        raise MetadataError(f"{path}: empty file")
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    header = {(k or "").strip() for k in reader.fieldnames}
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise MetadataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return rows
 
 
 def read_moa_table(path: Path) -> dict[tuple[str, float], str]:

@@ -1,14 +1,12 @@
 """The demo: the whole path on an embedded default, at full resolution.
 
 synthetic BBBC021 plates -> train -> export -> classify a held-out plate (another week)
--> held-out accuracy. Training and export need the `train`/`export` extras; they are imported
-here, inside the function, so the runtime package itself never depends on them.
+-> held-out accuracy. It lives in export/, the room that sees the other two.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import time
 from dataclasses import dataclass
@@ -16,7 +14,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from appliance.metadata import load_fields
+from appliance.classify import classify_plate
+from appliance.layouts.bbbc021 import load_fields
+from appliance.synth import write_dataset
+from export.exporter import export_run
+from training.train import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -49,11 +51,6 @@ def heldout_accuracy(fields_csv: Path, data_dir: Path) -> tuple[float, int]:
 
 
 def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None = None) -> dict:
-    from appliance.classify import classify_plate
-    from appliance.synth import write_dataset
-
-    train_module = importlib.import_module("training.train")
-    exporter = importlib.import_module("export.exporter")
     console = console or Console()
     workdir = Path(workdir)
     timings, start = {}, time.time()
@@ -72,14 +69,14 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
 
     console.rule("2/4 train (full resolution)")
     run = workdir / "run"
-    train_module.train(train_module.TrainConfig(
+    train(TrainConfig(
         data=str(data), out=str(run), epochs=plan.epochs, batch_size=plan.batch_size, size=plan.size,
         recipe=plan.recipe, optimizer=plan.optimizer, lr=plan.lr, gain_jitter=plan.gain_jitter, seed=plan.seed,
         val_fraction=0.0), console=console)
     stage("train")
 
     console.rule("3/4 export (ONNX, OpenVINO IR)")
-    exported = exporter.export_run(run, log=console.print)
+    exported = export_run(run, log=console.print)
     stage("export")
 
     console.rule("4/4 classify the held-out plate")

@@ -5,7 +5,7 @@ import shutil
 
 from typer.testing import CliRunner
 
-from appliance.benchmark import benchmark
+from export.benchmark import benchmark
 from appliance.cli import app
 from appliance.synth import write_dataset
 

@@ -1,35 +1,29 @@
 import csv
 import re
-from pathlib import Path
 
 import pytest
 
-from appliance.metadata import (CHANNELS, IMAGE_CSV, MOA_CSV, MetadataError, class_names, concentration_key,
-                                load_fields)
-
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "bbbc021"
-needs_real_csvs = pytest.mark.skipif(not (SHARED / IMAGE_CSV).is_file(), reason=f"{SHARED} not present")
+from appliance.layouts.base import CHANNELS, MetadataError
+from appliance.layouts.bbbc021 import IMAGE_CSV, MOA_CSV, class_names, concentration_key, load_fields
 
 
-@needs_real_csvs
-def test_join_of_the_published_tables():
-    fields = load_fields(SHARED)
+def test_join_of_the_published_tables(shared_bbbc021):
+    fields = load_fields(shared_bbbc021)
     assert len(fields) == 3848
     assert len(class_names(fields)) == 13 and "DMSO" in class_names(fields)
-    assert len(load_fields(SHARED, labelled_only=False)) == 13200
+    assert len(load_fields(shared_bbbc021, labelled_only=False)) == 13200
     first = next(f for f in fields if f.compound == "taxol")
     assert first.moa == "Microtubule stabilizers"
     assert first.week.startswith("Week") and first.plate in str(first.paths[0])
     assert [re.search(r"_s\d_(w\d)", p.name).group(1) for p in first.paths] == ["w1", "w2", "w4"]
 
 
-@needs_real_csvs
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
-def test_any_line_ending_quoting_and_bom(tmp_path, newline):
+def test_any_line_ending_quoting_and_bom(tmp_path, newline, shared_bbbc021):
     """Copies in the wild: CRLF or CR endings, all fields quoted or none, a BOM, '0.3' vs '0.300000'."""
-    table = list(csv.reader(open(SHARED / IMAGE_CSV, newline="")))
+    table = list(csv.reader(open(shared_bbbc021 / IMAGE_CSV, newline="")))
     rows = [table[0], *table[1::25]]
-    moa = list(csv.reader(open(SHARED / MOA_CSV, newline="")))
+    moa = list(csv.reader(open(shared_bbbc021 / MOA_CSV, newline="")))
     with open(tmp_path / IMAGE_CSV, "w", newline="", encoding="utf-8-sig") as f:
         csv.writer(f, quoting=csv.QUOTE_ALL, lineterminator=newline).writerows(rows)
     with open(tmp_path / MOA_CSV, "w", newline="") as f:
@@ -37,7 +31,7 @@ def test_any_line_ending_quoting_and_bom(tmp_path, newline):
         writer.writerow(moa[0])
         writer.writerows([c, f"{float(conc):g}", m] for c, conc, m in moa[1:])  # 0.300000 -> 0.3
     got = load_fields(tmp_path)
-    want = [f for f in load_fields(SHARED) if f.paths[0].name in {r[2] for r in rows[1:]}]
+    want = [f for f in load_fields(shared_bbbc021) if f.paths[0].name in {r[2] for r in rows[1:]}]
     assert [(f.plate, f.well, f.site, f.moa) for f in got] == [(f.plate, f.well, f.site, f.moa) for f in want]
     assert len(got) > 100
 

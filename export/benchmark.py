@@ -13,13 +13,10 @@ int8 (if model-int8.xml exists). Each row gives
                        settings, ours timed right before and after it
 Backends are timed in interleaved rounds (median of 5), so load from other processes falls on
 all rows alike: on a shared machine the ratios between rows are the figures to trust.
-torch is imported only inside export.eager, and only here.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import re
 import statistics
@@ -29,20 +26,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import openvino as ov
 from rich import box
 from rich.table import Table
 
-from appliance.fieldsets import SPLIT_CSV, LabelledField, accuracy, from_folder, from_split, read_raw
+from appliance.fieldsets import SPLIT_CSV, accuracy, from_folder, from_split, read_raw
+from appliance.layouts.base import Field
 from appliance.inference import (MODEL_INT8_XML, MODEL_XML, PRECISIONS, PROBABILITIES, Classifier, check_card,
                                  compile_model, read_card)
+from export.eager import eager_predictor
 
 BATCH = 2  # torch and ONNX Runtime run batches of this size for throughput
 ROUNDS = 5  # each backend timed this many times, interleaved; the median is reported
 CHUNK = 8  # fields read at a time for accuracy
 
 
-def labelled_fields(run_dir: Path, data: Path | None) -> tuple[list[LabelledField], str]:
+def labelled_fields(run_dir: Path, data: Path | None) -> tuple[list[Field], str]:
     """--data's labelled fields, else the run's validation rows, else none."""
     if data is not None:
         return from_folder(data), f"labelled fields of {data}"
@@ -70,8 +70,6 @@ def batched(predict):
 
 
 def onnxruntime_runner(onnx_path: Path, card, threads: int):
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
@@ -79,8 +77,7 @@ def onnxruntime_runner(onnx_path: Path, card, threads: int):
 
 
 def torch_runner(run_dir: Path, card, threads: int):
-    eager = importlib.import_module("export.eager")  # torch, only here
-    predict, run_card = eager.eager_predictor(run_dir, threads)
+    predict, run_card = eager_predictor(run_dir, threads)
     if run_card.weights_sha256 != card.weights_sha256:
         raise ValueError(f"{run_dir}: its weights are not the ones this model was exported from (SHA-256 differs)")
     return batched(predict)
@@ -107,7 +104,7 @@ def benchmark_app_fps(xml: Path, precision: str, shape: tuple[int, ...], seconds
     return float(found.group(1)) if found else None
 
 
-def timing_fields(labelled: list[LabelledField], card, fields: int) -> np.ndarray:
+def timing_fields(labelled: list[Field], card, fields: int) -> np.ndarray:
     """Labelled fields when there are some (repeated as needed), else noise of the right size and depth."""
     if labelled:
         return read_raw([labelled[i % len(labelled)] for i in range(fields)], card.size)
@@ -122,10 +119,10 @@ def backends(model_dir: Path, run_dir: Path, card, threads: int, log) -> list[tu
         found += [("torch eager", "f32", n, lambda n=n: torch_runner(run_dir, card, n)) for n in sorted({1, threads})]
     else:
         log(f"torch eager: skipped, no run.json in {run_dir}")
-    if importlib.util.find_spec("onnxruntime") and (model_dir / "model.onnx").is_file():
+    if (model_dir / "model.onnx").is_file():
         found.append(("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads)))
     else:
-        log("onnxruntime: skipped (not installed or no model.onnx)")
+        log(f"onnxruntime: skipped, no {model_dir / 'model.onnx'}")
     for precision in ("f32", "bf16", "int8"):
         ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
         if ir.is_file():

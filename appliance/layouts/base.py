@@ -1,0 +1,107 @@
+"""What every layout produces: Fields (one imaged field, its files in the model's channel order)
+and Failures (a field that could not be assembled, with the reason), plus well names.
+
+Training, export and the runtime all pass the same Field along: a plate's field knows its
+files and treatment; a labelled one also its mechanism of action (moa).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CHANNELS = ("DAPI", "Tubulin", "Actin")  # the model's channel order: a Field's paths follow it
+WELL = re.compile(r"^(?P<row>[A-Z]{1,2})0*(?P<column>\d{1,3})$", re.IGNORECASE)
+
+
+class MetadataError(ValueError):
+    """A metadata table is missing, unreadable or lacks a column; the message names the file."""
+
+
+class PlateError(ValueError):
+    """The plate folder cannot be used at all; the message names it."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One imaged field: a file (and plane) per model channel, and what was done to its well."""
+
+    plate: str
+    well: str  # "B02" (zero-padded column)
+    site: int
+    paths: tuple[Path, ...]  # one per model channel, in CHANNELS order (an OME-TIFF repeats its path)
+    planes: tuple[int, ...] | None = None  # plane of each channel in a multi-plane file; None: one plane per file
+    compound: str | None = None
+    concentration: float | None = None
+    moa: str | None = None  # the class label, where known
+    week: str | None = None  # the imaging batch (BBBC021's Week folder)
+    image_number: int = 0  # BBBC021's ImageNumber
+    split: str = ""  # "train" or "val" for a run's split.csv rows
+
+    @property
+    def row(self) -> str:
+        return parse_well(self.well)[0]
+
+    @property
+    def column(self) -> int:
+        return parse_well(self.well)[1]
+
+    @property
+    def name(self) -> str:
+        return f"{self.plate}/{self.well}/s{self.site}"
+
+    @property
+    def treatment(self) -> str:
+        return f"{self.compound}@{self.concentration:g}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A field that was not classified, and why."""
+
+    plate: str
+    well: str
+    site: int
+    file: str
+    reason: str
+
+
+def parse_well(text: str) -> tuple[str, int]:
+    """'B2', 'b02' -> ('B', 2); ValueError for anything else."""
+    match = WELL.match(text.strip())
+    if not match:
+        raise ValueError(f"bad well {text!r} (expected a row letter and a column number, e.g. B02)")
+    return match["row"].upper(), int(match["column"])
+
+
+def well_name(row: str, column: int) -> str:
+    return f"{row}{column:02d}"
+
+
+def field_order(item: Field | Failure) -> tuple:
+    """Sort key of a Field or Failure: row (A..Z, then AA..), column, site."""
+    match = WELL.match(item.well)
+    row, column = (match["row"].upper(), int(match["column"])) if match else (item.well, 0)
+    return len(row), row, column, item.site
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts with stripped keys and values; any line ending or quoting."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"{path}: not UTF-8 text ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        raise MetadataError(f"{path}: empty file")
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    header = {(k or "").strip() for k in reader.fieldnames}
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise MetadataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
