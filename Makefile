@@ -1,10 +1,14 @@
 # `make demo` and `make test` set everything up on a fresh machine: a virtualenv in .venv with
 # the package and the extras they need, then run. torch is pinned in pyproject.toml (CPU wheel).
+# `make test` also sets up .venv-runtime: the package WITHOUT extras, as a lab server installs it
+# (no torch, no ONNX, no NNCF), plus the test runner; the runtime's tests run there a second time.
 PYTHON ?= python3
 VENV ?= .venv
+RUNTIME_VENV ?= .venv-runtime
 BIN := $(VENV)/bin
+RUNTIME_BIN := $(RUNTIME_VENV)/bin
 
-.PHONY: demo test benchmark clean
+.PHONY: demo test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +18,27 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[train,export,dev]'
 	touch $@
 
+$(RUNTIME_BIN)/python:
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+
+$(RUNTIME_VENV)/.installed: pyproject.toml | $(RUNTIME_BIN)/python
+	$(RUNTIME_BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
 demo: $(VENV)/.installed
 	$(BIN)/mcnn-appliance demo --workdir demo
 
-test: $(VENV)/.installed
+# Style, then the rooms' import contracts (pyproject.toml [tool.importlinter]).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+# The whole suite with every extra, then the runtime's tests where torch cannot be imported
+# (MCNN_RUNTIME_ONLY=1 turns on the tests that check it is absent).
+test: lint $(RUNTIME_VENV)/.installed
 	$(BIN)/python -m pytest -q
+	MCNN_RUNTIME_ONLY=1 $(RUNTIME_BIN)/python -m pytest -q tests/appliance
 
 clean:
-	rm -rf demo .pytest_cache
+	rm -rf demo .pytest_cache $(VENV) $(RUNTIME_VENV)

@@ -14,7 +14,7 @@ import signal
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -22,8 +22,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import appliance
 from appliance.classify import classify_plate, parse_shard
-from appliance.console import (EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_FAILED, console, error, fail, installed_commands,
-                               parse_size)
+from appliance.console import (
+    EXIT_NOTHING_RAN,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    console,
+    error,
+    fail,
+    installed_commands,
+    parse_size,
+)
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.model_card import ModelCardError
@@ -33,8 +41,11 @@ from appliance.synth import write_dataset
 from appliance.watch import WatchError, WatchOptions, stop_on_signals
 from appliance.watch import watch as watch_inbox
 
-app = typer.Typer(no_args_is_help=True, add_completion=False,
-                  help="Classify microscopy screening plates with the multiscale CNN (M-CNN) on CPU servers.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Classify microscopy screening plates with the multiscale CNN (M-CNN) on CPU servers.",
+)
 
 
 def version_callback(value: bool):
@@ -44,8 +55,11 @@ def version_callback(value: bool):
 
 
 @app.callback()
-def main(version: Annotated[Optional[bool], typer.Option("--version", callback=version_callback,
-                                                         is_eager=True, help="Print the version.")] = None):
+def main(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
+    ] = None,
+):
     pass
 
 
@@ -53,46 +67,68 @@ SizeOption = Annotated[str, typer.Option(help="Field size HEIGHTxWIDTH (BBBC021:
 
 
 @app.command()
-def synth(out: Annotated[Path, typer.Argument(help="Folder to write the plates and CSVs into.")],
-          plates: Annotated[int, typer.Option(help="Number of plates (each in its own week).")] = 3,
-          fields_per_class: Annotated[int, typer.Option(help="Fields per class on each plate.")] = 8,
-          size: SizeOption = "1024x1280",
-          seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
-          workers: Annotated[int, typer.Option(help="Processes rendering in parallel.")] = 1):
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write the plates and CSVs into.")],
+    plates: Annotated[int, typer.Option(help="Number of plates (each in its own week).")] = 3,
+    fields_per_class: Annotated[int, typer.Option(help="Fields per class on each plate.")] = 8,
+    size: SizeOption = "1024x1280",
+    seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
+    workers: Annotated[int, typer.Option(help="Processes rendering in parallel.")] = 1,
+):
     """Write synthetic BBBC021-like plates: 16-bit TIFFs under the real names, plus the two CSVs."""
-    summary = write_dataset(out, plates=plates, fields_per_class=fields_per_class, size=parse_size(size),
-                            seed=seed, workers=workers)
-    console.print(f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} "
-                  f"in {summary['seconds']:.0f} s")
+    summary = write_dataset(
+        out, plates=plates, fields_per_class=fields_per_class, size=parse_size(size), seed=seed, workers=workers
+    )
+    console.print(
+        f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} in {summary['seconds']:.0f} s"
+    )
 
 
 @app.command()
-def classify(plates: Annotated[list[Path], typer.Argument(
-                 help="Plate folder(s), folder(s) of plate folders, or manifest CSV(s); see README, Plate layouts.")],
-             model: Annotated[Path, typer.Option(help="Export folder holding model.xml (or the .xml itself).")],
-             out: Annotated[Optional[Path], typer.Option(
-                 help="Results folder (default: <plate>-results beside each plate; with several plates, "
-                      "one sub-folder per plate).")] = None,
-             precision: Annotated[str, typer.Option(
-                 help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
-             layout: Annotated[str, typer.Option(help="auto, bbbc021, metaxpress, ome-tiff or manifest.")] = "auto",
-             channels: Annotated[Optional[str], typer.Option(
-                 help="Plate channel of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")] = None,
-             platemap: Annotated[Optional[Path], typer.Option(
-                 help="CSV with columns well, compound, concentration (optional plate).")] = None,
-             fit: Annotated[Optional[str], typer.Option(
-                 help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
-                      "recorded per field in Metadata_Fit.")] = None,
-             shard: Annotated[str, typer.Option(help="I/N: classify only shard I (0..N-1) of N, split by well and "
-                                                     "site; join the shards with `merge`.")] = "0/1",
-             force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done "
-                                                                 "in --out.")] = False,
-             embeddings: Annotated[bool, typer.Option("--embeddings", help="Also write embeddings.parquet "
-                                                                           "(512 features per field).")] = False,
-             chunk_fields: Annotated[int, typer.Option(help="Fields per committed chunk (redone at most after "
-                                                            "a crash).")] = 64,
-             quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary lines.")] = False,
-             as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
+def classify(
+    plates: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Plate folder(s), folder(s) of plate folders, or manifest CSV(s); see README, Plate layouts."
+        ),
+    ],
+    model: Annotated[Path, typer.Option(help="Export folder holding model.xml (or the .xml itself).")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Results folder (default: <plate>-results beside each plate; with several plates, "
+            "one sub-folder per plate)."
+        ),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
+    layout: Annotated[str, typer.Option(help="auto, bbbc021, metaxpress, ome-tiff or manifest.")] = "auto",
+    channels: Annotated[
+        str | None, typer.Option(help="Plate channel of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")
+    ] = None,
+    platemap: Annotated[
+        Path | None, typer.Option(help="CSV with columns well, compound, concentration (optional plate).")
+    ] = None,
+    fit: Annotated[
+        str | None,
+        typer.Option(
+            help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
+            "recorded per field in Metadata_Fit."
+        ),
+    ] = None,
+    shard: Annotated[
+        str,
+        typer.Option(
+            help="I/N: classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`."
+        ),
+    ] = "0/1",
+    force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done in --out.")] = False,
+    embeddings: Annotated[
+        bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
+    ] = False,
+    chunk_fields: Annotated[int, typer.Option(help="Fields per committed chunk (redone at most after a crash).")] = 64,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+):
     """Classify every field of one or more plates with OpenVINO; rerun the same command to resume."""
     if layout not in LAYOUTS:
         raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
@@ -111,8 +147,17 @@ def classify(plates: Annotated[list[Path], typer.Argument(
     with stop_on_signal() as stop:
         for plate in plates:
             plate_out = out if out is None or len(plates) == 1 else out / plate_name(plate)
-            options = dict(layout=layout, channels=channels, platemap=platemap, fit=fit, shard=the_shard,
-                           force=force, embeddings=embeddings, stop=stop, chunk_fields=chunk_fields)
+            options = dict(
+                layout=layout,
+                channels=channels,
+                platemap=platemap,
+                fit=fit,
+                shard=the_shard,
+                force=force,
+                embeddings=embeddings,
+                stop=stop,
+                chunk_fields=chunk_fields,
+            )
             try:
                 if quiet:
                     summary = classify_plate(plate, classifier, plate_out, **options)
@@ -125,13 +170,16 @@ def classify(plates: Annotated[list[Path], typer.Argument(
             summaries.append(summary)
             counts = summary["counts"]
             if not quiet:
-                console.print(f"{summary['plate']}: {counts['classified']} fields classified "
-                              f"({counts['skipped_done']} done earlier), {counts['failed']} failed "
-                              f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {summary['out']}")
+                console.print(
+                    f"{summary['plate']}: {counts['classified']} fields classified "
+                    f"({counts['skipped_done']} done earlier), {counts['failed']} failed "
+                    f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {summary['out']}"
+                )
             if counts["failed"]:
                 if not quiet:
-                    console.print(f"[yellow]{counts['failed']} field(s) failed; see "
-                                  f"{Path(summary['out']) / 'failures.csv'}")
+                    console.print(
+                        f"[yellow]{counts['failed']} field(s) failed; see {Path(summary['out']) / 'failures.csv'}"
+                    )
                 code = max(code, EXIT_SOME_FAILED)
             if summary["interrupted"]:
                 console.print(f"[yellow]{summary['plate']}: stopped; rerun the same command to finish")
@@ -143,19 +191,25 @@ def classify(plates: Annotated[list[Path], typer.Argument(
 
 
 @app.command()
-def merge(out_dirs: Annotated[list[Path], typer.Argument(help="Results folders of `classify --shard I/N`.")],
-          out: Annotated[Path, typer.Option(help="Merged results folder.")],
-          as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False):
+def merge(
+    out_dirs: Annotated[list[Path], typer.Argument(help="Results folders of `classify --shard I/N`.")],
+    out: Annotated[Path, typer.Option(help="Merged results folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+):
     """Merge the shards of one plate into one results folder (refuses overlaps and mixed models)."""
     try:
         summary = merge_results(out_dirs, out)
     except (MergeError, ResultsError, OSError) as exc:
         raise fail(exc) from None
     counts, code = summary["counts"], EXIT_OK
-    console.print(f"{summary['plate']}: {counts['classified']} fields, {counts['failed']} failed, from "
-                  f"{len(summary['merged_from'])} folders -> {summary['out']}")
-    for problem, folders in (("missing shards", summary["missing_shards"]),
-                             ("interrupted shards (rerun them)", summary["incomplete_shards"])):
+    console.print(
+        f"{summary['plate']}: {counts['classified']} fields, {counts['failed']} failed, from "
+        f"{len(summary['merged_from'])} folders -> {summary['out']}"
+    )
+    for problem, folders in (
+        ("missing shards", summary["missing_shards"]),
+        ("interrupted shards (rerun them)", summary["incomplete_shards"]),
+    ):
         if folders:
             console.print(f"[yellow]{problem}: {', '.join(folders)}")
             code = EXIT_SOME_FAILED
@@ -189,19 +243,24 @@ def stop_on_signal():
 
 
 @app.command()
-def watch(inbox: Annotated[Path, typer.Argument(help="Folder the imager writes plate folders into.")],
-          model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
-          out: Annotated[Path, typer.Option(help="Results folder: one sub-folder per plate and watch-ledger.json.")],
-          marker: Annotated[str, typer.Option(help="A file of this name in a plate folder marks it complete.")]
-          = "COMPLETE",
-          quiet: Annotated[float, typer.Option(help="Seconds without any file changing that also mark a plate "
-                                                    "complete; 0: only the marker does.")] = 300.0,
-          poll: Annotated[float, typer.Option(help="Seconds between looks at the inbox.")] = 5.0,
-          attempts: Annotated[int, typer.Option(help="Tries of a failing plate before it is given up.")] = 3,
-          retry_delay: Annotated[float, typer.Option(help="Seconds between tries of a failed plate.")] = 60.0,
-          precision: Annotated[str, typer.Option(
-              help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32"):
+def watch(
+    inbox: Annotated[Path, typer.Argument(help="Folder the imager writes plate folders into.")],
+    model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
+    out: Annotated[Path, typer.Option(help="Results folder: one sub-folder per plate and watch-ledger.json.")],
+    marker: Annotated[str, typer.Option(help="A file of this name in a plate folder marks it complete.")] = "COMPLETE",
+    quiet: Annotated[
+        float,
+        typer.Option(
+            help="Seconds without any file changing that also mark a plate complete; 0: only the marker does."
+        ),
+    ] = 300.0,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the inbox.")] = 5.0,
+    attempts: Annotated[int, typer.Option(help="Tries of a failing plate before it is given up.")] = 3,
+    retry_delay: Annotated[float, typer.Option(help="Seconds between tries of a failed plate.")] = 60.0,
+    precision: Annotated[str, typer.Option(help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
+):
     """Classify each plate in INBOX once the imager has finished writing it; SIGTERM stops after the current field."""
+
     def log(line: str):
         console.print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {escape(line)}")
 
@@ -219,8 +278,14 @@ def watch(inbox: Annotated[Path, typer.Argument(help="Folder the imager writes p
 
 def run_with_progress(function, *args, **kwargs):
     """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task(str(args[0]), total=None, rate="")
 
         def progress(done: int, total: int, rate: float = 0.0):

@@ -17,8 +17,14 @@ from rich.markup import escape
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
 
 # The optional packages behind the torch-side commands, and the extra that installs each.
-EXTRAS = {"torch": "train", "safetensors": "train", "onnx": "export", "onnxruntime": "export",
-          "onnxscript": "export", "nncf": "export"}
+EXTRAS = {
+    "torch": "train",
+    "safetensors": "train",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "onnxscript": "export",
+    "nncf": "export",
+}
 
 console = Console(stderr=True, soft_wrap=True)
 

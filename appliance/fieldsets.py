@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.imageio import read_field
-from appliance.layouts.base import Field
-from appliance.layouts.base import CHANNELS, read_table
+from appliance.layouts.base import CHANNELS, Field, read_table
 from appliance.layouts.bbbc021 import load_fields
 
 SPLIT_CSV = "split.csv"
@@ -23,9 +22,17 @@ SPLIT_COLUMNS = ("plate", "well", "site", "moa", "split", "path_dapi", "path_tub
 def from_split(run_dir: Path) -> list[Field]:
     """The rows of a run's split.csv (train and val), as `train` wrote them."""
     rows = read_table(Path(run_dir) / SPLIT_CSV, SPLIT_COLUMNS)
-    return [Field(r["plate"], r["well"], int(r["site"]), tuple(Path(r[f"path_{c.lower()}"]) for c in CHANNELS),
-                  moa=r["moa"] or None, split=r["split"])
-            for r in rows]
+    return [
+        Field(
+            r["plate"],
+            r["well"],
+            int(r["site"]),
+            tuple(Path(r[f"path_{c.lower()}"]) for c in CHANNELS),
+            moa=r["moa"] or None,
+            split=r["split"],
+        )
+        for r in rows
+    ]
 
 
 def from_folder(root: Path) -> list[Field]:

@@ -28,8 +28,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
         sync(path.parent)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise WriteError(f"{path}: cannot write ({exc.strerror or exc}); the file there before is unchanged") \
-            from exc
+        raise WriteError(f"{path}: cannot write ({exc.strerror or exc}); the file there before is unchanged") from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -80,8 +80,9 @@ def read_channel(path: Path, size: tuple[int, int], out: np.ndarray | None = Non
     return out
 
 
-def read_field(paths: tuple[Path, ...] | list[Path], size: tuple[int, int],
-               out: np.ndarray | None = None) -> np.ndarray:
+def read_field(
+    paths: tuple[Path, ...] | list[Path], size: tuple[int, int], out: np.ndarray | None = None
+) -> np.ndarray:
     """The channels of one field stacked in the given order: (channels, height, width) uint16."""
     if out is None:
         out = np.empty((len(paths), *size), dtype=np.uint16)
@@ -103,8 +104,9 @@ def read_planes(paths: tuple[Path, ...], planes: tuple[int, ...]) -> list[np.nda
                     opened[path] = stack.enter_context(tifffile.TiffFile(path))
                 pages = opened[path].pages
                 if plane >= len(pages):
-                    raise FieldError(path, f"has {len(pages)} planes, plane {plane} was asked for "
-                                           "(truncated or damaged?)")
+                    raise FieldError(
+                        path, f"has {len(pages)} planes, plane {plane} was asked for (truncated or damaged?)"
+                    )
                 images.append(pages[plane].asarray())
             except FieldError:
                 raise
@@ -131,19 +133,21 @@ def fit_image(path: Path, image: np.ndarray, size: tuple[int, int], fit: str) ->
         note = f"resize {size_text(image.shape)} -> {size_text(new)}"
         image = np.asarray(scaled).round().clip(0, 65535).astype(np.uint16)
     if image.shape[0] > height or image.shape[1] > width:
-        raise FieldError(path, f"field is {size_text(image.shape)} (WxH), larger than the model's "
-                               f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)")
+        raise FieldError(
+            path,
+            f"field is {size_text(image.shape)} (WxH), larger than the model's "
+            f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)",
+        )
     if image.shape != (height, width):
         top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
         padded = np.zeros((height, width), dtype=np.uint16)
-        padded[top:top + image.shape[0], left:left + image.shape[1]] = image
+        padded[top : top + image.shape[0], left : left + image.shape[1]] = image
         note += f"{', ' if note else ''}pad {size_text(image.shape)} -> {size_text(size)}"
         image = padded
     return image, note
 
 
-def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None = None,
-                     fit: str | None = None) -> str:
+def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None = None, fit: str | None = None) -> str:
     """Fill out (channels, height, width) uint16 with the field; return "" or the note of the fit applied.
 
     Raises FieldError for a missing, corrupt or truncated file, a plane that is not 16-bit
@@ -163,8 +167,11 @@ def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None
         check_pixels(path, image)
         if image.shape != tuple(size):
             if fit is None:
-                raise FieldError(path, f"field is {size_text(image.shape)} (WxH), the model takes "
-                                       f"{size_text(size)} (--fit pad or --fit resize fits it)")
+                raise FieldError(
+                    path,
+                    f"field is {size_text(image.shape)} (WxH), the model takes "
+                    f"{size_text(size)} (--fit pad or --fit resize fits it)",
+                )
             image, note = fit_image(path, image, size, fit)
             notes.append(note)
         out[channel] = image

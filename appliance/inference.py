@@ -53,8 +53,11 @@ def compile_model(network: ov.Model, precision: str, threads: int, hint: str | N
 
 
 def read_card(network: ov.Model, source: str) -> ModelCard:
-    meta = {key: network.get_rt_info(["model_info", key]).astype(str)
-            for key in KEYS if network.has_rt_info(["model_info", key])}
+    meta = {
+        key: network.get_rt_info(["model_info", key]).astype(str)
+        for key in KEYS
+        if network.has_rt_info(["model_info", key])
+    }
     return ModelCard.from_metadata(meta, source=source)
 
 
@@ -71,16 +74,23 @@ def check_card(network: ov.Model, card: ModelCard, source: str) -> None:
     if classes != len(card.labels):
         raise ModelCardError(f"{source}: network gives {classes} probabilities, the card has {len(card.labels)} labels")
     if card.precision not in ("f32", "int8") or (card.precision == "int8") != is_quantized(network):
-        raise ModelCardError(f"{source}: the card says precision {card.precision}, the network is "
-                             + ("quantized (int8)" if is_quantized(network) else "not quantized (f32 weights)"))
+        raise ModelCardError(
+            f"{source}: the card says precision {card.precision}, the network is "
+            + ("quantized (int8)" if is_quantized(network) else "not quantized (f32 weights)")
+        )
 
 
 def check_precision(card: ModelCard, precision: str, source: str) -> None:
     """int8 runs an INT8 model only, and f32/bf16 a float one: never one silently for the other."""
     if (precision == "int8") != (card.precision == "int8"):
-        raise ModelCardError(f"{source}: an {card.precision} model cannot run at precision {precision}; "
-                             + ("use --precision int8" if card.precision == "int8" else
-                                f"for int8 use the export folder's {MODEL_INT8_XML}"))
+        raise ModelCardError(
+            f"{source}: an {card.precision} model cannot run at precision {precision}; "
+            + (
+                "use --precision int8"
+                if card.precision == "int8"
+                else f"for int8 use the export folder's {MODEL_INT8_XML}"
+            )
+        )
 
 
 class Classifier:
@@ -99,8 +109,9 @@ class Classifier:
         # int8, or the precision the CPU plugin actually runs: bf16 falls back to f32 without hardware
         # support. Read once: get_property waits for running inferences, and classify, which read
         # it for every result row, lost a tenth of its throughput (benchmarks/classify_throughput.py).
-        self.precision = ("int8" if precision == "int8" else
-                          self._compiled.get_property(hints.inference_precision).get_type_name())
+        self.precision = (
+            "int8" if precision == "int8" else self._compiled.get_property(hints.inference_precision).get_type_name()
+        )
         self.requests_in_flight = self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
         self._requests = [self._compiled.create_infer_request() for _ in range(self.requests_in_flight)]
         # An IR without PrePostProcessor normalisation takes float32 normalised fields.
@@ -114,29 +125,32 @@ class Classifier:
     def size(self) -> tuple[int, int]:
         return self.card.size
 
-
     def predict(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint16 (N, channels, H, W) -> probabilities (N, classes), embeddings (N, 512), float32."""
         expected = (len(self.card.channels), *self.size)
         if raw.ndim != 4 or raw.shape[1:] != expected or raw.dtype != np.uint16:
-            raise ValueError(f"expected uint16 fields of shape (N, {', '.join(map(str, expected))}), "
-                             f"got {raw.dtype} {raw.shape}")
+            raise ValueError(
+                f"expected uint16 fields of shape (N, {', '.join(map(str, expected))}), got {raw.dtype} {raw.shape}"
+            )
         fields = raw if self._takes_raw else self.card.normalization.apply(raw)
         outputs = [self._compiled.output(PROBABILITIES), self._compiled.output(EMBEDDING)]
-        results = [np.empty((len(fields), output.get_partial_shape()[1].get_length()), np.float32) for output in outputs]
+        results = [
+            np.empty((len(fields), output.get_partial_shape()[1].get_length()), np.float32) for output in outputs
+        ]
         # One field per request, as many in flight as the plugin has streams for.
         for start in range(0, len(fields), len(self._requests)):
             busy = list(zip(self._requests, range(start, len(fields))))
             for request, i in busy:
-                request.start_async({0: np.ascontiguousarray(fields[i:i + 1])})
+                request.start_async({0: np.ascontiguousarray(fields[i : i + 1])})
             for request, i in busy:
                 request.wait()
                 for result, output in zip(results, outputs):
                     result[i] = request.get_tensor(output).data[0]
         return results[0], results[1]
 
-    def infer_stream(self, items: Iterable[tuple[object, np.ndarray]], release: Callable[[np.ndarray], None] | None
-                     = None) -> Iterator[tuple[object, np.ndarray, np.ndarray]]:
+    def infer_stream(
+        self, items: Iterable[tuple[object, np.ndarray]], release: Callable[[np.ndarray], None] | None = None
+    ) -> Iterator[tuple[object, np.ndarray, np.ndarray]]:
         """Run (key, field) pairs through an AsyncInferQueue; yields (key, probabilities, embedding) as they finish.
 
         field: one uint16 (1, channels, H, W) array. It is copied into an idle request (waiting for

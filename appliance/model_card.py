@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 from appliance.normalization import Normalization
 
 CARD_VERSION = "1"
-KEYS = ("card_version", "model_type", "labels", "channels", "input_height", "input_width",
-        "bit_depth", "normalization", "run_id", "weights_sha256", "precision")
+KEYS = (
+    "card_version",
+    "model_type",
+    "labels",
+    "channels",
+    "input_height",
+    "input_width",
+    "bit_depth",
+    "normalization",
+    "run_id",
+    "weights_sha256",
+    "precision",
+)
 
 
 class ModelCardError(ValueError):
@@ -56,14 +67,17 @@ class ModelCard:
         }
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, str], source: str = "model") -> "ModelCard":
+    def from_metadata(cls, meta: dict[str, str], source: str = "model") -> ModelCard:
         missing = [k for k in KEYS if k not in meta]
         if missing:
-            raise ModelCardError(f"{source}: model card incomplete, missing {', '.join(missing)} "
-                                 "(was it exported by `mcnn-appliance export`?)")
+            raise ModelCardError(
+                f"{source}: model card incomplete, missing {', '.join(missing)} "
+                "(was it exported by `mcnn-appliance export`?)"
+            )
         if meta["card_version"] != CARD_VERSION:
-            raise ModelCardError(f"{source}: model card version {meta['card_version']}, "
-                                 f"this runtime reads version {CARD_VERSION}")
+            raise ModelCardError(
+                f"{source}: model card version {meta['card_version']}, this runtime reads version {CARD_VERSION}"
+            )
         try:
             card = cls(
                 labels=tuple(json.loads(meta["labels"])),
@@ -80,8 +94,10 @@ class ModelCard:
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelCardError(f"{source}: model card unreadable: {exc}") from exc
         if len(card.normalization.mean) != len(card.channels):
-            raise ModelCardError(f"{source}: normalisation has {len(card.normalization.mean)} "
-                                 f"channels, the card names {len(card.channels)}")
+            raise ModelCardError(
+                f"{source}: normalisation has {len(card.normalization.mean)} "
+                f"channels, the card names {len(card.channels)}"
+            )
         if not card.labels or len(set(card.labels)) != len(card.labels):
             raise ModelCardError(f"{source}: class labels missing or repeated: {card.labels}")
         return card

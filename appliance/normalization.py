@@ -28,7 +28,7 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Normalization":
+    def from_dict(cls, d: dict) -> Normalization:
         mean, std = tuple(float(v) for v in d["mean"]), tuple(float(v) for v in d["std"])
         if len(mean) != len(std) or any(s <= 0 for s in std):
             raise ValueError(f"bad normalisation {d}: need one mean and one positive std per channel")

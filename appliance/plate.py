@@ -15,9 +15,18 @@ from dataclasses import replace
 from pathlib import Path
 
 from appliance.layouts import imagexpress, manifest, ome_tiff
-from appliance.layouts.base import Failure, Field, PlateError, field_order, parse_well, well_name
+from appliance.layouts.base import (
+    CHANNELS,
+    Failure,
+    Field,
+    MetadataError,
+    PlateError,
+    field_order,
+    parse_well,
+    read_table,
+    well_name,
+)
 from appliance.layouts.manifest import MANIFEST
-from appliance.layouts.base import CHANNELS, MetadataError, read_table
 
 LAYOUTS = ("auto", "bbbc021", "metaxpress", "ome-tiff", "manifest")
 
@@ -36,8 +45,10 @@ def parse_channels(text: str | None) -> dict[str, str]:
         key, sep, value = item.partition("=")
         channel = by_lower.get(key.strip().lower())
         if not sep or not value.strip() or channel is None:
-            raise PlateError(f"--channels {text!r}: expected CHANNEL=VALUE pairs separated by commas, "
-                             f"CHANNEL one of {', '.join(CHANNELS)} (e.g. DAPI=w1,Tubulin=w2,Actin=w4)")
+            raise PlateError(
+                f"--channels {text!r}: expected CHANNEL=VALUE pairs separated by commas, "
+                f"CHANNEL one of {', '.join(CHANNELS)} (e.g. DAPI=w1,Tubulin=w2,Actin=w4)"
+            )
         if channel in mapping:
             raise PlateError(f"--channels {text!r}: {channel} is given twice")
         mapping[channel] = value.strip()
@@ -66,8 +77,9 @@ def detect_layout(plate_dir: Path) -> str:
     return "bbbc021"
 
 
-def discover_fields(plate_dir: Path, layout: str = "auto", channels: str | None = None,
-                    platemap: Path | None = None) -> tuple[list[Field], list[Failure]]:
+def discover_fields(
+    plate_dir: Path, layout: str = "auto", channels: str | None = None, platemap: Path | None = None
+) -> tuple[list[Field], list[Failure]]:
     """Complete fields and failed ones, both sorted by row, column, site.
 
     plate_dir is a plate folder, or a manifest CSV (its folder is then the plate folder).
@@ -88,8 +100,12 @@ def discover_fields(plate_dir: Path, layout: str = "auto", channels: str | None 
         fields, failures = imagexpress.discover(plate_dir, layout, mapping)
     if platemap is not None:
         treatments = read_platemap(platemap, plate=fields[0].plate if fields else plate_dir.name)
-        fields = [replace(f, compound=treatments[f.well][0], concentration=treatments[f.well][1])
-                  if f.well in treatments else f for f in fields]
+        fields = [
+            replace(f, compound=treatments[f.well][0], concentration=treatments[f.well][1])
+            if f.well in treatments
+            else f
+            for f in fields
+        ]
     return sorted(fields, key=field_order), sorted(failures, key=field_order)
 
 
@@ -138,7 +154,8 @@ def plate_folders(paths: list[Path]) -> list[Path]:
         else:
             inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p))
             if not inside:
-                raise PlateError(f"{path}: neither a plate folder (no .tif images, no {MANIFEST}) "
-                                 "nor a folder of plate folders")
+                raise PlateError(
+                    f"{path}: neither a plate folder (no .tif images, no {MANIFEST}) nor a folder of plate folders"
+                )
             plates += inside
     return list(dict.fromkeys(plates))

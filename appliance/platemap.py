@@ -28,26 +28,42 @@ from appliance.files import write_atomically
 # Paul Tol's "muted" and "light" sets (2021) that stay apart from those and from one another.
 # 13 colours for the 13 classes of BBBC021, 4 more after them; past 17 they repeat, which the
 # class numbers written in the wells disambiguate.
-PALETTE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-           "#332288", "#117733", "#882255", "#999933", "#CC6677", "#FFAABB",
-           "#44AA99", "#88CCEE", "#DDCC77", "#AA4499")
-EMPTY = "#E4E4E4"       # a well with no result
+PALETTE = (
+    "#E69F00",
+    "#56B4E9",
+    "#009E73",
+    "#F0E442",
+    "#0072B2",
+    "#D55E00",
+    "#CC79A7",
+    "#332288",
+    "#117733",
+    "#882255",
+    "#999933",
+    "#CC6677",
+    "#FFAABB",
+    "#44AA99",
+    "#88CCEE",
+    "#DDCC77",
+    "#AA4499",
+)
+EMPTY = "#E4E4E4"  # a well with no result
 EMPTY_EDGE = "#9A9A9A"
 FAILED_EDGE = "#1A1A1A"  # ring of a well where fields failed
-MIN_SHADE = 0.3          # the least class colour a well gets (at chance-level confidence)
+MIN_SHADE = 0.3  # the least class colour a well gets (at chance-level confidence)
 
 WELL = re.compile(r"^(?P<row>[A-Za-z])(?P<column>\d{1,2})$")
 
 
 @dataclass(frozen=True)
 class PlateLayout:
-    wells: int    # 96 or 384
-    rows: int     # 8 or 16
+    wells: int  # 96 or 384
+    rows: int  # 8 or 16
     columns: int  # 12 or 24
 
     @property
     def row_letters(self) -> str:
-        return "ABCDEFGHIJKLMNOP"[:self.rows]
+        return "ABCDEFGHIJKLMNOP"[: self.rows]
 
 
 PLATE_96, PLATE_384 = PlateLayout(96, 8, 12), PlateLayout(384, 16, 24)
@@ -75,13 +91,18 @@ def well_position(well: dict) -> tuple[str, int]:
 def plate_layout(positions) -> PlateLayout:
     """The smallest standard plate (96, else 384 wells) holding every (row letter, column) given."""
     for layout in (PLATE_96, PLATE_384):
-        if all(len(row) == 1 and row in layout.row_letters and 1 <= column <= layout.columns
-               for row, column in positions):
+        if all(
+            len(row) == 1 and row in layout.row_letters and 1 <= column <= layout.columns for row, column in positions
+        ):
             return layout
-    outside = [f"{row}{column:02d}" for row, column in positions
-               if not (len(row) == 1 and row in PLATE_384.row_letters and 1 <= column <= PLATE_384.columns)]
-    raise ValueError(f"wells {', '.join(sorted(outside)[:5])} lie outside a 384-well plate (A-P x 1-24); "
-                     "larger plates are not drawn")
+    outside = [
+        f"{row}{column:02d}"
+        for row, column in positions
+        if not (len(row) == 1 and row in PLATE_384.row_letters and 1 <= column <= PLATE_384.columns)
+    ]
+    raise ValueError(
+        f"wells {', '.join(sorted(outside)[:5])} lie outside a 384-well plate (A-P x 1-24); larger plates are not drawn"
+    )
 
 
 def on_plate(well: str) -> bool:
@@ -95,8 +116,10 @@ def on_plate(well: str) -> bool:
 
 def map_layout(wells: list[dict], failed=()) -> PlateLayout:
     """The plate a map of these wells (those with a class) and these failed well names is drawn on."""
-    return plate_layout([well_position(w) for w in wells if str(w.get("Classify_Class") or "").strip()]
-                        + [well_position({"Metadata_Well": name}) for name in failed])
+    return plate_layout(
+        [well_position(w) for w in wells if str(w.get("Classify_Class") or "").strip()]
+        + [well_position({"Metadata_Well": name}) for name in failed]
+    )
 
 
 def shade(colour: str, confidence: float, classes: int) -> tuple[float, float, float]:
@@ -112,8 +135,9 @@ def text_colour(rgb) -> str:
     return "black" if luminance > 0.45 else "white"
 
 
-def draw_plate_map(wells: list[dict], labels: list[str], path: Path, failed: dict[str, int] | None = None,
-                   title: str = "") -> Path:
+def draw_plate_map(
+    wells: list[dict], labels: list[str], path: Path, failed: dict[str, int] | None = None, title: str = ""
+) -> Path:
     """Draw wells (rows of wells.csv: position, Classify_Class, Classify_Confidence) to a PNG at path.
 
     labels: the model's classes in order (number i + 1, colour class_colour(i)); a class not among
@@ -152,8 +176,9 @@ def draw_plate_map(wells: list[dict], labels: list[str], path: Path, failed: dic
                 if n_failed:
                     ax.text(x, y, "\u00d7", ha="center", va="center", fontsize=font * 1.4, color=FAILED_EDGE)
             if n_failed:
-                ax.add_patch(Circle((x, y), 0.455, facecolor="none", edgecolor=FAILED_EDGE,
-                                    linewidth=1.6 if big else 2.4))
+                ax.add_patch(
+                    Circle((x, y), 0.455, facecolor="none", edgecolor=FAILED_EDGE, linewidth=1.6 if big else 2.4)
+                )
 
     ax.set_xlim(-0.6, layout.columns - 0.4)
     ax.set_ylim(layout.rows - 0.4, -0.6)  # row A on top, as the plate lies
@@ -164,21 +189,50 @@ def draw_plate_map(wells: list[dict], labels: list[str], path: Path, failed: dic
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
-    ax.set_title(f"{title}  ({layout.wells}-well plate)" if title else f"{layout.wells}-well plate",
-                 fontsize=12, pad=24 if big else 20)
+    ax.set_title(
+        f"{title}  ({layout.wells}-well plate)" if title else f"{layout.wells}-well plate",
+        fontsize=12,
+        pad=24 if big else 20,
+    )
 
-    handles = [Patch(facecolor=class_colour(i), edgecolor="none", label=f"{i + 1}  {label}")
-               for i, label in enumerate(labels)]
-    handles += [Patch(facecolor=EMPTY, edgecolor=EMPTY_EDGE, label="no result"),
-                Line2D([], [], marker="o", markersize=11, markerfacecolor="white", markeredgecolor=FAILED_EDGE,
-                       markeredgewidth=2.2, linestyle="none", label="fields failed (\u00d7: all)")]
-    handles += [Patch(facecolor=shade("#808080", conf, len(labels)), edgecolor="none",
-                      label=f"confidence {conf:.0%}") for conf in (1.0, 0.75, 0.5)]
-    handles.append(Patch(facecolor=shade("#808080", 0.0, len(labels)), edgecolor="none",
-                         label=f"confidence {1 / max(len(labels), 2):.0%} (chance)"))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              fontsize=8 if big else 9, title="class (number in the well)", title_fontsize=9 if big else 10,
-              alignment="left")
+    handles = [
+        Patch(facecolor=class_colour(i), edgecolor="none", label=f"{i + 1}  {label}") for i, label in enumerate(labels)
+    ]
+    handles += [
+        Patch(facecolor=EMPTY, edgecolor=EMPTY_EDGE, label="no result"),
+        Line2D(
+            [],
+            [],
+            marker="o",
+            markersize=11,
+            markerfacecolor="white",
+            markeredgecolor=FAILED_EDGE,
+            markeredgewidth=2.2,
+            linestyle="none",
+            label="fields failed (\u00d7: all)",
+        ),
+    ]
+    handles += [
+        Patch(facecolor=shade("#808080", conf, len(labels)), edgecolor="none", label=f"confidence {conf:.0%}")
+        for conf in (1.0, 0.75, 0.5)
+    ]
+    handles.append(
+        Patch(
+            facecolor=shade("#808080", 0.0, len(labels)),
+            edgecolor="none",
+            label=f"confidence {1 / max(len(labels), 2):.0%} (chance)",
+        )
+    )
+    ax.legend(
+        handles=handles,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        frameon=False,
+        fontsize=8 if big else 9,
+        title="class (number in the well)",
+        title_fontsize=9 if big else 10,
+        alignment="left",
+    )
     fig.tight_layout()
     try:  # a reader never sees half a picture
         return write_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png"))

@@ -1,28 +1,21 @@
-"""A plate's report: plate_map.png and one self-contained report.html, from the results folder alone.
+"""A plate's report: plate_map.png and one self-contained report.html, rendered from a PlateResults.
 
-It reads only what classify wrote there (fields.csv, wells.csv, failures.csv, run.json and,
-when compounds were known, treatments.csv), so a report can be rebuilt at any time from the
-files. report.html needs nothing beside it: the plate map is embedded as base64 and the CSS is
-inline, so it can be mailed or archived as one file. Everything read from the files is
-HTML-escaped: compound names, file names and failure reasons come from outside.
+classify and merge render it from the object they have just built; `write_report(read_results(out))`
+renders the same report again from the folder. report.html needs nothing beside it: the plate
+map is embedded as base64 and the CSS is inline, so it can be mailed or archived as one file.
+Every value is HTML-escaped: compound names, file names and failure reasons come from outside.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import json
 from collections import Counter
-from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 
 from appliance.files import write_text
 from appliance.platemap import class_colour, draw_plate_map, map_layout, on_plate
-from appliance.results import FAILURES_CSV, FIELDS_CSV, RUN_JSON, TREATMENTS_CSV, WELLS_CSV
-
-PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
-PROBABILITY = "Probability_"
+from appliance.results import PLATE_MAP_PNG, REPORT_HTML, PlateResults
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 78em;
@@ -41,43 +34,15 @@ img.map { max-width: 100%; height: auto; border: 1px solid #ddd; }
 """
 
 
-def read_csv(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a report needs the results classify writes")
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def read_run(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; a report needs the results classify writes")
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(run, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return run
-
-
-def class_labels(run: dict, wells_header: list[str]) -> list[str]:
-    """The model's classes in order: run.json's model labels, else wells.csv's Probability_ columns."""
-    labels = (run.get("model") or {}).get("labels")
-    if labels:
-        return [str(label) for label in labels]
-    return [name[len(PROBABILITY):] for name in wells_header if name.startswith(PROBABILITY)]
-
-
-def run_date(run: dict, run_json: Path) -> str:
-    for key in ("date", "finished", "started"):
-        if run.get(key):
-            return str(run[key])
-    written = datetime.fromtimestamp(run_json.stat().st_mtime, tz=timezone.utc)
-    return written.strftime("%Y-%m-%d %H:%M UTC") + " (run.json written)"
+def text(value) -> str:
+    """A table value as the report shows it: nothing for unknown, 0.3 not 0.300000 for a number."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def number(value, digits: int = 2) -> str:
-    """A figure from a file, rounded when it is a number; as written otherwise."""
+    """A figure rounded to digits; "-" when unknown, as given when it is not a number."""
     if value is None or value == "":
         return "-"
     try:
@@ -87,7 +52,7 @@ def number(value, digits: int = 2) -> str:
 
 
 def cell(value, numeric: bool = False) -> str:
-    return f'<td class="n">{escape(str(value))}</td>' if numeric else f"<td>{escape(str(value))}</td>"
+    return f'<td class="n">{escape(text(value))}</td>' if numeric else f"<td>{escape(text(value))}</td>"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -115,7 +80,7 @@ def class_cell(name: str, labels: list[str]) -> str:
 
 
 def shard_text(shard) -> str:
-    """What run.json's shard ("I/N", I from 0; or how shards were merged) means for the reader; "" for a whole plate."""
+    """What the summary's shard ("I/N", I from 0; or how shards were merged) means to a reader; "" for a whole plate."""
     if not shard or str(shard) == "0/1":
         return ""
     index, _, count = str(shard).partition("/")
@@ -124,15 +89,17 @@ def shard_text(shard) -> str:
     return str(shard)
 
 
-def summary_section(run: dict, run_json: Path, wells: list[dict], failures: list[dict]) -> str:
+def summary_section(run: dict, wells: list[dict], failures: list[dict]) -> str:
     counts, model = run.get("counts") or {}, run.get("model") or {}
     failed = counts.get("failed", len(failures))
-    field_counts = escape(f"{counts.get('fields', '-')} found, {counts.get('classified', '-')} classified, "
-                          f"{failed} failed" + (f", {counts['skipped_done']} done in an earlier run"
-                                                if counts.get("skipped_done") else ""))
+    field_counts = escape(
+        f"{counts.get('fields', '-')} found, {counts.get('classified', '-')} classified, "
+        f"{failed} failed"
+        + (f", {counts['skipped_done']} done in an earlier run" if counts.get("skipped_done") else "")
+    )
     pairs = [
         ("Plate", escape(str(run.get("plate", "-")))),
-        ("Date", escape(run_date(run, run_json))),
+        ("Date", escape(str(run.get("finished") or "-"))),
         ("Plate folder", f"<code>{escape(str(run.get('plate_dir', '-')))}</code>"),
         ("Results folder", f"<code>{escape(str(run.get('out', '-')))}</code>"),
         ("Fields", f'<span class="bad">{field_counts}</span>' if failed not in (0, "-") else field_counts),
@@ -150,8 +117,10 @@ def summary_section(run: dict, run_json: Path, wells: list[dict], failures: list
         pairs.append(("Shard", escape(shard)))
     banner = ""
     if run.get("interrupted"):
-        banner = ('<p class="warn">The run was interrupted: these results cover only the fields classified '
-                  "before it stopped. Run classify again on the same results folder to finish the plate.</p>")
+        banner = (
+            '<p class="warn">The run was interrupted: these results cover only the fields classified '
+            "before it stopped. Run classify again on the same results folder to finish the plate.</p>"
+        )
     return "<h2>Summary</h2>" + banner + key_values(pairs)
 
 
@@ -160,39 +129,78 @@ def class_section(labels: list[str], fields: list[dict], wells: list[dict]) -> s
     per_well = Counter(w.get("Classify_Class", "") for w in wells)
     total = sum(per_field.values())
     names = labels + sorted(n for n in (set(per_field) | set(per_well)) - set(labels) if n)
-    rows = [[f"<td>{swatch(i)}{i + 1}</td>", cell(name), cell(per_field[name], True),
-             cell(f"{per_field[name] / total:.1%}" if total else "-", True), cell(per_well[name], True)]
-            for i, name in enumerate(names)]
-    rows.append(["<td></td>", "<td><b>all</b></td>", cell(total, True), cell("100.0%" if total else "-", True),
-                 cell(sum(per_well.values()), True)])
+    rows = [
+        [
+            f"<td>{swatch(i)}{i + 1}</td>",
+            cell(name),
+            cell(per_field[name], True),
+            cell(f"{per_field[name] / total:.1%}" if total else "-", True),
+            cell(per_well[name], True),
+        ]
+        for i, name in enumerate(names)
+    ]
+    rows.append(
+        [
+            "<td></td>",
+            "<td><b>all</b></td>",
+            cell(total, True),
+            cell("100.0%" if total else "-", True),
+            cell(sum(per_well.values()), True),
+        ]
+    )
     return "<h2>Classes</h2>" + table(["#", "class", "fields", "of fields", "wells"], rows)
 
 
 def treatments_section(treatments: list[dict], labels: list[str]) -> str:
-    rows = [[cell(t.get("Metadata_Compound", "")), cell(t.get("Metadata_Concentration", ""), True),
-             cell(t.get("Count_Wells", ""), True), cell(t.get("Count_Fields", ""), True),
-             class_cell(t.get("Classify_Class", ""), labels), cell(number(t.get("Classify_Confidence")), True),
-             cell(number(t.get("Classify_Agreement")), True)] for t in treatments]
-    return ("<h2>Treatments</h2><p class=\"muted\">Mean of the treatment's field probabilities; agreement: "
-            "the fraction of its fields whose own class is the treatment's.</p>"
-            + table(["compound", "concentration", "wells", "fields", "class", "confidence", "agreement"], rows))
+    rows = [
+        [
+            cell(t.get("Metadata_Compound", "")),
+            cell(t.get("Metadata_Concentration", ""), True),
+            cell(t.get("Count_Wells", ""), True),
+            cell(t.get("Count_Fields", ""), True),
+            class_cell(t.get("Classify_Class", ""), labels),
+            cell(number(t.get("Classify_Confidence")), True),
+            cell(number(t.get("Classify_Agreement")), True),
+        ]
+        for t in treatments
+    ]
+    return (
+        '<h2>Treatments</h2><p class="muted">Mean of the treatment\'s field probabilities; agreement: '
+        "the fraction of its fields whose own class is the treatment's.</p>"
+        + table(["compound", "concentration", "wells", "fields", "class", "confidence", "agreement"], rows)
+    )
 
 
 def failures_section(failures: list[dict]) -> str:
     if not failures:
         return "<h2>Failures</h2><p>None: every field found was classified.</p>"
-    rows = [[cell(f.get("Metadata_Well", "")), cell(f.get("Metadata_Site", ""), True), f"<td><code>"
-             f"{escape(f.get('File', ''))}</code></td>", cell(f.get("Reason", ""))] for f in failures]
-    return (f"<h2>Failures</h2><p class=\"bad\">{len(failures)} field(s) could not be classified:</p>"
-            + table(["well", "site", "file", "reason"], rows))
+    rows = [
+        [
+            cell(f.get("Metadata_Well", "")),
+            cell(f.get("Metadata_Site", ""), True),
+            f"<td><code>{escape(text(f.get('File')))}</code></td>",
+            cell(f.get("Reason", "")),
+        ]
+        for f in failures
+    ]
+    return f'<h2>Failures</h2><p class="bad">{len(failures)} field(s) could not be classified:</p>' + table(
+        ["well", "site", "file", "reason"], rows
+    )
 
 
 def timings_section(run: dict) -> str:
     timings = run.get("timings") or {}
     names = {"discover_s": "finding the fields", "classify_s": "reading and classifying", "total_s": "total"}
     pairs = [(names.get(k, k), escape(f"{number(v, 1)} s")) for k, v in timings.items()]
-    pairs.append(("Throughput", escape(f"{number(run.get('fields_per_s'))} fields/s "
-                                       f"({(run.get('counts') or {}).get('classified', '-')} fields classified)")))
+    pairs.append(
+        (
+            "Throughput",
+            escape(
+                f"{number(run.get('fields_per_s'))} fields/s "
+                f"({(run.get('counts') or {}).get('classified', '-')} fields classified)"
+            ),
+        )
+    )
     return "<h2>Timings</h2>" + key_values(pairs)
 
 
@@ -202,13 +210,22 @@ def model_section(run: dict, labels: list[str]) -> str:
     if model.get("channels"):
         pairs.append(("Channels", escape(", ".join(map(str, model["channels"])))))
     if model.get("input_height") and model.get("input_width"):
-        pairs.append(("Input size", escape(f"{model['input_height']} x {model['input_width']} pixels (height x width)"
-                                           + (f", {model['bit_depth']}-bit" if model.get("bit_depth") else ""))))
+        pairs.append(
+            (
+                "Input size",
+                escape(
+                    f"{model['input_height']} x {model['input_width']} pixels (height x width)"
+                    + (f", {model['bit_depth']}-bit" if model.get("bit_depth") else "")
+                ),
+            )
+        )
     norm = model.get("normalization") or model.get("normalisation")
     if isinstance(norm, dict) and norm.get("mean") and norm.get("std"):
         channels = model.get("channels") or [f"channel {i + 1}" for i in range(len(norm["mean"]))]
-        pairs.append(("Normalisation", "<br>".join(escape(f"{c}: (raw - {number(m, 1)}) / {number(s, 1)}")
-                                                   for c, m, s in zip(channels, norm["mean"], norm["std"]))))
+        lines = zip(channels, norm["mean"], norm["std"], strict=False)  # a summary written by hand may differ
+        pairs.append(
+            ("Normalisation", "<br>".join(escape(f"{c}: (raw - {number(m, 1)}) / {number(s, 1)}") for c, m, s in lines))
+        )
     for key, name in (("xml", "Model file"), ("run_id", "Run id"), ("weights_sha256", "Weights SHA-256")):
         if model.get(key):
             pairs.append((name, f"<code>{escape(str(model[key]))}</code>"))
@@ -228,38 +245,39 @@ def plate_map_section(png: Path, plate: str, wells: list[dict], labels: list[str
         layout = map_layout(wells, mapped)
     except ValueError as exc:
         png.unlink(missing_ok=True)  # a map of an earlier run would contradict these tables
-        return f"<h2>Plate map</h2><p class=\"bad\">No plate map: {escape(str(exc))}.</p>"
+        return f'<h2>Plate map</h2><p class="bad">No plate map: {escape(str(exc))}.</p>'
     draw_plate_map(wells, labels, png, failed=mapped, title=plate)
     image = base64.b64encode(png.read_bytes()).decode("ascii")
-    note = (f" {unmapped} failure(s) name no well on the plate; they are in the failures table." if unmapped else "")
-    return (f"<h2>Plate map</h2><p class=\"muted\">{layout.wells}-well plate; {len(wells)} wells with a result, "
-            f"{len(mapped)} with failed fields (ringed).{escape(note)} Colour: the well's class (mean of its fields' "
-            "probabilities), paler when less sure; the number is the class's number in the legend. Every field "
-            f"and well is in fields.csv and wells.csv beside this report.</p>"
-            f'<img class="map" alt="plate map of {escape(plate)}" src="data:image/png;base64,{image}">')
+    note = f" {unmapped} failure(s) name no well on the plate; they are in the failures table." if unmapped else ""
+    return (
+        f'<h2>Plate map</h2><p class="muted">{layout.wells}-well plate; {len(wells)} wells with a result, '
+        f"{len(mapped)} with failed fields (ringed).{escape(note)} Colour: the well's class (mean of its fields' "
+        "probabilities), paler when less sure; the number is the class's number in the legend. Every field "
+        f"and well is in fields.csv and wells.csv beside this report.</p>"
+        f'<img class="map" alt="plate map of {escape(plate)}" src="data:image/png;base64,{image}">'
+    )
 
 
-def write_report(out_dir: Path) -> Path:
-    """plate_map.png and report.html in out_dir, from the result files there; returns report.html's path."""
-    out_dir = Path(out_dir)
-    run = read_run(out_dir / RUN_JSON)
-    fields, wells, failures = (read_csv(out_dir / name) for name in (FIELDS_CSV, WELLS_CSV, FAILURES_CSV))
-    treatments = read_csv(out_dir / TREATMENTS_CSV) if (out_dir / TREATMENTS_CSV).is_file() else []
-    with open(out_dir / WELLS_CSV, newline="", encoding="utf-8") as f:
-        labels = class_labels(run, next(csv.reader(f), []))
-
+def write_report(results: PlateResults) -> Path:
+    """plate_map.png and report.html in the results' folder, from the object alone; returns report.html's path."""
+    run, out_dir, labels = results.summary, results.out_dir, list(results.labels)
+    fields, wells, failures = results.fields, results.wells, results.failures
     plate = str(run.get("plate", ""))
-    body = "".join([
-        f"<h1>Plate {escape(plate)}</h1><p class=\"muted\">M-CNN classification report</p>",
-        summary_section(run, out_dir / RUN_JSON, wells, failures),
-        plate_map_section(out_dir / PLATE_MAP_PNG, plate, wells, labels, failures),
-        class_section(labels, fields, wells),
-        treatments_section(treatments, labels) if treatments else "",
-        failures_section(failures),
-        timings_section(run),
-        model_section(run, labels),
-    ])
-    html = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>Plate {escape(plate)}: classification report</title><style>{CSS}</style></head>"
-            f"<body>\n{body}\n</body></html>\n")
+    body = "".join(
+        [
+            f'<h1>Plate {escape(plate)}</h1><p class="muted">M-CNN classification report</p>',
+            summary_section(run, wells, failures),
+            plate_map_section(out_dir / PLATE_MAP_PNG, plate, wells, labels, failures),
+            class_section(labels, fields, wells),
+            treatments_section(results.treatments, labels) if results.treatments else "",
+            failures_section(failures),
+            timings_section(run),
+            model_section(run, labels),
+        ]
+    )
+    html = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>Plate {escape(plate)}: classification report</title><style>{CSS}</style></head>"
+        f"<body>\n{body}\n</body></html>\n"
+    )
     return write_text(out_dir / REPORT_HTML, html)

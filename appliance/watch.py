@@ -22,11 +22,11 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from appliance.classify import classify_plate
-from appliance.files import write_atomically
+from appliance.files import write_json
+from appliance.results import utc_now
 
 LEDGER, LOCK = "watch-ledger.json", ".watch.lock"
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
@@ -66,10 +66,6 @@ def inbox_plates(inbox: Path) -> list[Path]:
     return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def now_utc() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 class Ledger:
     """What happened to each plate, kept in one JSON file that is replaced whole on every change."""
 
@@ -87,14 +83,8 @@ class Ledger:
         return self.plates.get(plate, {"status": None, "attempts": 0})
 
     def record(self, plate: str, **entry) -> None:
-        self.plates[plate] = {**self.get(plate), **entry, "updated": now_utc()}
-        def write(tmp):
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump({"plates": self.plates}, f, indent=2, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())  # the ledger must survive a power cut: it decides what is never redone
-
-        write_atomically(self.path, write)
+        self.plates[plate] = {**self.get(plate), **entry, "updated": utc_now()}
+        write_json(self.path, {"plates": self.plates})  # synced: the ledger decides what is never redone
 
 
 @dataclass
@@ -106,15 +96,25 @@ class Sighting:
 class Watcher:
     """One poll at a time (poll(now)), so tests drive it with their own clock."""
 
-    def __init__(self, inbox: Path, out: Path, classifier, options: WatchOptions | None = None,
-                 stop: threading.Event | None = None, log=print, classify=classify_plate):
+    def __init__(
+        self,
+        inbox: Path,
+        out: Path,
+        classifier,
+        options: WatchOptions | None = None,
+        stop: threading.Event | None = None,
+        log=print,
+        classify=classify_plate,
+    ):
         self.inbox, self.out = Path(inbox).resolve(), Path(out).resolve()
         self.options = options or WatchOptions()
         if not self.inbox.is_dir():
             raise WatchError(f"{self.inbox}: the inbox is not a folder")
         if self.out == self.inbox or self.inbox in self.out.parents:
-            raise WatchError(f"{self.out}: the results folder must not be inside the inbox {self.inbox} "
-                             "(its folders would be taken for plates)")
+            raise WatchError(
+                f"{self.out}: the results folder must not be inside the inbox {self.inbox} "
+                "(its folders would be taken for plates)"
+            )
         if self.options.attempts < 1 or self.options.quiet < 0 or self.options.poll <= 0:
             raise WatchError("attempts must be at least 1, quiet at least 0 and poll above 0 seconds")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -165,8 +165,10 @@ class Watcher:
         if entry["status"] == FAILED and entry["attempts"] >= self.options.attempts:
             if plate not in self.given_up:
                 self.given_up.add(plate)
-                self.log(f"{plate}: failed {entry['attempts']} times, not tried again "
-                         f"(last error: {entry.get('error')}); remove it from {self.ledger.path} to retry")
+                self.log(
+                    f"{plate}: failed {entry['attempts']} times, not tried again "
+                    f"(last error: {entry.get('error')}); remove it from {self.ledger.path} to retry"
+                )
             return True
         return now < self.retry_at.get(plate, 0.0)
 
@@ -178,8 +180,10 @@ class Watcher:
             return
         if entry.get("folder_mtime_ns") not in (None, mtime) and plate not in self.changed_after:
             self.changed_after.add(plate)
-            self.log(f"{plate}: files changed after the plate was classified; it is not classified again "
-                     f"(a longer --quiet, or a marker, avoids this; remove it from {self.ledger.path} to redo it)")
+            self.log(
+                f"{plate}: files changed after the plate was classified; it is not classified again "
+                f"(a longer --quiet, or a marker, avoids this; remove it from {self.ledger.path} to redo it)"
+            )
 
     def poll(self, now: float) -> list[str]:
         """Look at every plate once and classify those that are complete; returns their names."""
@@ -209,7 +213,7 @@ class Watcher:
         plate, attempt = plate_dir.name, self.ledger.get(plate_dir.name)["attempts"] + 1
         out_dir = self.out / plate
         folder_mtime = plate_dir.stat().st_mtime_ns
-        self.ledger.record(plate, status=RUNNING, attempts=attempt, started=now_utc())
+        self.ledger.record(plate, status=RUNNING, attempts=attempt, started=utc_now())
         self.log(f"{plate}: complete ({reason}); classifying (attempt {attempt} of {self.options.attempts})")
         try:
             summary = self.classify(plate_dir, self.classifier, out_dir, stop=self.stop)
@@ -217,8 +221,7 @@ class Watcher:
             error = f"{type(exc).__name__}: {exc}"
             self.ledger.record(plate, status=FAILED, error=error)
             self.retry_at[plate] = now + self.options.retry_delay
-            more = (f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts
-                    else "giving up")
+            more = f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts else "giving up"
             self.log(f"{plate}: failed (attempt {attempt} of {self.options.attempts}): {error}; {more}")
             return False
         if summary.get("interrupted"):  # stopped on request: not the plate's fault, so not a try
@@ -226,22 +229,38 @@ class Watcher:
             self.log(f"{plate}: interrupted; it is classified again when the watcher restarts")
             return False
         counts = summary["counts"]
-        self.ledger.record(plate, status=DONE, out=str(out_dir), classified=counts["classified"],
-                           failed_fields=counts["failed"], error=None, folder_mtime_ns=folder_mtime)
+        self.ledger.record(
+            plate,
+            status=DONE,
+            out=str(out_dir),
+            classified=counts["classified"],
+            failed_fields=counts["failed"],
+            error=None,
+            folder_mtime_ns=folder_mtime,
+        )
         note = f", {counts['failed']} field(s) failed (see failures.csv)" if counts["failed"] else ""
         self.log(f"{plate}: {counts['classified']} fields classified{note} -> {out_dir}")
         return True
 
 
-def watch(inbox: Path, out: Path, classifier, options: WatchOptions | None = None,
-          stop: threading.Event | None = None, log=print, classify=classify_plate) -> None:
+def watch(
+    inbox: Path,
+    out: Path,
+    classifier,
+    options: WatchOptions | None = None,
+    stop: threading.Event | None = None,
+    log=print,
+    classify=classify_plate,
+) -> None:
     """Poll the inbox until stop is set."""
     stop = stop or threading.Event()
     with Watcher(inbox, out, classifier, options, stop=stop, log=log, classify=classify) as watcher:
         done = sum(entry["status"] == DONE for entry in watcher.ledger.plates.values())
         opts = watcher.options
-        log(f"watching {watcher.inbox} (marker {opts.marker}, quiet {opts.quiet:g} s, poll {opts.poll:g} s); "
-            f"{done} plate(s) already done according to {watcher.ledger.path}")
+        log(
+            f"watching {watcher.inbox} (marker {opts.marker}, quiet {opts.quiet:g} s, poll {opts.poll:g} s); "
+            f"{done} plate(s) already done according to {watcher.ledger.path}"
+        )
         while not stop.is_set():
             watcher.poll(time.monotonic())
             stop.wait(opts.poll)

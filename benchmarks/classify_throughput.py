@@ -10,10 +10,10 @@ Ours: classify_plate on the whole plate, the way `mcnn-appliance classify` and `
 (discovery, TIFF decoding, inference, result files), its summary's fields_per_s; every round
 writes to a fresh results folder, so no field is skipped as already done. The model is compiled
 once and reused by every round, as `classify` does for the plates of one command and `watch` for
-every plate; compiling and the first inferences are left out, as benchmark_app leaves them out. The reference: benchmark_app
-(shipped in the openvino wheel) on the same IR and precision, THROUGHPUT hint, random inputs
-already in memory: the ceiling of inference alone on this machine. One untimed classify first
-brings the plate into the page cache, as any second read of a plate would find it.
+every plate; compiling and the first inferences are left out, as benchmark_app leaves them out.
+The reference: benchmark_app (shipped in the openvino wheel) on the same IR and precision,
+THROUGHPUT hint, random inputs already in memory: the ceiling of inference alone on this
+machine. One untimed classify first brings the plate into the page cache, as any second read of a plate would find it.
 Rounds alternate the two (classify first, then benchmark_app first, ...), so load from other
 processes falls on both; the printed ratio is median ours / median benchmark_app. Target >= 0.90.
 """
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import openvino as ov
 
-from export.benchmark import benchmark_app_fps
 from appliance.classify import classify_plate
 from appliance.inference import Classifier, check_card, read_card, resolve_model
 from appliance.synth import write_dataset
+from export.benchmark import benchmark_app_fps
 
 TARGET = 0.90
 
@@ -89,14 +89,29 @@ def main() -> None:
             print(f"round {r + 1}: classify {ours[-1]:.2f} fields/s, benchmark_app {app[-1]:.2f} fields/s")
 
     ratio = statistics.median(ours) / statistics.median(app)
-    print(f"classify (end to end, TIFF decoding included, ran at {precision_run}): {statistics.median(ours):.2f} "
-          f"fields/s; benchmark_app: {statistics.median(app):.2f} fields/s (medians of {args.rounds})")
-    print(f"classify / benchmark_app: {ratio:.2f} (target >= {TARGET:.2f}) " + ("met" if ratio >= TARGET else "NOT met"))
+    print(
+        f"classify (end to end, TIFF decoding included, ran at {precision_run}): {statistics.median(ours):.2f} "
+        f"fields/s; benchmark_app: {statistics.median(app):.2f} fields/s (medians of {args.rounds})"
+    )
+    print(
+        f"classify / benchmark_app: {ratio:.2f} (target >= {TARGET:.2f}) " + ("met" if ratio >= TARGET else "NOT met")
+    )
     if args.json:
-        args.json.write_text(json.dumps({"model": str(xml), "plate": str(args.plate or "synthetic"),
-                                         "precision": args.precision, "precision_run": precision_run,
-                                         "classify_fields_per_s": ours, "benchmark_app_fps": app,
-                                         "ratio": round(ratio, 3), "target": TARGET}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": str(xml),
+                    "plate": str(args.plate or "synthetic"),
+                    "precision": args.precision,
+                    "precision_run": precision_run,
+                    "classify_fields_per_s": ours,
+                    "benchmark_app_fps": app,
+                    "ratio": round(ratio, 3),
+                    "target": TARGET,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from export.benchmark import benchmark, table
 from appliance.synth import write_dataset
+from export.benchmark import benchmark, table
 from export.exporter import export_run
 from training.run import read_run_info
 
@@ -31,8 +31,15 @@ def held_out_plate(run: Path) -> Path:
     config = read_run_info(run)["model_config"]
     folder = run.parent / f"{run.name}-heldout-synthetic"
     if not (folder / "BBBC021_v1_image.csv").is_file():
-        write_dataset(folder, plates=1, fields_per_class=2, size=(config["height"], config["width"]), seed=99,
-                      first_plate=5, workers=2)
+        write_dataset(
+            folder,
+            plates=1,
+            fields_per_class=2,
+            size=(config["height"], config["width"]),
+            seed=99,
+            first_plate=5,
+            workers=2,
+        )
     return folder
 
 
@@ -57,31 +64,36 @@ def main() -> None:
     console.print(table(rows))
 
     torch_fps = max((r["fields_per_s"] for r in rows if r["backend"] == "torch eager"), default=None)
-    best_float = max((r for r in rows if r["backend"] == "openvino" and r["precision"] != "int8"),
-                     key=lambda r: r["fields_per_s"])
+    best_float = max(
+        (r for r in rows if r["backend"] == "openvino" and r["precision"] != "int8"), key=lambda r: r["fields_per_s"]
+    )
     f32, bf16, int8 = (row(rows, "openvino", p) for p in ("f32", "bf16", "int8"))
     gate = exported["parity"]["quantization"]["gate"]
     ratios = {
         "openvino_best_float_over_torch": round(best_float["fields_per_s"] / torch_fps, 2) if torch_fps else None,
         "openvino_best_float": best_float["precision"],
         "int8_over_bf16": round(int8["fields_per_s"] / bf16["fields_per_s"], 2) if int8 else None,
-        "int8_drop_points_heldout": round(f32["accuracy"] - int8["accuracy"], 2) if int8 and f32["accuracy"] is not None
+        "int8_drop_points_heldout": round(f32["accuracy"] - int8["accuracy"], 2)
+        if int8 and f32["accuracy"] is not None
         else None,
         "int8_drop_points_gate": gate["drop_points"],
         "export_s": round(export_s, 1),
         "calibration_s": exported["parity"]["quantization"]["calibration_s"],
     }
-    targets = [("OpenVINO best float / torch eager f32", ratios["openvino_best_float_over_torch"], ">=", 5),
-               ("OpenVINO int8 / bf16", ratios["int8_over_bf16"], ">=", 1.7),
-               (f"int8 top-1 drop on {data} (points)", ratios["int8_drop_points_heldout"], "<=", 1),
-               ("int8 top-1 drop at the export gate (points)", ratios["int8_drop_points_gate"], "<=", 1),
-               ("export incl. calibration and gate (s)", ratios["export_s"], "<", 120)]
+    targets = [
+        ("OpenVINO best float / torch eager f32", ratios["openvino_best_float_over_torch"], ">=", 5),
+        ("OpenVINO int8 / bf16", ratios["int8_over_bf16"], ">=", 1.7),
+        (f"int8 top-1 drop on {data} (points)", ratios["int8_drop_points_heldout"], "<=", 1),
+        ("int8 top-1 drop at the export gate (points)", ratios["int8_drop_points_gate"], "<=", 1),
+        ("export incl. calibration and gate (s)", ratios["export_s"], "<", 120),
+    ]
     for name, value, op, target in targets:
         met = value is not None and {">=": value >= target, "<=": value <= target, "<": value < target}[op]
         console.print(f"{name}: {value} (target {op} {target}) " + ("[green]met" if met else "[red]NOT met"))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "ratios": ratios, "quantization": exported["parity"]
-                                         ["quantization"]}, indent=2))
+        args.json.write_text(
+            json.dumps({"rows": rows, "ratios": ratios, "quantization": exported["parity"]["quantization"]}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -67,15 +67,30 @@ def main() -> None:
 
     data, run = args.workdir / "data", args.workdir / "run"
     if not (data / "BBBC021_v1_image.csv").is_file():
-        summary = write_dataset(data, plates=args.plates, fields_per_class=args.fields_per_class, size=size,
-                                workers=args.workers)
+        summary = write_dataset(
+            data, plates=args.plates, fields_per_class=args.fields_per_class, size=size, workers=args.workers
+        )
         print(f"wrote {summary['fields']} fields in {summary['seconds']:.0f} s to {data}", flush=True)
     if run.exists():  # a previous run's target and curve must not count
         shutil.rmtree(run)
 
-    command = [str(Path(sys.executable).parent / "mcnn-appliance"), "train", str(data), "--out", str(run),
-               "--epochs", str(args.epochs), "--size", args.size, "--batch-size", str(args.batch_size),
-               "--target-acc", str(args.target_acc), "--workers", str(args.workers)]
+    command = [
+        str(Path(sys.executable).parent / "mcnn-appliance"),
+        "train",
+        str(data),
+        "--out",
+        str(run),
+        "--epochs",
+        str(args.epochs),
+        "--size",
+        args.size,
+        "--batch-size",
+        str(args.batch_size),
+        "--target-acc",
+        str(args.target_acc),
+        "--workers",
+        str(args.workers),
+    ]
     print(" ".join(command), flush=True)
     log = open(args.workdir / "train.log", "w")
     start = time.time()
@@ -102,32 +117,58 @@ def main() -> None:
     curve = []
     if (run / "metrics.csv").is_file():
         with open(run / "metrics.csv", newline="") as f:
-            curve = [{"epoch": int(r["epoch"]), "wall_s": float(r["wall_s"]), "val_acc": float(r["val_acc"]),
-                      "train_loss": float(r["train_loss"]), "images_per_s": float(r["images_per_s"])}
-                     for r in csv.DictReader(f)]
+            curve = [
+                {
+                    "epoch": int(r["epoch"]),
+                    "wall_s": float(r["wall_s"]),
+                    "val_acc": float(r["val_acc"]),
+                    "train_loss": float(r["train_loss"]),
+                    "images_per_s": float(r["images_per_s"]),
+                }
+                for r in csv.DictReader(f)
+            ]
     print(f"\nstopped: {reason} after {wall / 60:.1f} min")
     if info:
         recipe = info["train_config"]
-        print(f"{size[0]}x{size[1]}, {info['fields']['train']} training / {info['fields']['val']} validation fields, "
-              f"recipe {recipe['recipe']} ({recipe['optimizer']}, peak lr {info['peak_lr']:g}), "
-              f"global batch {info['global_batch']}")
+        print(
+            f"{size[0]}x{size[1]}, {info['fields']['train']} training / {info['fields']['val']} validation fields, "
+            f"recipe {recipe['recipe']} ({recipe['optimizer']}, peak lr {info['peak_lr']:g}), "
+            f"global batch {info['global_batch']}"
+        )
     else:
         print("no epoch finished")
     print(f"{'epoch':>5} {'wall min':>8} {'val acc':>7} {'train loss':>10} {'img/s':>6}")
     for r in curve:
-        print(f"{r['epoch']:>5} {r['wall_s'] / 60:>8.1f} {r['val_acc']:>7.3f} {r['train_loss']:>10.3f} "
-              f"{r['images_per_s']:>6.2f}")
+        print(
+            f"{r['epoch']:>5} {r['wall_s'] / 60:>8.1f} {r['val_acc']:>7.3f} {r['train_loss']:>10.3f} "
+            f"{r['images_per_s']:>6.2f}"
+        )
     if reached:
-        print(f"time to {args.target_acc:.0%} validation accuracy: {reached['wall_s'] / 60:.1f} min "
-              f"(epoch {reached['epoch']}, step {reached['step']}; train's clock, from its start)")
+        print(
+            f"time to {args.target_acc:.0%} validation accuracy: {reached['wall_s'] / 60:.1f} min "
+            f"(epoch {reached['epoch']}, step {reached['step']}; train's clock, from its start)"
+        )
     else:
-        print(f"target {args.target_acc:.0%} NOT reached (best val acc "
-              f"{max((r['val_acc'] for r in curve), default=float('nan')):.3f})")
+        print(
+            f"target {args.target_acc:.0%} NOT reached (best val acc "
+            f"{max((r['val_acc'] for r in curve), default=float('nan')):.3f})"
+        )
     print(f"curves: {run / 'curves.png'}")
     if args.json:
-        args.json.write_text(json.dumps({"size": list(size), "target_acc": args.target_acc, "reason": reason,
-                                         "wall_s": round(wall, 1), "target_reached": reached, "curve": curve,
-                                         "run": str(run)}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "size": list(size),
+                    "target_acc": args.target_acc,
+                    "reason": reason,
+                    "wall_s": round(wall, 1),
+                    "target_reached": reached,
+                    "curve": curve,
+                    "run": str(run),
+                },
+                indent=2,
+            )
+        )
     sys.exit(0 if reached else 1)
 
 

@@ -2,20 +2,25 @@
 
     .venv/bin/python benchmarks/train_memory.py --size 256x512 [--batches 1 3] [--steps 2]
 
-For each precision and micro-batch, a fresh process builds the model and AdamW as train() does,
-runs `--steps` training steps on random fields (channels_last, autocast, backward, step) and
-reads its peak resident memory (VmHWM). Per field = difference of the peaks / difference of the
-batch sizes; fixed = the peak at the smallest batch minus its fields. Prints JSON.
+For each precision and micro-batch, a fresh process builds the model, optimizer and loss as train()
+does, runs `--steps` of train's step (training/step.py's train_step: channels_last, autocast,
+backward, optimizer step) on random fields and reads its peak resident memory (VmHWM). Per
+field = difference of the peaks / difference of the batch sizes; fixed = the peak at the
+smallest batch minus its fields. Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-GB = 1024 ** 3
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
+
+GB = 1024**3
 
 
 def peak_rss_gb() -> float:
@@ -26,28 +31,29 @@ def peak_rss_gb() -> float:
 
 def child(precision: str, size: tuple[int, int], batch: int, steps: int) -> dict:
     import torch
-    from torch import nn
 
     from training.model import MCNN, MCNNConfig, count_parameters
     from training.process import keep_freed_memory
-    from training.train import TrainConfig, as_model_input, make_optimizer
+    from training.recipes import TrainConfig, make_loss, make_optimizer, peak_lr
+    from training.step import as_model_input, train_step
 
     keep_freed_memory()  # as train() does: the heap keeps its high-water mark
     torch.manual_seed(0)
+    cfg = TrainConfig(data="", out="", size=size, precision=precision)
     model = MCNN(MCNNConfig(height=size[0], width=size[1])).to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, TrainConfig(data="", out=""))
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    optimizer, loss_fn = make_optimizer(model, cfg), make_loss(cfg)
+    # cast once, as train_step casts each loaded batch (the fp32 copy is freed): its cast is then a no-op
     x = as_model_input(torch.randn(batch, 3, *size), precision)
-    y = torch.randint(0, 13, (batch,))
+    batches = itertools.repeat((x, torch.randint(0, 13, (batch,))))
     for _ in range(steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return {"precision": precision, "size": list(size), "batch": batch, "parameters": count_parameters(model),
-            "peak_gb": round(peak_rss_gb(), 4)}
+        train_step(model, optimizer, loss_fn, batches, peak_lr(cfg, batch), precision=precision)
+    return {
+        "precision": precision,
+        "size": list(size),
+        "batch": batch,
+        "parameters": count_parameters(model),
+        "peak_gb": round(peak_rss_gb(), 4),
+    }
 
 
 def main() -> None:
@@ -66,15 +72,38 @@ def main() -> None:
     for precision in args.precision:
         peaks = {}
         for batch in args.batches:
-            out = subprocess.run([sys.executable, __file__, "--child", "--size", args.size, "--precision", precision,
-                                  "--batches", str(batch), "0", "--steps", str(args.steps)],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--size",
+                    args.size,
+                    "--precision",
+                    precision,
+                    "--batches",
+                    str(batch),
+                    "0",
+                    "--steps",
+                    str(args.steps),
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             peaks[batch] = json.loads(out.strip().splitlines()[-1])
         (small, a), (large, b) = sorted(peaks.items())
         per_field = (b["peak_gb"] - a["peak_gb"]) / (large - small)
-        rows.append({"precision": precision, "size": list(size), "parameters": a["parameters"],
-                     "peaks_gb": {k: v["peak_gb"] for k, v in peaks.items()},
-                     "per_field_gb": round(per_field, 4), "fixed_gb": round(a["peak_gb"] - small * per_field, 4)})
+        rows.append(
+            {
+                "precision": precision,
+                "size": list(size),
+                "parameters": a["parameters"],
+                "peaks_gb": {k: v["peak_gb"] for k, v in peaks.items()},
+                "per_field_gb": round(per_field, 4),
+                "fixed_gb": round(a["peak_gb"] - small * per_field, 4),
+            }
+        )
     print(json.dumps(rows, indent=2))
 
 

@@ -1,10 +1,12 @@
 """Training throughput and peak memory, naive against tuned, side by side in one run, and
 both against the machine's own bf16 and fp32 matrix-multiply peak.
 
-    .venv/bin/python benchmarks/train_throughput.py [--size 1024x1280] [--batch 4] [--warmup 2] [--steps 3] [--rounds 2] [--json F]
+    .venv/bin/python benchmarks/train_throughput.py [--size 1024x1280] [--batch 4] [--warmup 2] [--steps 3]
+                                                    [--rounds 2] [--json F]
 
-Three variants of the same training step (model, recipe and loss as train() builds them, on
-random fields of a fixed micro-batch; default: train's default micro-batch):
+Three variants of the same training step (train's own: training/step.py's train_step, with the
+model, recipe and loss as train() builds them, on random fields of a fixed micro-batch; default:
+train's default micro-batch):
 
     naive   fp32, NCHW tensors, torch's default threads and its default optimizer
             implementation, no thread pinning
@@ -18,9 +20,10 @@ random fields of a fixed micro-batch; default: train's default micro-batch):
             tuned, but with malloc's default behaviour (freed activations go back to the
             kernel): what keeping freed memory is worth, in time and in memory
 
-Each variant runs in its own fresh process (its peak RSS is that child's getrusage ru_maxrss), does `--warmup` untimed steps, then `--steps` timed ones. The variants
-run alternately, `--rounds` times each, and the median seconds per image is reported, so a
-neighbour's load hits both alike.
+Each variant runs in its own fresh process (its peak RSS is that child's getrusage ru_maxrss),
+does `--warmup` untimed steps, then `--steps` timed ones. The variants run alternately,
+`--rounds` times each, and the median seconds per image is reported, so a neighbour's load hits
+both alike.
 
 What the machine could do at best, measured in the same run: the step's floating-point work
 per image (torch's FlopCounterMode), the bf16 and fp32 GEMM rates on the same threads (a
@@ -32,6 +35,7 @@ Prints a table (and --json).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -43,21 +47,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
 
-GB = 1024 ** 3
+GB = 1024**3
 VARIANTS = ("naive", "tuned_default_malloc", "tuned")
-CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
-            "aten::_slow_conv2d_backward", "aten::mkldnn_convolution_backward")  # where oneDNN's kernels run
+CONV_OPS = (
+    "aten::mkldnn_convolution",
+    "aten::convolution_backward",
+    "aten::_slow_conv2d_forward",
+    "aten::_slow_conv2d_backward",
+    "aten::mkldnn_convolution_backward",
+)  # where oneDNN's kernels run
 
 
 def child(variant: str, size: tuple[int, int], batch: int, warmup: int, steps: int) -> dict:
     import torch
-    from torch import nn
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
     from training.model import MCNN, MCNNConfig
     from training.process import keep_freed_memory, set_threads
-    from training.train import TrainConfig, as_model_input, make_optimizer, resolve_precision, resolve_recipe
+    from training.recipes import TrainConfig, make_loss, make_optimizer, peak_lr, resolve_recipe
+    from training.step import as_model_input, resolve_precision, train_step
 
     tuned = variant != "naive"
     if tuned:
@@ -78,16 +87,12 @@ def child(variant: str, size: tuple[int, int], batch: int, warmup: int, steps: i
     else:  # the same recipe as a first script would write it
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         x = torch.randn(batch, 3, *size)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    y = torch.randint(0, 13, (batch,))
+    loss_fn = make_loss(cfg)
+    batches = itertools.repeat((x, torch.randint(0, 13, (batch,))))
+    lr = peak_lr(cfg, batch)
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def step():  # x is already in the variant's layout and precision: train_step's cast is a no-op
+        train_step(model, optimizer, loss_fn, batches, lr, precision=precision, memory_format=layout)
 
     with FlopCounterMode(display=False) as flops:
         step()
@@ -101,9 +106,16 @@ def child(variant: str, size: tuple[int, int], batch: int, warmup: int, steps: i
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         step()
     conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in CONV_OPS)
-    return {"variant": variant, "precision": precision, "channels_last": tuned, "threads": threads,
-            "s_per_image": seconds / (steps * batch), "conv_s_per_image": conv_us / 1e6 / batch,
-            "gflop_per_image": flops.get_total_flops() / batch / 1e9, "peak_rss_gb": rss}
+    return {
+        "variant": variant,
+        "precision": precision,
+        "channels_last": tuned,
+        "threads": threads,
+        "s_per_image": seconds / (steps * batch),
+        "conv_s_per_image": conv_us / 1e6 / batch,
+        "gflop_per_image": flops.get_total_flops() / batch / 1e9,
+        "peak_rss_gb": rss,
+    }
 
 
 def gemm_peak(threads: int, n: int = 4096, repeats: int = 5) -> dict:
@@ -119,7 +131,7 @@ def gemm_peak(threads: int, n: int = 4096, repeats: int = 5) -> dict:
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        rates[name] = 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+        rates[name] = 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
     return rates
 
 
@@ -130,12 +142,22 @@ def run_child(*args: str) -> dict:
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
-    return run_child("--child", variant, "--size", args.size, "--batch", str(args.batch),
-                     "--warmup", str(args.warmup), "--steps", str(args.steps))
+    return run_child(
+        "--child",
+        variant,
+        "--size",
+        args.size,
+        "--batch",
+        str(args.batch),
+        "--warmup",
+        str(args.warmup),
+        "--steps",
+        str(args.steps),
+    )
 
 
 def main() -> None:
-    from training.train import TrainConfig
+    from training.recipes import TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1024x1280")
@@ -167,45 +189,72 @@ def main() -> None:
         first = runs[variant][0]
         s_per_image = statistics.median(r["s_per_image"] for r in runs[variant])
         gflop_s = first["gflop_per_image"] / s_per_image
-        rows.append({"variant": variant, "precision": first["precision"], "channels_last": first["channels_last"],
-                     "threads": first["threads"], "s_per_image": round(s_per_image, 4),
-                     "s_per_image_each_round": [round(r["s_per_image"], 4) for r in runs[variant]],
-                     "conv_s_per_image": round(statistics.median(r["conv_s_per_image"] for r in runs[variant]), 4),
-                     "gflop_per_image": round(first["gflop_per_image"], 2), "gflop_per_s": round(gflop_s, 1),
-                     "fraction_of_gemm_peak": round(gflop_s / peak[first["precision"]], 3),
-                     "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs[variant]), 3)})
+        rows.append(
+            {
+                "variant": variant,
+                "precision": first["precision"],
+                "channels_last": first["channels_last"],
+                "threads": first["threads"],
+                "s_per_image": round(s_per_image, 4),
+                "s_per_image_each_round": [round(r["s_per_image"], 4) for r in runs[variant]],
+                "conv_s_per_image": round(statistics.median(r["conv_s_per_image"] for r in runs[variant]), 4),
+                "gflop_per_image": round(first["gflop_per_image"], 2),
+                "gflop_per_s": round(gflop_s, 1),
+                "fraction_of_gemm_peak": round(gflop_s / peak[first["precision"]], 3),
+                "peak_rss_gb": round(max(r["peak_rss_gb"] for r in runs[variant]), 3),
+            }
+        )
     naive, default_malloc, tuned = rows
     speedup = naive["s_per_image"] / tuned["s_per_image"]
     floor = tuned["gflop_per_image"] / peak["bf16"]  # every FLOP at the bf16 GEMM rate, nothing else
     needed = {"tuned_s_per_image_max": 0.40, "speedup_min": 4.0}
     peak_needed = {"for_0.40_s": round(floor / 0.40, 3), "for_4x": round(floor / (naive["s_per_image"] / 4), 3)}
-    result = {"size": list(size), "batch": args.batch, "warmup": args.warmup, "steps": args.steps,
-              "rounds": args.rounds, "cores": cores, "gemm_peak_gflop_per_s": {k: round(v, 1) for k, v in peak.items()},
-              "rows": rows, "speedup_tuned_vs_naive": round(speedup, 2),
-              "speedup_kept_memory": round(default_malloc["s_per_image"] / tuned["s_per_image"], 2),
-              "floor_s_per_image": round(floor, 4),
-              "fraction_of_bf16_peak_needed": peak_needed,
-              "targets": {**needed, "tuned_s_per_image_met": tuned["s_per_image"] <= 0.40,
-                          "speedup_met": speedup >= 4.0}}
+    result = {
+        "size": list(size),
+        "batch": args.batch,
+        "warmup": args.warmup,
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "cores": cores,
+        "gemm_peak_gflop_per_s": {k: round(v, 1) for k, v in peak.items()},
+        "rows": rows,
+        "speedup_tuned_vs_naive": round(speedup, 2),
+        "speedup_kept_memory": round(default_malloc["s_per_image"] / tuned["s_per_image"], 2),
+        "floor_s_per_image": round(floor, 4),
+        "fraction_of_bf16_peak_needed": peak_needed,
+        "targets": {**needed, "tuned_s_per_image_met": tuned["s_per_image"] <= 0.40, "speedup_met": speedup >= 4.0},
+    }
 
-    print(f"training step at {size[0]}x{size[1]}, micro-batch {args.batch}, {args.warmup} warm-up + {args.steps} "
-          f"timed steps, {args.rounds} round(s), {cores} cores; GEMM peak on {cores} threads: "
-          f"bf16 {peak['bf16']:.0f} GFLOP/s, fp32 {peak['fp32']:.0f} GFLOP/s")
-    print(f"{'variant':<20} {'precision':<9} {'layout':<14} {'threads':>7} {'s/image':>8} {'conv s/img':>10} "
-          f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS GB':>11}")
+    print(
+        f"training step at {size[0]}x{size[1]}, micro-batch {args.batch}, {args.warmup} warm-up + {args.steps} "
+        f"timed steps, {args.rounds} round(s), {cores} cores; GEMM peak on {cores} threads: "
+        f"bf16 {peak['bf16']:.0f} GFLOP/s, fp32 {peak['fp32']:.0f} GFLOP/s"
+    )
+    print(
+        f"{'variant':<20} {'precision':<9} {'layout':<14} {'threads':>7} {'s/image':>8} {'conv s/img':>10} "
+        f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'of peak':>7} {'peak RSS GB':>11}"
+    )
     for r in rows:
         layout = "channels_last" if r["channels_last"] else "NCHW"
-        print(f"{r['variant']:<20} {r['precision']:<9} {layout:<14} {r['threads']:>7} {r['s_per_image']:>8.3f} "
-              f"{r['conv_s_per_image']:>10.3f} {r['gflop_per_image']:>9.1f} {r['gflop_per_s']:>8.1f} "
-              f"{r['fraction_of_gemm_peak']:>7.0%} {r['peak_rss_gb']:>11.2f}")
-    print(f"tuned vs naive: {speedup:.2f}x faster (target >= 4x: {'met' if speedup >= 4 else 'NOT met'}); "
-          f"tuned {tuned['s_per_image']:.3f} s/image (target <= 0.40: "
-          f"{'met' if tuned['s_per_image'] <= 0.40 else 'NOT met'})")
-    print(f"malloc keeping freed memory: {default_malloc['s_per_image'] / tuned['s_per_image']:.2f}x faster, "
-          f"peak RSS {tuned['peak_rss_gb']:.2f} GB instead of {default_malloc['peak_rss_gb']:.2f} GB")
-    print(f"floor: {tuned['gflop_per_image']:.0f} GFLOP per image at the bf16 GEMM peak = {floor:.3f} s/image; "
-          f"0.40 s/image needs {peak_needed['for_0.40_s']:.0%} of that peak over the whole step, "
-          f"4x naive needs {peak_needed['for_4x']:.0%}")
+        print(
+            f"{r['variant']:<20} {r['precision']:<9} {layout:<14} {r['threads']:>7} {r['s_per_image']:>8.3f} "
+            f"{r['conv_s_per_image']:>10.3f} {r['gflop_per_image']:>9.1f} {r['gflop_per_s']:>8.1f} "
+            f"{r['fraction_of_gemm_peak']:>7.0%} {r['peak_rss_gb']:>11.2f}"
+        )
+    print(
+        f"tuned vs naive: {speedup:.2f}x faster (target >= 4x: {'met' if speedup >= 4 else 'NOT met'}); "
+        f"tuned {tuned['s_per_image']:.3f} s/image (target <= 0.40: "
+        f"{'met' if tuned['s_per_image'] <= 0.40 else 'NOT met'})"
+    )
+    print(
+        f"malloc keeping freed memory: {default_malloc['s_per_image'] / tuned['s_per_image']:.2f}x faster, "
+        f"peak RSS {tuned['peak_rss_gb']:.2f} GB instead of {default_malloc['peak_rss_gb']:.2f} GB"
+    )
+    print(
+        f"floor: {tuned['gflop_per_image']:.0f} GFLOP per image at the bf16 GEMM peak = {floor:.3f} s/image; "
+        f"0.40 s/image needs {peak_needed['for_0.40_s']:.0%} of that peak over the whole step, "
+        f"4x naive needs {peak_needed['for_4x']:.0%}"
+    )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -32,9 +32,17 @@ from rich import box
 from rich.table import Table
 
 from appliance.fieldsets import SPLIT_CSV, accuracy, from_folder, from_split, read_raw
+from appliance.inference import (
+    MODEL_INT8_XML,
+    MODEL_XML,
+    PRECISIONS,
+    PROBABILITIES,
+    Classifier,
+    check_card,
+    compile_model,
+    read_card,
+)
 from appliance.layouts.base import Field
-from appliance.inference import (MODEL_INT8_XML, MODEL_XML, PRECISIONS, PROBABILITIES, Classifier, check_card,
-                                 compile_model, read_card)
 from export.eager import eager_predictor
 
 BATCH = 2  # torch and ONNX Runtime run batches of this size for throughput
@@ -65,7 +73,8 @@ def openvino_runner(xml: Path, precision: str, threads: int):
 
 def batched(predict):
     def run_all(raw: np.ndarray) -> np.ndarray:
-        return np.concatenate([predict(raw[i:i + BATCH]) for i in range(0, len(raw), BATCH)])
+        return np.concatenate([predict(raw[i : i + BATCH]) for i in range(0, len(raw), BATCH)])
+
     return run_all, predict
 
 
@@ -95,10 +104,23 @@ def time_once(run_all, run_one, timing: np.ndarray) -> tuple[float, float]:
 
 def benchmark_app_fps(xml: Path, precision: str, shape: tuple[int, ...], seconds: int) -> float | None:
     """Throughput OpenVINO's own benchmark_app (shipped in the openvino wheel) reaches on the IR."""
-    command = [sys.executable, "-c", "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())",
-               "-m", str(xml), "-d", "CPU", "-hint", "throughput", "-t", str(seconds),
-               "-data_shape", "[" + ",".join(map(str, shape)) + "]",
-               "-infer_precision", PRECISIONS[precision].get_type_name()]
+    command = [
+        sys.executable,
+        "-c",
+        "import sys; from openvino.tools.benchmark.main import main; sys.exit(main())",
+        "-m",
+        str(xml),
+        "-d",
+        "CPU",
+        "-hint",
+        "throughput",
+        "-t",
+        str(seconds),
+        "-data_shape",
+        "[" + ",".join(map(str, shape)) + "]",
+        "-infer_precision",
+        PRECISIONS[precision].get_type_name(),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     found = re.search(r"Throughput:\s+([\d.]+) FPS", result.stdout + result.stderr)
     return float(found.group(1)) if found else None
@@ -109,7 +131,7 @@ def timing_fields(labelled: list[Field], card, fields: int) -> np.ndarray:
     if labelled:
         return read_raw([labelled[i % len(labelled)] for i in range(fields)], card.size)
     shape = (fields, len(card.channels), *card.size)
-    return np.random.default_rng(0).integers(0, 2 ** card.bit_depth, shape, dtype=np.uint16)
+    return np.random.default_rng(0).integers(0, 2**card.bit_depth, shape, dtype=np.uint16)
 
 
 def backends(model_dir: Path, run_dir: Path, card, threads: int, log) -> list[tuple]:
@@ -120,7 +142,9 @@ def backends(model_dir: Path, run_dir: Path, card, threads: int, log) -> list[tu
     else:
         log(f"torch eager: skipped, no run.json in {run_dir}")
     if (model_dir / "model.onnx").is_file():
-        found.append(("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads)))
+        found.append(
+            ("onnxruntime", "f32", threads, lambda: onnxruntime_runner(model_dir / "model.onnx", card, threads))
+        )
     else:
         log(f"onnxruntime: skipped, no {model_dir / 'model.onnx'}")
     for precision in ("f32", "bf16", "int8"):
@@ -132,8 +156,15 @@ def backends(model_dir: Path, run_dir: Path, card, threads: int, log) -> list[tu
     return found
 
 
-def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_seconds: int = 10,
-              run_dir: Path | None = None, threads: int | None = None, log=print) -> list[dict]:
+def benchmark(
+    model_dir: Path,
+    fields: int = 4,
+    data: Path | None = None,
+    app_seconds: int = 10,
+    run_dir: Path | None = None,
+    threads: int | None = None,
+    log=print,
+) -> list[dict]:
     """The rows described above, in the order torch, ONNX Runtime, OpenVINO f32, bf16, int8."""
     model_dir = Path(model_dir)
     run_dir = Path(run_dir) if run_dir is not None else model_dir.parent
@@ -146,8 +177,10 @@ def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_se
     labelled, source = labelled_fields(run_dir, data)
     labelled = [f for f in labelled if f.moa in card.labels]
     timing = timing_fields(labelled, card, fields)
-    log(f"timing on {fields} {'' if labelled else 'random '}fields of {card.input_height}x{card.input_width}; "
-        + (f"accuracy on {len(labelled)} {source}" if labelled else f"no {source}: accuracy not measured (pass --data)"))
+    log(
+        f"timing on {fields} {'' if labelled else 'random '}fields of {card.input_height}x{card.input_width}; "
+        + (f"accuracy on {len(labelled)} {source}" if labelled else f"no {source}: accuracy not measured (pass --data)")
+    )
 
     built = []
     for backend, precision, n, make in backends(model_dir, run_dir, card, threads, log):
@@ -167,12 +200,21 @@ def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_se
     rows, accuracies = [], {}
     for (backend, precision, n), run_all, run_one in built:
         if labelled and (backend, precision) not in accuracies:  # the same numbers at any thread count
-            probabilities = [run_all(read_raw(labelled[i:i + CHUNK], card.size)) for i in range(0, len(labelled), CHUNK)]
+            probabilities = [
+                run_all(read_raw(labelled[i : i + CHUNK], card.size)) for i in range(0, len(labelled), CHUNK)
+            ]
             accuracies[backend, precision] = round(accuracy(np.concatenate(probabilities), labelled, card.labels), 2)
         fields_per_s = statistics.median(t[0] for t in times[backend, precision, n])
-        row = {"backend": backend, "precision": precision, "threads": n, "fields_per_s": round(fields_per_s, 3),
-               "latency_ms": round(statistics.median(t[1] for t in times[backend, precision, n]), 1),
-               "accuracy": accuracies.get((backend, precision)), "benchmark_app_fps": None, "of_benchmark_app": None}
+        row = {
+            "backend": backend,
+            "precision": precision,
+            "threads": n,
+            "fields_per_s": round(fields_per_s, 3),
+            "latency_ms": round(statistics.median(t[1] for t in times[backend, precision, n]), 1),
+            "accuracy": accuracies.get((backend, precision)),
+            "benchmark_app_fps": None,
+            "of_benchmark_app": None,
+        }
         if backend == "openvino" and app_seconds > 0:
             ir = model_dir / (MODEL_INT8_XML if precision == "int8" else MODEL_XML)
             before = time_once(run_all, run_one, timing)[0]
@@ -191,13 +233,32 @@ def benchmark(model_dir: Path, fields: int = 4, data: Path | None = None, app_se
 
 
 def table(rows: list[dict]) -> Table:
-    out = Table("backend", "threads", "fields/s", "latency ms", "top-1 %", "x torch", "of app", box=box.SIMPLE_HEAD,
-                title="M-CNN inference", caption="latency: batch 1, LATENCY hint; of app: our fields/s "
-                "as a fraction of OpenVINO benchmark_app's on the same IR")
+    out = Table(
+        "backend",
+        "threads",
+        "fields/s",
+        "latency ms",
+        "top-1 %",
+        "x torch",
+        "of app",
+        box=box.SIMPLE_HEAD,
+        title="M-CNN inference",
+        caption="latency: batch 1, LATENCY hint; of app: our fields/s "
+        "as a fraction of OpenVINO benchmark_app's on the same IR",
+    )
     out.columns[0].no_wrap = True
-    show = lambda value, fmt: "-" if value is None else format(value, fmt)
+
+    def show(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
     for r in rows:
-        out.add_row(f"{r['backend']} {r['precision']}", str(r["threads"]), show(r["fields_per_s"], ".2f"),
-                    show(r["latency_ms"], ".0f"), show(r["accuracy"], ".1f"), show(r["speedup_vs_torch"], ".2f"),
-                    show(r["of_benchmark_app"], ".0%"))
+        out.add_row(
+            f"{r['backend']} {r['precision']}",
+            str(r["threads"]),
+            show(r["fields_per_s"], ".2f"),
+            show(r["latency_ms"], ".0f"),
+            show(r["accuracy"], ".1f"),
+            show(r["speedup_vs_torch"], ".2f"),
+            show(r["of_benchmark_app"], ".0%"),
+        )
     return out

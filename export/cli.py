@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,45 +20,67 @@ commands = typer.Typer()
 
 
 @commands.command()
-def export(run: Annotated[Path, typer.Argument(help="Run folder written by `train`.")],
-           out: Annotated[Optional[Path], typer.Option(help="Export folder (default RUN/export).")] = None,
-           int8: Annotated[bool, typer.Option("--int8", help="Also write model-int8.xml (NNCF post-training "
-                                                              "quantization), kept only if accuracy holds.")] = False,
-           calibration: Annotated[Optional[Path], typer.Option(
-               help="BBBC021-layout folder to calibrate on (default: the run's training fields).")] = None,
-           calibration_fields: Annotated[int, typer.Option(help="Calibration fields, stratified by class.")] = 128,
-           gate_fields: Annotated[int, typer.Option(help="Held-out fields the accuracy gate compares on.")] = 130,
-           max_drop: Annotated[float, typer.Option(help="Largest INT8 top-1 accuracy drop kept, in points.")] = 1.0,
-           force: Annotated[bool, typer.Option("--force", help="Keep the INT8 model even if it fails the gate.")]
-           = False):
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder written by `train`.")],
+    out: Annotated[Path | None, typer.Option(help="Export folder (default RUN/export).")] = None,
+    int8: Annotated[
+        bool,
+        typer.Option(
+            "--int8", help="Also write model-int8.xml (NNCF post-training quantization), kept only if accuracy holds."
+        ),
+    ] = False,
+    calibration: Annotated[
+        Path | None, typer.Option(help="BBBC021-layout folder to calibrate on (default: the run's training fields).")
+    ] = None,
+    calibration_fields: Annotated[int, typer.Option(help="Calibration fields, stratified by class.")] = 128,
+    gate_fields: Annotated[int, typer.Option(help="Held-out fields the accuracy gate compares on.")] = 130,
+    max_drop: Annotated[float, typer.Option(help="Largest INT8 top-1 accuracy drop kept, in points.")] = 1.0,
+    force: Annotated[bool, typer.Option("--force", help="Keep the INT8 model even if it fails the gate.")] = False,
+):
     """Export a run to ONNX and OpenVINO IR, checked against torch on real fields; --int8 adds an INT8 IR."""
     with extra_needed("export"):
         import export.exporter as exporter
 
     try:
-        summary = exporter.export_run(run, out, int8=int8, calibration=calibration,
-                                      calibration_fields=calibration_fields, gate_fields=gate_fields,
-                                      max_drop=max_drop, force=force, log=console.print)
+        summary = exporter.export_run(
+            run,
+            out,
+            int8=int8,
+            calibration=calibration,
+            calibration_fields=calibration_fields,
+            gate_fields=gate_fields,
+            max_drop=max_drop,
+            force=force,
+            log=console.print,
+        )
     except (exporter.ExportError, MetadataError, FileNotFoundError) as exc:
         raise fail(exc) from None
     console.print(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
     if int8 and not summary["int8_xml"]:
         gate = summary["parity"]["quantization"]["gate"]
-        console.print(f"[red]INT8 rejected:[/] top-1 drop {gate['drop_points']:.1f} points > --max-drop "
-                      f"{max_drop:g}; only the float model was kept (--force keeps INT8 anyway)")
+        console.print(
+            f"[red]INT8 rejected:[/] top-1 drop {gate['drop_points']:.1f} points > --max-drop "
+            f"{max_drop:g}; only the float model was kept (--force keeps INT8 anyway)"
+        )
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @commands.command()
-def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder holding model.xml "
-                                                              "(and model.onnx, model-int8.xml if present).")],
-              fields: Annotated[int, typer.Option(help="Fields per timing round (5 rounds per backend).")] = 4,
-              data: Annotated[Optional[Path], typer.Option(help="Labelled BBBC021-layout folder for accuracy "
-                                                                "(default: the run's validation fields).")] = None,
-              app_seconds: Annotated[int, typer.Option(help="Seconds per benchmark_app run (0: skip it).")] = 10,
-              run: Annotated[Optional[Path], typer.Option(help="Run folder, for the torch baseline and val rows "
-                                                               "(default: MODEL_DIR's parent).")] = None,
-              as_json: Annotated[Optional[Path], typer.Option("--json", help="Write the rows as JSON here.")] = None):
+def benchmark(
+    model_dir: Annotated[
+        Path, typer.Argument(help="Export folder holding model.xml (and model.onnx, model-int8.xml if present).")
+    ],
+    fields: Annotated[int, typer.Option(help="Fields per timing round (5 rounds per backend).")] = 4,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Labelled BBBC021-layout folder for accuracy (default: the run's validation fields)."),
+    ] = None,
+    app_seconds: Annotated[int, typer.Option(help="Seconds per benchmark_app run (0: skip it).")] = 10,
+    run: Annotated[
+        Path | None, typer.Option(help="Run folder, for the torch baseline and val rows (default: MODEL_DIR's parent).")
+    ] = None,
+    as_json: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON here.")] = None,
+):
     """Throughput, latency and accuracy of torch, ONNX Runtime and OpenVINO f32/bf16/int8, side by side."""
     with extra_needed("benchmark"):
         from export.benchmark import benchmark as run_benchmark
@@ -67,8 +89,9 @@ def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder hold
     if fields < 1:
         raise typer.BadParameter("--fields must be at least 1")
     try:
-        rows = run_benchmark(model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run,
-                             log=console.print)
+        rows = run_benchmark(
+            model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run, log=console.print
+        )
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
         raise fail(exc) from None
     Console().print(table(rows))  # the table on stdout, progress notes on stderr
@@ -77,8 +100,7 @@ def benchmark(model_dir: Annotated[Path, typer.Argument(help="Export folder hold
 
 
 @commands.command()
-def demo(workdir: Annotated[Path, typer.Option(help="Where the synthetic plates, run and results go.")]
-         = Path("demo")):
+def demo(workdir: Annotated[Path, typer.Option(help="Where the synthetic plates, run and results go.")] = Path("demo")):
     """Synthetic plates -> train (full resolution) -> export -> classify a held-out plate."""
     with extra_needed("demo"):
         import export.demo as demo_module

@@ -44,8 +44,10 @@ def heldout_accuracy(fields_csv: Path, data_dir: Path) -> tuple[float, int]:
     truth = {(f.plate, f.well, f.site): f.moa for f in load_fields(data_dir)}
     with open(fields_csv, newline="") as f:
         rows = list(csv.DictReader(f))
-    scored = [(row["Classify_Class"], truth[(row["Metadata_Plate"], row["Metadata_Well"], int(row["Metadata_Site"]))])
-              for row in rows]
+    scored = [
+        (row["Classify_Class"], truth[(row["Metadata_Plate"], row["Metadata_Well"], int(row["Metadata_Site"]))])
+        for row in rows
+    ]
     correct = sum(predicted == actual for predicted, actual in scored)
     return (correct / len(scored) if scored else 0.0), len(scored)
 
@@ -61,18 +63,43 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
 
     console.rule("1/4 synthetic plates")
     data, heldout = workdir / "data", workdir / "heldout"
-    write_dataset(data, plates=plan.train_plates, fields_per_class=plan.fields_per_class, size=plan.size,
-                  seed=plan.seed, workers=plan.workers)
-    held = write_dataset(heldout, plates=1, fields_per_class=plan.heldout_fields_per_class, size=plan.size,
-                         seed=plan.seed, workers=plan.workers, first_plate=plan.train_plates)
+    write_dataset(
+        data,
+        plates=plan.train_plates,
+        fields_per_class=plan.fields_per_class,
+        size=plan.size,
+        seed=plan.seed,
+        workers=plan.workers,
+    )
+    held = write_dataset(
+        heldout,
+        plates=1,
+        fields_per_class=plan.heldout_fields_per_class,
+        size=plan.size,
+        seed=plan.seed,
+        workers=plan.workers,
+        first_plate=plan.train_plates,
+    )
     stage("synth")
 
     console.rule("2/4 train (full resolution)")
     run = workdir / "run"
-    train(TrainConfig(
-        data=str(data), out=str(run), epochs=plan.epochs, batch_size=plan.batch_size, size=plan.size,
-        recipe=plan.recipe, optimizer=plan.optimizer, lr=plan.lr, gain_jitter=plan.gain_jitter, seed=plan.seed,
-        val_fraction=0.0), console=console)
+    train(
+        TrainConfig(
+            data=str(data),
+            out=str(run),
+            epochs=plan.epochs,
+            batch_size=plan.batch_size,
+            size=plan.size,
+            recipe=plan.recipe,
+            optimizer=plan.optimizer,
+            lr=plan.lr,
+            gain_jitter=plan.gain_jitter,
+            seed=plan.seed,
+            val_fraction=0.0,
+        ),
+        console=console,
+    )
     stage("train")
 
     console.rule("3/4 export (ONNX, OpenVINO IR)")
@@ -86,12 +113,22 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     accuracy, n = heldout_accuracy(results / "fields.csv", heldout)
     stage("classify")
 
-    report = {"accuracy": accuracy, "heldout_fields": n, "heldout_plate": held["plates"][0],
-              "failed": summary["counts"]["failed"], "seconds": timings, "total_s": round(time.time() - start, 1),
-              "run": str(run), "model": str(Path(exported["xml"]).parent), "results": str(results)}
+    report = {
+        "accuracy": accuracy,
+        "heldout_fields": n,
+        "heldout_plate": held["plates"][0],
+        "failed": summary["counts"]["failed"],
+        "seconds": timings,
+        "total_s": round(time.time() - start, 1),
+        "run": str(run),
+        "model": str(Path(exported["xml"]).parent),
+        "results": str(results),
+    }
     (workdir / "demo.json").write_text(json.dumps(report, indent=2))
     console.rule("result")
-    console.print(f"held-out accuracy: [bold]{accuracy:.1%}[/] on {n} fields of plate {held['plates'][0]} "
-                  f"(a week the model never saw), total {report['total_s']:.0f} s")
+    console.print(
+        f"held-out accuracy: [bold]{accuracy:.1%}[/] on {n} fields of plate {held['plates'][0]} "
+        f"(a week the model never saw), total {report['total_s']:.0f} s"
+    )
     console.print(f"results: {results}/ (fields.csv, wells.csv, report.html); run: {run}; model: {report['model']}")
     return report

@@ -13,7 +13,6 @@ Parity runs on fields listed in the run's split.csv: a missing file is an error,
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import warnings
@@ -23,32 +22,19 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from torch import nn
 
-from appliance.files import write_atomically
 from appliance.fieldsets import SPLIT_CSV, from_split, read_raw
+from appliance.files import write_atomically, write_json
 from appliance.imageio import FieldError
 from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES, Classifier
 from appliance.model_card import ModelCard
 from export import ExportError
 from export.ir import INPUT, raw_input_model, save_with_card
 from export.quantize import CALIBRATION_FIELDS, GATE_FIELDS, quantize_export
-from training.run import load_run, model_card
+from training.predict import Predictor, load_predictor
 
 OPSET = 18
 TOLERANCE = 1e-3  # max abs difference in probabilities
-
-
-class Exported(nn.Module):
-    """What the appliance runs: class probabilities and the field's embedding in one pass."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        embedding = self.model.forward_features(fields)
-        return torch.softmax(self.model.forward_head(embedding), dim=1), embedding
 
 
 def read_parity_fields(run_dir: Path, card: ModelCard, count: int) -> tuple[list[str], np.ndarray]:
@@ -65,7 +51,7 @@ def read_parity_fields(run_dir: Path, card: ModelCard, count: int) -> tuple[list
     return [f.name for f in chosen], raw
 
 
-def export_onnx(module: Exported, card: ModelCard, path: Path) -> None:
+def export_onnx(module: Predictor, card: ModelCard, path: Path) -> None:
     """torch.export-based exporter, batch dimension dynamic, weights inside the one file."""
     sample = torch.zeros(2, len(card.channels), *card.size)  # batch 2: a batch of 1 would be specialised
     # Quiet torch's notes on torchvision ops and its own deprecations: nothing the user can act on.
@@ -73,9 +59,16 @@ def export_onnx(module: Exported, card: ModelCard, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         program = torch.onnx.export(
-            module, (sample,), input_names=[INPUT], output_names=[PROBABILITIES, EMBEDDING],
-            dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}}, opset_version=OPSET,
-            dynamo=True, external_data=False, verbose=False)
+            module,
+            (sample,),
+            input_names=[INPUT],
+            output_names=[PROBABILITIES, EMBEDDING],
+            dynamic_shapes={INPUT: {0: torch.export.Dim("batch")}},
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     proto = program.model_proto
     onnx.helper.set_model_props(proto, card.to_metadata())
     onnx.checker.check_model(proto, full_check=True)
@@ -83,52 +76,70 @@ def export_onnx(module: Exported, card: ModelCard, path: Path) -> None:
 
 
 def compare(name: str, reference: np.ndarray, probabilities: np.ndarray) -> dict:
-    figures = {"max_abs_diff": float(np.abs(reference - probabilities).max()),
-               "top1_agree": bool((reference.argmax(1) == probabilities.argmax(1)).all())}
+    figures = {
+        "max_abs_diff": float(np.abs(reference - probabilities).max()),
+        "top1_agree": bool((reference.argmax(1) == probabilities.argmax(1)).all()),
+    }
     if not figures["top1_agree"] or figures["max_abs_diff"] > TOLERANCE:
-        raise ExportError(f"{name} disagrees with torch: max abs difference {figures['max_abs_diff']:.2e} "
-                          f"(tolerance {TOLERANCE:g}), top-1 identical: {figures['top1_agree']}")
+        raise ExportError(
+            f"{name} disagrees with torch: max abs difference {figures['max_abs_diff']:.2e} "
+            f"(tolerance {TOLERANCE:g}), top-1 identical: {figures['top1_agree']}"
+        )
     return figures
 
 
-def export_run(run_dir: Path, out_dir: Path | None = None, parity_fields: int = 4, int8: bool = False,
-               calibration: Path | None = None, calibration_fields: int = CALIBRATION_FIELDS,
-               gate_fields: int = GATE_FIELDS, max_drop: float = 1.0, force: bool = False, log=print) -> dict:
+def parity_line(backend: str, figures: dict, fields: int) -> str:
+    return f"parity {backend}: max abs diff {figures['max_abs_diff']:.2e} on {fields} fields, top-1 identical"
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    parity_fields: int = 4,
+    int8: bool = False,
+    calibration: Path | None = None,
+    calibration_fields: int = CALIBRATION_FIELDS,
+    gate_fields: int = GATE_FIELDS,
+    max_drop: float = 1.0,
+    force: bool = False,
+    log=print,
+) -> dict:
     """The f32 export with its parity checks, then (int8) the quantized model behind its accuracy gate."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
-    model, info = load_run(run_dir)
-    card = model_card(info)
+    module, _ = load_predictor(run_dir)  # what the appliance runs: probabilities and embedding
+    card = module.card
     # Read the parity fields first: a missing file should fail before minutes of export.
     names, raw = read_parity_fields(run_dir, card, parity_fields)
-    module = Exported(model).eval()
-    with torch.no_grad():
-        reference = module(torch.from_numpy(card.normalization.apply(raw)))[0].numpy()
+    reference = module.predict(raw)[0]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, xml_path = out_dir / "model.onnx", out_dir / MODEL_XML
     for stale in (out_dir / MODEL_INT8_XML, (out_dir / MODEL_INT8_XML).with_suffix(".bin")):
         stale.unlink(missing_ok=True)  # quantized from an earlier model.onnx
     export_onnx(module, card, onnx_path)
-    log(f"onnx: {onnx_path} ({onnx_path.stat().st_size / 1e6:.0f} MB, opset {OPSET}) "
-        f"after {time.perf_counter() - start:.1f} s")
+    log(
+        f"onnx: {onnx_path} ({onnx_path.stat().st_size / 1e6:.0f} MB, opset {OPSET}) "
+        f"after {time.perf_counter() - start:.1f} s"
+    )
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_probs = session.run([PROBABILITIES], {INPUT: card.normalization.apply(raw)})[0]
     parity = {"fields": names, "tolerance": TOLERANCE, "onnxruntime": compare("ONNX Runtime", reference, onnx_probs)}
-    log(f"parity onnxruntime: max abs diff {parity['onnxruntime']['max_abs_diff']:.2e} on {len(names)} fields, top-1 identical")
+    log(parity_line("onnxruntime", parity["onnxruntime"], len(names)))
 
     save_with_card(raw_input_model(onnx_path, card), card, xml_path)
     log(f"openvino: {xml_path} (uint16 input, normalisation in the graph)")
     ov_probs, _ = Classifier(xml_path, precision="f32").predict(raw)  # also checks the card reads back
     parity["openvino"] = compare("OpenVINO", reference, ov_probs)
-    log(f"parity openvino: max abs diff {parity['openvino']['max_abs_diff']:.2e} on {len(names)} fields, top-1 identical")
+    log(parity_line("openvino", parity["openvino"], len(names)))
 
     summary = {"onnx": str(onnx_path), "xml": str(xml_path), "parity": parity}
     if int8:
-        parity["quantization"] = quantize_export(run_dir, out_dir, calibration, calibration_fields, gate_fields,
-                                                 max_drop, force, log)
+        parity["quantization"] = quantize_export(
+            run_dir, out_dir, calibration, calibration_fields, gate_fields, max_drop, force, log
+        )
         summary["int8_xml"] = str(out_dir / MODEL_INT8_XML) if parity["quantization"]["kept"] else None
-    write_atomically(out_dir / "parity.json", lambda tmp: tmp.write_text(json.dumps(parity, indent=2)))
+    write_json(out_dir / "parity.json", parity)
     return {**summary, "seconds": round(time.perf_counter() - start, 2)}

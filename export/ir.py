@@ -24,8 +24,14 @@ def raw_input_model(onnx_path: Path, card: ModelCard) -> ov.Model:
     ppp.input(INPUT).tensor().set_element_type(ov.Type.u16).set_layout(ov.Layout("NCHW"))
     ppp.input(INPUT).model().set_layout(ov.Layout("NCHW"))
     norm = card.normalization
-    (ppp.input(INPUT).preprocess().convert_element_type(ov.Type.i32).convert_element_type(ov.Type.f32)
-     .mean(list(norm.mean)).scale(list(norm.std)))
+    (
+        ppp.input(INPUT)
+        .preprocess()
+        .convert_element_type(ov.Type.i32)
+        .convert_element_type(ov.Type.f32)
+        .mean(list(norm.mean))
+        .scale(list(norm.std))
+    )
     return ppp.build()
 
 

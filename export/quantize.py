@@ -22,8 +22,8 @@ import numpy as np
 import openvino as ov
 
 from appliance.fieldsets import accuracy, from_folder, from_split, read_raw, stratified
-from appliance.layouts.base import Field
 from appliance.inference import MODEL_INT8_XML, MODEL_XML, Classifier, check_card, read_card
+from appliance.layouts.base import Field
 from appliance.model_card import ModelCard
 from export import ExportError
 from export.ir import raw_input_model, save_with_card
@@ -36,8 +36,9 @@ PRESET = nncf.QuantizationPreset.MIXED  # asymmetric activations: the normalised
 ADVANCED = nncf.AdvancedQuantizationParameters(disable_bias_correction=True)
 
 
-def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: int,
-                  gate_fields: int) -> tuple[dict, list[Field], dict, list[Field]]:
+def choose_fields(
+    run_dir: Path, calibration: Path | None, calibration_fields: int, gate_fields: int
+) -> tuple[dict, list[Field], dict, list[Field]]:
     """(calibration description, fields), (gate description, fields); never the same field in both."""
     rows = from_split(run_dir)
     train, val = [f for f in rows if f.split == "train"], [f for f in rows if f.split == "val"]
@@ -65,8 +66,13 @@ def choose_fields(run_dir: Path, calibration: Path | None, calibration_fields: i
 def quantize(onnx_path: Path, card: ModelCard, calibration: list[Field]):
     """The raw-input IR quantized on calibration fields fed as raw uint16, one at a time."""
     dataset = nncf.Dataset(calibration, lambda field: read_raw([field], card.size))
-    return nncf.quantize(raw_input_model(onnx_path, card), dataset, preset=PRESET, subset_size=len(calibration),
-                         advanced_parameters=ADVANCED)
+    return nncf.quantize(
+        raw_input_model(onnx_path, card),
+        dataset,
+        preset=PRESET,
+        subset_size=len(calibration),
+        advanced_parameters=ADVANCED,
+    )
 
 
 def compare(float_xml: Path, int8_xml: Path, fields: list[Field], batch: int = 2) -> dict:
@@ -74,19 +80,30 @@ def compare(float_xml: Path, int8_xml: Path, fields: list[Field], batch: int = 2
     f32, int8 = Classifier(float_xml, "f32"), Classifier(int8_xml, "int8")
     p32, p8 = [], []
     for i in range(0, len(fields), batch):
-        raw = read_raw(fields[i:i + batch], f32.size)
+        raw = read_raw(fields[i : i + batch], f32.size)
         p32.append(f32.predict(raw)[0])
         p8.append(int8.predict(raw)[0])
     p32, p8 = np.concatenate(p32), np.concatenate(p8)
     acc32, acc8 = accuracy(p32, fields, f32.labels), accuracy(p8, fields, f32.labels)
-    return {"f32_accuracy": round(acc32, 2), "int8_accuracy": round(acc8, 2), "drop_points": round(acc32 - acc8, 2),
-            "top1_agreement": round(float(100 * (p32.argmax(1) == p8.argmax(1)).mean()), 2),
-            "max_abs_diff": float(np.abs(p32 - p8).max())}
+    return {
+        "f32_accuracy": round(acc32, 2),
+        "int8_accuracy": round(acc8, 2),
+        "drop_points": round(acc32 - acc8, 2),
+        "top1_agreement": round(float(100 * (p32.argmax(1) == p8.argmax(1)).mean()), 2),
+        "max_abs_diff": float(np.abs(p32 - p8).max()),
+    }
 
 
-def quantize_export(run_dir: Path, export_dir: Path, calibration: Path | None = None,
-                    calibration_fields: int = CALIBRATION_FIELDS, gate_fields: int = GATE_FIELDS,
-                    max_drop: float = 1.0, force: bool = False, log=print) -> dict:
+def quantize_export(
+    run_dir: Path,
+    export_dir: Path,
+    calibration: Path | None = None,
+    calibration_fields: int = CALIBRATION_FIELDS,
+    gate_fields: int = GATE_FIELDS,
+    max_drop: float = 1.0,
+    force: bool = False,
+    log=print,
+) -> dict:
     """Write model-int8.xml next to model.xml if the gate passes (or force); returns parity.json's section."""
     start = time.perf_counter()
     export_dir = Path(export_dir)
@@ -97,24 +114,37 @@ def quantize_export(run_dir: Path, export_dir: Path, calibration: Path | None = 
     calib_info, calib, gate_info, gate = choose_fields(Path(run_dir), calibration, calibration_fields, gate_fields)
     log(f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']})")
     model = quantize(export_dir / "model.onnx", card, calib)
-    how = {"method": "NNCF post-training quantization", "nncf": nncf.__version__, "preset": PRESET.value,
-           "bias_correction": False, "calibration": calib_info}
+    how = {
+        "method": "NNCF post-training quantization",
+        "nncf": nncf.__version__,
+        "preset": PRESET.value,
+        "bias_correction": False,
+        "calibration": calib_info,
+    }
     candidate = export_dir / "model-int8.candidate.xml"
     save_with_card(model, replace(card, precision="int8"), candidate, {"quantization": json.dumps(how)})
     calibrated = time.perf_counter() - start
 
     gate_info.update(compare(float_xml, candidate, gate))
     kept = gate_info["drop_points"] <= max_drop or force
-    section = {**how, "gate": {**gate_info, "max_drop": max_drop}, "kept": kept,
-               "forced": kept and gate_info["drop_points"] > max_drop, "file": int8_xml.name if kept else None,
-               "calibration_s": round(calibrated, 1), "seconds": round(time.perf_counter() - start, 1)}
+    section = {
+        **how,
+        "gate": {**gate_info, "max_drop": max_drop},
+        "kept": kept,
+        "forced": kept and gate_info["drop_points"] > max_drop,
+        "file": int8_xml.name if kept else None,
+        "calibration_s": round(calibrated, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
     for suffix in (".xml", ".bin"):
         source = candidate.with_suffix(suffix)
         if kept:
             source.replace(int8_xml.with_suffix(suffix))
         else:
             source.unlink()
-    log(f"int8: top-1 {gate_info['int8_accuracy']:.1f}% vs f32 {gate_info['f32_accuracy']:.1f}% on "
+    log(
+        f"int8: top-1 {gate_info['int8_accuracy']:.1f}% vs f32 {gate_info['f32_accuracy']:.1f}% on "
         f"{gate_info['fields']} held-out fields (drop {gate_info['drop_points']:+.1f} points, allowed {max_drop:g}); "
-        + ("kept" + (" (forced)" if section["forced"] else "") + f": {int8_xml}" if kept else "INT8 model NOT kept"))
+        + ("kept" + (" (forced)" if section["forced"] else "") + f": {int8_xml}" if kept else "INT8 model NOT kept")
+    )
     return section

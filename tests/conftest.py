@@ -1,8 +1,14 @@
-"""Shared fixtures: tiny BBBC021-named TIFF plates and a tiny exported model (exported once)."""
+"""Shared, torch-free: tiny BBBC021-named TIFF plates, a split.csv of labelled fields, the real
+BBBC021 tables, and `tiny_model`, an IR built with OpenVINO's graph API (tests/tiny_ir.py).
+
+The torch side (a tiny training run and its export) is in tests/export/conftest.py, whose
+`tiny_model` is the exported one; tests/appliance/** must run in a virtualenv without torch.
+"""
 
 from __future__ import annotations
 
 import csv
+import os
 import uuid
 from pathlib import Path
 
@@ -15,22 +21,43 @@ LABELS = ("Actin disruptors", "DMSO", "Microtubule stabilizers")
 CHANNELS = ("DAPI", "Tubulin", "Actin")
 WAVELENGTHS = {"DAPI": 1, "Tubulin": 2, "Actin": 4}
 MEAN, STD = (900.0, 1500.0, 1100.0), (250.0, 400.0, 300.0)
+WIDTH = "80"  # what rich and typer assume without a terminal, as in CI
+
+
+def pytest_configure(config):
+    """Rich and typer size help panels and tables by COLUMNS, else by the terminal pytest runs in:
+    pin CI's width, before any console is made, so that no test depends on the developer's
+    terminal. Messages never wrap at any width: tests/appliance/test_cli.py runs the installed
+    script at COLUMNS=40 to prove it."""
+    os.environ["COLUMNS"] = WIDTH
 
 
 @pytest.fixture(scope="session")
 def shared_bbbc021() -> Path:
     """../shared/bbbc021, the real published CSVs. Missing in CI fails (a skip there would hide
     that the real-metadata tests never ran); elsewhere it skips."""
-    import os
-
     from appliance.layouts.bbbc021 import IMAGE_CSV, MOA_CSV
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "bbbc021"
     if not ((folder / IMAGE_CSV).is_file() and (folder / MOA_CSV).is_file()):
         if os.environ.get("CI") == "true":
-            pytest.fail(f"../shared/bbbc021 is missing: CI lays it beside the clone (looked in {folder})",
-                        pytrace=False)
+            pytest.fail(
+                f"../shared/bbbc021 is missing: CI lays it beside the clone (looked in {folder})", pytrace=False
+            )
         pytest.skip(f"../shared/bbbc021 not present ({folder}); CI runs these tests")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A folder holding model.xml: raw uint16 (N, 3, 128, 128) in, probabilities over LABELS and a
+    512-feature embedding out, the model card in rt_info. Built with OpenVINO's graph API, so the
+    runtime's tests (and the runtime image's, tests/docker) need no torch; tests/export overrides
+    it with a real export."""
+    from tests.tiny_ir import write_model
+
+    folder = tmp_path_factory.mktemp("tiny_model") / "export"
+    write_model(folder)
     return folder
 
 
@@ -43,8 +70,9 @@ def channel_name(well: str, site: int, channel: str, ext: str = ".tif") -> str:
     return f"{well}_s{site}_w{WAVELENGTHS[channel]}{str(uuid.uuid4()).upper()}{ext}"
 
 
-def write_field(folder: Path, well: str, site: int, rng: np.random.Generator, size=SIZE,
-                channels=CHANNELS) -> dict[str, Path]:
+def write_field(
+    folder: Path, well: str, site: int, rng: np.random.Generator, size=SIZE, channels=CHANNELS
+) -> dict[str, Path]:
     """Write one field's channel files; returns {channel: path}."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -60,54 +88,32 @@ def write_plate(folder: Path, wells=("B02", "B03", "C02"), sites=(1, 2), seed: i
     return {(well, site): write_field(folder, well, site, rng) for well in wells for site in sites}
 
 
-def truncate(path: Path, keep: float = 0.5) -> None:
-    """Cut a file short, as an interrupted copy would."""
-    with open(path, "r+b") as f:
-        f.truncate(int(path.stat().st_size * keep))
-
-
-def make_run(run_dir: Path, n_train: int = 2, n_val: int = 3, seed: int = 0) -> Path:
-    """A tiny untrained run folder: weights, run.json, split.csv and the TIFFs it lists."""
-    import torch  # only the export fixtures need torch
-
-    from training.model import MCNN, MCNNConfig
-    from training.run import save_run
-
-    torch.manual_seed(seed)
-    model = MCNN(MCNNConfig(height=SIZE[0], width=SIZE[1], num_classes=len(LABELS)))
-    save_run(run_dir, model, {
-        "run_id": "tiny-test-run", "labels": list(LABELS), "channels": list(CHANNELS),
-        "normalization": {"mean": list(MEAN), "std": list(STD)},
-    })
+def write_split(run_dir: Path, n_train: int = 2, n_val: int = 3, seed: int = 0) -> list[dict]:
+    """A run folder's split.csv as `train` writes it, and the TIFFs it lists (in run_dir/fields):
+    wells B02, B03, ... site 1 of plate Week1_22123, labelled LABELS in turn, train rows first."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_train + n_val):
         well, site = f"B{i + 2:02d}", 1
         paths = write_field(run_dir / "fields", well, site, rng)
-        rows.append({"plate": "Week1_22123", "well": well, "site": site, "moa": LABELS[i % len(LABELS)],
-                     "split": "train" if i < n_train else "val",
-                     **{f"path_{c.lower()}": str(paths[c].resolve()) for c in CHANNELS}})
+        rows.append(
+            {
+                "plate": "Week1_22123",
+                "well": well,
+                "site": site,
+                "moa": LABELS[i % len(LABELS)],
+                "split": "train" if i < n_train else "val",
+                **{f"path_{c.lower()}": str(paths[c].resolve()) for c in CHANNELS},
+            }
+        )
     with open(run_dir / "split.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return run_dir
+    return rows
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
-    return make_run(tmp_path_factory.mktemp("run") / "run")
-
-
-@pytest.fixture(scope="session")
-def tiny_export(tiny_run) -> dict:
-    """export_run's summary for the tiny run; the model files are in tiny_run/export."""
-    from export.exporter import export_run
-
-    return export_run(tiny_run, parity_fields=3, log=lambda line: None)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tiny_export) -> Path:
-    """The folder holding the tiny model.xml / model.onnx."""
-    return Path(tiny_export["xml"]).parent
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file short, as an interrupted copy would."""
+    with open(path, "r+b") as f:
+        f.truncate(int(path.stat().st_size * keep))

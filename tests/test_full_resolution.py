@@ -24,8 +24,10 @@ def test_full_resolution_train_export_classify(tmp_path):
     fields = load_fields(data)
     assert len(fields) == 13
 
-    train(TrainConfig(data=str(data), out=str(run), epochs=1, batch_size=4, val_fraction=0.0, workers=0),
-          console=Console(quiet=True))
+    train(
+        TrainConfig(data=str(data), out=str(run), epochs=1, batch_size=4, val_fraction=0.0, workers=0),
+        console=Console(quiet=True),
+    )
     info = json.loads((run / "run.json").read_text())
     assert (info["model_config"]["height"], info["model_config"]["width"]) == (1024, 1280)
 

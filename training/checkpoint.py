@@ -7,12 +7,17 @@ leaves half of one. Its tensors are the model's weights, the optimizer's state t
 RNG state; its metadata holds one JSON document with the rest: where the loop is (step, epoch,
 optimizer steps done in the epoch), the epoch's partial sums, the metrics history, the run info,
 the optimizer's scalars and numpy's and Python's RNG states.
+
+Which checkpoint a run continues from (`find_checkpoint`), whether its options allow it
+(`check_resumable`), and the stop on non-finite weights or loss (RUN/stopped.json: resuming would
+only repeat it) are here too.
 """
 
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +26,29 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from appliance.files import write_atomically
-from training.run import load_weights
+from appliance.files import write_atomically, write_json
+from training.distributed import Ranks, from_master
+from training.recipes import TrainConfig
+from training.run import WEIGHTS, load_weights
 
 CHECKPOINTS = "checkpoints"
 STATE_KEY = "mcnn_training_state"  # the metadata entry holding the JSON document
 PREFIX, SUFFIX = "step-", ".safetensors"
+STOPPED = "stopped.json"  # written when a non-finite loss stops the run: resuming would only repeat it
+# Options a resumed run may change; every other one must be the run's (new options are safe by default).
+# Micro-batch and accumulation may change as long as the global batch and the ranks stay.
+RESUME_MAY_DIFFER = {
+    "data",
+    "out",
+    "resume",
+    "workers",
+    "threads",
+    "target_acc",
+    "batch_size",
+    "accumulation",
+    "checkpoint_every",
+    "keep_checkpoints",
+}
 
 
 class ResumeError(ValueError):
@@ -41,15 +63,14 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     """The run's checkpoints, oldest first (temporary files, which start with '.', are not listed)."""
     folder = Path(run_dir) / CHECKPOINTS
     found = folder.glob(f"{PREFIX}*{SUFFIX}") if folder.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name[len(PREFIX):-len(SUFFIX)]))
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX) : -len(SUFFIX)]))
 
 
 def checkpoint_step(path: Path) -> int:
-    return int(Path(path).name[len(PREFIX):-len(SUFFIX)])
+    return int(Path(path).name[len(PREFIX) : -len(SUFFIX)])
 
 
-def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict,
-                    keep: int) -> Path:
+def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, keep: int) -> Path:
     """Write the checkpoint of `state["step"]` and delete all but the newest `keep`."""
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     optimizer_tensors, optimizer_json = flatten_optimizer(optimizer)
@@ -61,7 +82,7 @@ def save_checkpoint(run_dir: Path, model: nn.Module, optimizer: torch.optim.Opti
     for stale in path.parent.glob(f".{PREFIX}*"):  # half-written by a process killed while saving
         stale.unlink(missing_ok=True)
     write_atomically(path, lambda p: save_file(tensors, str(p), metadata={STATE_KEY: json.dumps(document)}))
-    for old in list_checkpoints(run_dir)[:-max(1, keep)]:
+    for old in list_checkpoints(run_dir)[: -max(1, keep)]:
         old.unlink(missing_ok=True)
     return path
 
@@ -80,7 +101,7 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     document = read_checkpoint_state(path)
     tensors = load_file(str(path))
     try:
-        load_weights(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+        load_weights(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     except ValueError as exc:
         raise ResumeError(f"{exc} (start a new run)") from None
     optimizer.load_state_dict(unflatten_optimizer(tensors, document["optimizer"]))
@@ -122,7 +143,7 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], document: dict) -> dic
     state: dict[int, dict] = {int(param): dict(entries) for param, entries in document["scalars"].items()}
     for key, value in tensors.items():
         if key.startswith("optimizer.state."):
-            param, name = key[len("optimizer.state."):].split(".", 1)
+            param, name = key[len("optimizer.state.") :].split(".", 1)
             state.setdefault(int(param), {})[name] = value
     return {"state": state, "param_groups": document["param_groups"]}
 
@@ -139,6 +160,70 @@ def python_rng_state() -> list:
 
 def config_differences(saved: dict, current: dict, may_differ: set[str]) -> list[str]:
     """'name: saved -> current' for every training option that differs and matters."""
-    return [f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
-            for name in sorted(set(saved) | set(current))
-            if name not in may_differ and saved.get(name) != current.get(name)]
+    return [
+        f"{name}: {saved.get(name)!r} -> {current.get(name)!r}"
+        for name in sorted(set(saved) | set(current))
+        if name not in may_differ and saved.get(name) != current.get(name)
+    ]
+
+
+# --- continuing a run, and stopping one that diverged -------------------------------------------
+
+
+def find_checkpoint(out: Path, cfg: TrainConfig, restarted: bool, ranks: Ranks) -> Path | None:
+    """The checkpoint to continue from (rank 0 picks it for every rank), or None for a new run."""
+    if not (cfg.resume or restarted):
+        return None
+    if (out / STOPPED).is_file():
+        stopped = json.loads((out / STOPPED).read_text())
+        raise ResumeError(f"{out / STOPPED}: {stopped['message']}")
+    found = list_checkpoints(out) if ranks.master else []
+    step = from_master(checkpoint_step(found[-1]) if found else -1, ranks)
+    if step >= 0:
+        return checkpoint_path(out, step)
+    if cfg.resume:
+        raise ResumeError(
+            f"--resume: no checkpoint in {out / CHECKPOINTS}; is {out} a run started by this "
+            f"version of `mcnn-appliance train`?"
+        )
+    return None  # restarted by torchrun before the first checkpoint: start again
+
+
+def check_resumable(resumed: dict, cfg: TrainConfig, world: int) -> None:
+    """Refuse to continue a run with options that would change its data, recipe or schedule."""
+    saved = resumed["info"]
+    differences = config_differences(saved["train_config"], {**asdict(cfg), "size": list(cfg.size)}, RESUME_MAY_DIFFER)
+    if Path(saved["train_config"]["data"]).resolve() != Path(cfg.data).resolve():
+        differences.append(f"data: {saved['train_config']['data']!r} -> {cfg.data!r}")
+    global_batch = cfg.batch_size * cfg.accumulation * world
+    if (saved["ranks"], saved["global_batch"]) != (world, global_batch):
+        differences.append(
+            f"ranks x global batch: {saved['ranks']} x {saved['global_batch']} -> {world} x {global_batch}"
+        )
+    if differences:
+        raise ResumeError(
+            f"cannot resume {cfg.out} (run {saved['run_id']}): options differ from the run's: "
+            + "; ".join(differences)
+            + ". Resume with the run's options, or start a new --out."
+        )
+
+
+def check_finite_weights(model: nn.Module, step: int, epoch: int, out: Path, master: bool) -> None:
+    """Every rank checks (the weights are identical on all, so all stop alike)."""
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        stop_non_finite("the weights are not finite", step, epoch, out, master)
+
+
+def stop_non_finite(what: str, step: int, epoch: int, out: Path, master: bool) -> None:
+    """Stop the run, naming the step; the checkpoints written so far (all good) stay."""
+    found = list_checkpoints(out)
+    kept = f"the last good checkpoint is {found[-1]}" if found else "no checkpoint had been written yet"
+    if (out / WEIGHTS).is_file():
+        kept += f"; {out / WEIGHTS} holds the last finished epoch's weights"
+    message = (
+        f"{what} at step {step} (epoch {epoch}): training stopped; {kept}. Resuming would repeat it: "
+        f"start a new run with a lower --lr."
+    )
+    if master:
+        write_json(out / STOPPED, {"step": step, "epoch": epoch, "message": message})
+    raise FloatingPointError(message)

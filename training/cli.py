@@ -6,162 +6,182 @@ command runs, so `mcnn-appliance --help` stays fast and a runtime-only install n
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from appliance.console import EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_FAILED, console, error, extra_needed, fail, parse_size
+from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size
 from appliance.layouts.base import MetadataError
-from appliance.layouts.bbbc021 import load_fields
 
 commands = typer.Typer()
 SizeOption = Annotated[str, typer.Option(help="Field size HEIGHTxWIDTH (BBBC021: 1024x1280).")]
 
 
 @commands.command()
-def train(data: Annotated[Path, typer.Argument(help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv "
-                                                     "and the Week folders.")],
-          out: Annotated[Path, typer.Option(help="Run folder to write.")],
-          epochs: int = 4,
-          batch_size: Annotated[int, typer.Option(help="Micro-batch: fields per forward pass on each rank (the "
-                                                       "plan lowers it, and accumulates, if memory is short).")] = 4,
-          accumulation: Annotated[int, typer.Option(help="Micro-batches per optimizer step; global batch = "
-                                                         "batch size x accumulation x ranks.")] = 1,
-          size: SizeOption = "1024x1280",
-          seed: int = 0,
-          recipe: Annotated[Optional[str], typer.Option(help="Optimizer and schedule: adamw (the default; AdamW "
-                                                             "3e-4, tuned for the demo) or paper (Nesterov SGD, 0.01 "
-                                                             "per 256 fields scaled linearly, 2 warmup epochs). The "
-                                                             "options below override it.")] = None,
-          optimizer: Annotated[Optional[str], typer.Option(help="adamw or sgd (Nesterov).")] = None,
-          lr: Annotated[Optional[float], typer.Option(help="Peak learning rate at --lr-reference-batch.")] = None,
-          lr_scaling: Annotated[Optional[str], typer.Option(help="none, or linear: peak rate = lr x global batch / "
-                                                                 "--lr-reference-batch.")] = None,
-          lr_reference_batch: Annotated[Optional[int], typer.Option(help="The global batch --lr is given for.")]
-          = None,
-          weight_decay: Annotated[Optional[float], typer.Option(help="Weight decay (weights, not biases).")] = None,
-          warmup_epochs: Annotated[Optional[float], typer.Option(help="Linear warmup (epochs, fractions allowed), "
-                                                                      "then cosine decay.")] = None,
-          clip_grad: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 = off.")] = 0.0,
-          precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
-          workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
-          target_acc: Annotated[float, typer.Option(help="Validation accuracy whose first epoch and wall time "
-                                                         "the run records (time to accuracy).")] = 0.99,
-          gain_jitter: Annotated[float, typer.Option(help="Augmentation: each stain's gain x exp(U(-j, j)); "
-                                                          "0 turns it off.")] = 0.15,
-          global_batch: Annotated[Optional[int], typer.Option(help="Fields per optimizer step over all ranks "
-                                                                   "(default: batch size x accumulation x ranks); "
-                                                                   "the plan picks micro-batch and accumulation.")]
-          = None,
-          memory_gb: Annotated[Optional[float], typer.Option(help="Memory for training on each node (default: "
-                                                                  "available RAM minus 10 %, at least 1 GB).")] = None,
-          nproc_per_node: Annotated[int, typer.Option(help="Training processes (ranks) on this node; "
-                                                            "more than one launches torchrun.")] = 1,
-          nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
-          rdzv_endpoint: Annotated[Optional[str], typer.Option(help="HOST:PORT every node can reach "
-                                                                    "(with --nnodes > 1).")] = None,
-          split: Annotated[str, typer.Option(help="stratified (a random fifth of every class held out), nsc "
-                                                  "(not-same-compound) or nscb (not-same-compound-or-batch).")]
-          = "stratified",
-          fold: Annotated[Optional[str], typer.Option(help="nsc/nscb: the compound held out, as an index into "
-                                                           "the compounds sorted by name (DMSO excluded), or "
-                                                           "all: one run per fold in OUT/fold-K.")] = None,
-
-          checkpoint_every: Annotated[int, typer.Option(help="Optimizer steps between checkpoints in "
-                                                             "OUT/checkpoints (0: only at epoch ends).",
-                                                        min=0)] = 100,
-          keep_checkpoints: Annotated[int, typer.Option(help="Newest checkpoints kept.", min=1)] = 2,
-          resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest "
-                                                                "checkpoint (same options).")] = False,
-          max_restarts: Annotated[int, typer.Option(help="With torchrun: restart the ranks this many times after "
-                                                         "a failure; they resume from the last checkpoint.",
-                                                    min=0)] = 0):
+def train(
+    data: Annotated[
+        Path, typer.Argument(help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv and the Week folders.")
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    epochs: int = 4,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Micro-batch: fields per forward pass on each rank (the "
+            "plan lowers it, and accumulates, if memory is short)."
+        ),
+    ] = 4,
+    accumulation: Annotated[
+        int, typer.Option(help="Micro-batches per optimizer step; global batch = batch size x accumulation x ranks.")
+    ] = 1,
+    size: SizeOption = "1024x1280",
+    seed: int = 0,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Optimizer and schedule: adamw (the default; AdamW "
+            "3e-4, tuned for the demo) or paper (Nesterov SGD, 0.01 "
+            "per 256 fields scaled linearly, 2 warmup epochs). The "
+            "options below override it."
+        ),
+    ] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd (Nesterov).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate at --lr-reference-batch.")] = None,
+    lr_scaling: Annotated[
+        str | None, typer.Option(help="none, or linear: peak rate = lr x global batch / --lr-reference-batch.")
+    ] = None,
+    lr_reference_batch: Annotated[int | None, typer.Option(help="The global batch --lr is given for.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay (weights, not biases).")] = None,
+    warmup_epochs: Annotated[
+        float | None, typer.Option(help="Linear warmup (epochs, fractions allowed), then cosine decay.")
+    ] = None,
+    clip_grad: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 = off.")] = 0.0,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
+    target_acc: Annotated[
+        float,
+        typer.Option(help="Validation accuracy whose first epoch and wall time the run records (time to accuracy)."),
+    ] = 0.99,
+    gain_jitter: Annotated[
+        float, typer.Option(help="Augmentation: each stain's gain x exp(U(-j, j)); 0 turns it off.")
+    ] = 0.15,
+    global_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Fields per optimizer step over all ranks "
+            "(default: batch size x accumulation x ranks); "
+            "the plan picks micro-batch and accumulation."
+        ),
+    ] = None,
+    memory_gb: Annotated[
+        float | None,
+        typer.Option(help="Memory for training on each node (default: available RAM minus 10 %, at least 1 GB)."),
+    ] = None,
+    nproc_per_node: Annotated[
+        int, typer.Option(help="Training processes (ranks) on this node; more than one launches torchrun.")
+    ] = 1,
+    nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT every node can reach (with --nnodes > 1).")
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            help="stratified (a random fifth of every class held out), nsc "
+            "(not-same-compound) or nscb (not-same-compound-or-batch)."
+        ),
+    ] = "stratified",
+    fold: Annotated[
+        str | None,
+        typer.Option(
+            help="nsc/nscb: the compound held out, as an index into "
+            "the compounds sorted by name (DMSO excluded), or "
+            "all: one run per fold in OUT/fold-K."
+        ),
+    ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Optimizer steps between checkpoints in OUT/checkpoints (0: only at epoch ends).", min=0)
+    ] = 100,
+    keep_checkpoints: Annotated[int, typer.Option(help="Newest checkpoints kept.", min=1)] = 2,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint (same options).")
+    ] = False,
+    max_restarts: Annotated[
+        int,
+        typer.Option(
+            help="With torchrun: restart the ranks this many times after "
+            "a failure; they resume from the last checkpoint.",
+            min=0,
+        ),
+    ] = 0,
+):
     """Train the M-CNN on labelled fields; writes weights, config, metrics, split and plan to --out."""
     with extra_needed("train"):
-        import training.train as train_module
-        from training.plan import available_memory_gb, field_gb, model_parameters, plan, usable_cores
+        from training.launch import LaunchOptions, OptionError, train_folds
+        from training.recipes import DEFAULT_RECIPE, TrainConfig
 
-    launched = "WORLD_SIZE" in os.environ  # already one rank of a torchrun launch: plan as torchrun set it up
-    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launched else nproc_per_node
-    nodes = int(os.environ["WORLD_SIZE"]) // ranks if launched else nnodes
-    field_size = parse_size(size)
+    cfg = TrainConfig(
+        data=str(data.resolve()),
+        out=str(out),
+        epochs=epochs,
+        batch_size=batch_size,
+        accumulation=accumulation,
+        size=parse_size(size),
+        seed=seed,
+        recipe=recipe or DEFAULT_RECIPE,
+        optimizer=optimizer,
+        lr=lr,
+        lr_scaling=lr_scaling,
+        lr_reference_batch=lr_reference_batch,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        clip_grad=clip_grad,
+        precision=precision,
+        workers=workers,
+        gain_jitter=gain_jitter,
+        target_acc=target_acc,
+        split=split,
+        checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
+        resume=resume,
+    )
+    options = LaunchOptions(
+        nproc_per_node=nproc_per_node,
+        nnodes=nnodes,
+        rdzv_endpoint=rdzv_endpoint,
+        global_batch=global_batch,
+        memory_gb=memory_gb,
+        max_restarts=max_restarts,
+    )
     try:
-        the_plan = plan(usable_cores(), memory_gb or available_memory_gb(),
-                        global_batch or batch_size * accumulation * ranks * nodes,
-                        field_gb(field_size, train_module.resolve_precision(precision)), ranks, nodes=nodes,
-                        max_micro_batch=batch_size, parameters=model_parameters(field_size))
-    except ValueError as exc:  # PlanError, a bad precision
+        code = train_folds(cfg, options, fold, console)
+    except OptionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except ValueError as exc:  # a plan that does not fit, SplitError, MetadataError, a bad recipe: nothing ran
         raise fail(exc) from None
-    try:
-        runs, skipped_folds = planned_runs(data, out, split, fold)
-    except ValueError as exc:  # SplitError, MetadataError
-        raise fail(exc) from None
-    if launched and len(runs) > 1:
-        raise fail("--fold all under a torchrun launch you started: launch one fold per command")
-    if max_restarts and (launched or ranks * nodes == 1):
-        raise typer.BadParameter("--max-restarts is torchrun's: it needs --nproc-per-node or --nnodes above 1 "
-                                 "(under a torchrun you launch, give torchrun --max-restarts)")
-    if os.environ.get("RANK", "0") == "0":
-        console.print(the_plan.describe())
-        for skipped in skipped_folds:
-            console.print(f"[yellow]fold {skipped.index} skipped:[/] {escape(skipped.problem)}")
-    code = EXIT_OK
-    for held_out, run_out in runs:
-        fold_index = held_out.index if held_out else None
-        if held_out and os.environ.get("RANK", "0") == "0":
-            console.print(f"{split} fold {held_out.index}: {held_out.compound} held out"
-                          + (f"; weeks {', '.join(held_out.excluded_weeks)} left out of training"
-                             if held_out.excluded_weeks else ""))
-        cfg = train_module.TrainConfig(data=str(data.resolve()), out=str(run_out), epochs=epochs,
-                                       batch_size=the_plan.micro_batch, accumulation=the_plan.accumulation,
-                                       size=field_size, seed=seed, recipe=recipe or train_module.DEFAULT_RECIPE,
-                                       optimizer=optimizer, lr=lr, lr_scaling=lr_scaling,
-                                       lr_reference_batch=lr_reference_batch, weight_decay=weight_decay,
-                                       warmup_epochs=warmup_epochs, clip_grad=clip_grad, precision=precision,
-                                       workers=workers, gain_jitter=gain_jitter, target_acc=target_acc,
-                                       split=split, fold=fold_index, checkpoint_every=checkpoint_every,
-                                       keep_checkpoints=keep_checkpoints, resume=resume)
-        try:
-            cfg = train_module.resolve_recipe(cfg)  # a bad recipe name stops here, before torchrun starts ranks
-        except ValueError as exc:
-            raise fail(exc) from None
-        try:
-            returncode = train_module.launch(cfg, the_plan, in_process=launched or ranks * nodes == 1,
-                                             console=console, rdzv_endpoint=rdzv_endpoint, max_restarts=max_restarts)
-        except ValueError as exc:  # ResumeError (nothing trained), a bad rendezvous, a bad config
-            error(exc)
-            returncode = EXIT_NOTHING_RAN
-        except (FloatingPointError, OSError) as exc:  # a non-finite loss stopped the run (its checkpoints stay)
-            error(exc)
-            returncode = EXIT_SOME_FAILED
-        if returncode and len(runs) > 1:  # one fold failing does not stop the others
-            console.print(f"[red]training {run_out} failed[/] (exit code {returncode})")
-            returncode = EXIT_SOME_FAILED
-        code = max(code, returncode)
     raise typer.Exit(code)
 
 
-def planned_runs(data: Path, out: Path, split: str, fold: str | None) -> tuple[list[tuple], list]:
-    """([(Fold or None, run folder)] to train, [Fold skipped]); with --fold all, OUT/fold-K per fold."""
-    from training.data import chosen_folds
-
-    chosen, skipped = chosen_folds(lambda: load_fields(data), split, fold)
-    if fold == "all":
-        return [(f, out / f"fold-{f.index}") for f in chosen], skipped
-    return [(f, out) for f in chosen], skipped
-
-
 @commands.command()
-def evaluate(run: Annotated[Path, typer.Argument(help="Run folder written by `train` (or by `train --fold all`: "
-                                                     "the folds pooled), or an export folder holding model.xml.")],
-             data: Annotated[Optional[Path], typer.Option(help="BBBC021-layout folder with the fields' metadata "
-                                                               "(default: the data the run was trained on).")] = None,
-             split: Annotated[str, typer.Option(help="The split.csv fields to score: val, train or all.")] = "val",
-             batch_size: int = 4):
+def evaluate(
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder written by `train` (or by `train --fold all`: "
+            "the folds pooled), or an export folder holding model.xml."
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="BBBC021-layout folder with the fields' metadata (default: the data the run was trained on)."
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="The split.csv fields to score: val, train or all.")] = "val",
+    batch_size: int = 4,
+):
     """Score a run on its held-out fields: field and treatment accuracy, per class, confusion matrices."""
     with extra_needed("evaluate"):
         import training.evaluate as evaluation
@@ -173,8 +193,8 @@ def evaluate(run: Annotated[Path, typer.Argument(help="Run folder written by `tr
     Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
     console.print(f"evaluation written to {summary['out']}")
     if summary["failed"]:
-        console.print(f"[yellow]{len(summary['failed'])} field(s) could not be read[/] and were not scored; "
-                      f"see {summary['out']}/evaluation.json")
+        console.print(
+            f"[yellow]{len(summary['failed'])} field(s) could not be read[/] and were not scored; "
+            f"see {summary['out']}/evaluation.json"
+        )
         raise typer.Exit(EXIT_SOME_FAILED)
-
-

@@ -6,19 +6,20 @@ target accuracy is drawn as a line.
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
 import matplotlib
+
+from appliance.files import write_atomically
+from training.tables import read_csv
 
 matplotlib.use("Agg")  # no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
 
 def draw_curves(metrics_csv: Path, png: Path, target_acc: float | None = None) -> Path:
-    with open(metrics_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = read_csv(metrics_csv)
     minutes = [float(r["wall_s"]) / 60 for r in rows]
 
     def column(name: str) -> list[float]:
@@ -39,6 +40,6 @@ def draw_curves(metrics_csv: Path, png: Path, target_acc: float | None = None) -
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
+    write_atomically(png, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
     return png

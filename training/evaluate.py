@@ -17,21 +17,21 @@ scored fold by fold, and the held-out fields of all folds pooled into one evalua
 
 from __future__ import annotations
 
-import csv
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from rich import box
 from rich.table import Table
 
 from appliance.fieldsets import SPLIT_CSV, from_split
+from appliance.files import write_atomically, write_json
 from appliance.imageio import FieldError, read_field
 from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import IMAGE_CSV, concentration_key, load_fields
-from training.data import CONTROL
+from training.splits import CONTROL
+from training.tables import write_csv
 
 EVALUATION_DIR = "evaluation"
 SPLIT_CHOICES = ("val", "train", "all")
@@ -74,10 +74,17 @@ class Scores:
             f, t = self.field_confusion, self.treatment_confusion
             if not (f[i].sum() or f[:, i].sum()):
                 continue
-            rows.append({"class": name, "fields": int(f[i].sum()),
-                         "field_precision": ratio(f[i, i], f[:, i].sum()), "field_recall": ratio(f[i, i], f[i].sum()),
-                         "treatments": int(t[i].sum()), "treatment_accuracy": ratio(t[i, i], t[i].sum()),
-                         "treatment_precision": ratio(t[i, i], t[:, i].sum())})
+            rows.append(
+                {
+                    "class": name,
+                    "fields": int(f[i].sum()),
+                    "field_precision": ratio(f[i, i], f[:, i].sum()),
+                    "field_recall": ratio(f[i, i], f[i].sum()),
+                    "treatments": int(t[i].sum()),
+                    "treatment_accuracy": ratio(t[i, i], t[i].sum()),
+                    "treatment_precision": ratio(t[i, i], t[:, i].sum()),
+                }
+            )
         return rows
 
 
@@ -122,13 +129,22 @@ def score(predictions: Predictions) -> Scores:
         if example.moa == CONTROL:
             continue
         best = int(np.argmax(mean))
-        treatments.append({"compound": example.compound, "concentration": example.concentration, "moa": example.moa,
-                           "predicted": labels[best], "fields": count, "probability": round(float(mean[best]), 4)})
+        treatments.append(
+            {
+                "compound": example.compound,
+                "concentration": example.concentration,
+                "moa": example.moa,
+                "predicted": labels[best],
+                "fields": count,
+                "probability": round(float(mean[best]), 4),
+            }
+        )
     treatment_confusion = confusion([t["moa"] for t in treatments], [t["predicted"] for t in treatments], labels)
     return Scores(labels, field_confusion, treatment_confusion, treatments)
 
 
 # --- reading a run and predicting -------------------------------------------------------------
+
 
 def scored_fields(run_dir: Path, data: Path, split: str = "val") -> list[Field]:
     """The split.csv rows of `split` (val, train or all), as the data's fields (with compound and concentration)."""
@@ -143,22 +159,30 @@ def scored_fields(run_dir: Path, data: Path, split: str = "val") -> list[Field]:
     by_name = {f"{f.plate}/{f.well}/s{f.site}": f for f in load_fields(data)}
     missing = [r.name for r in rows if r.name not in by_name]
     if missing:
-        raise EvaluationError(f"{data}: {len(missing)} field(s) of {split_csv} are not among its labelled fields "
-                              f"(first: {missing[0]}); pass the data the run was trained on with --data")
+        raise EvaluationError(
+            f"{data}: {len(missing)} field(s) of {split_csv} are not among its labelled fields "
+            f"(first: {missing[0]}); pass the data the run was trained on with --data"
+        )
     relabelled = [r.name for r in rows if r.moa != by_name[r.name].moa]
     if relabelled:
-        raise EvaluationError(f"{data}: {len(relabelled)} field(s) labelled otherwise than in {split_csv} "
-                              f"(first: {relabelled[0]})")
+        raise EvaluationError(
+            f"{data}: {len(relabelled)} field(s) labelled otherwise than in {split_csv} (first: {relabelled[0]})"
+        )
     return [by_name[r.name] for r in rows]
 
 
-def predict(classify: Callable[[np.ndarray], np.ndarray], fields: list[Field], labels: tuple[str, ...],
-            size: tuple[int, int], batch_size: int = 4) -> Predictions:
+def predict(
+    classify: Callable[[np.ndarray], np.ndarray],
+    fields: list[Field],
+    labels: tuple[str, ...],
+    size: tuple[int, int],
+    batch_size: int = 4,
+) -> Predictions:
     """Probabilities of every readable field; `classify` maps uint16 (N, C, H, W) to probabilities (N, classes)."""
     scored, probabilities, failed = [], [], []
     for start in range(0, len(fields), batch_size):
         batch, raw = [], []
-        for f in fields[start:start + batch_size]:
+        for f in fields[start : start + batch_size]:
             try:
                 raw.append(read_field(f.paths, size))
                 batch.append(f)
@@ -172,20 +196,11 @@ def predict(classify: Callable[[np.ndarray], np.ndarray], fields: list[Field], l
 
 
 def torch_classifier(run_dir: Path):
-    """(classify, labels, size, run.json) of a run's torch model, in fp32."""
-    import torch
+    """(classify, labels, size, run.json) of a run's torch model, in fp32 (training/predict.py)."""
+    from training.predict import load_predictor
 
-    from training.run import load_run, model_card
-
-    model, info = load_run(run_dir)
-    card = model_card(info)
-
-    def classify(raw: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(card.normalization.apply(raw)).contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            return torch.softmax(model(x).float(), dim=1).numpy()
-
-    return classify, card.labels, card.size, info
+    predictor, info = load_predictor(run_dir)
+    return (lambda raw: predictor.predict(raw)[0]), predictor.card.labels, predictor.card.size, info
 
 
 def openvino_classifier(model_dir: Path):
@@ -225,8 +240,10 @@ def predict_run(folder: Path, data: Path | None = None, split: str = "val", batc
             raise EvaluationError(f"{run_dir / 'run.json'} records no training data; pass the data folder with --data")
         data = Path(info["train_config"]["data"])
         if not (data / IMAGE_CSV).is_file():
-            raise EvaluationError(f"{data / IMAGE_CSV} (the data {run_dir / 'run.json'} was trained on): not found; "
-                                  f"pass the data folder with --data")
+            raise EvaluationError(
+                f"{data / IMAGE_CSV} (the data {run_dir / 'run.json'} was trained on): not found; "
+                f"pass the data folder with --data"
+            )
     if is_export(folder):
         classify, labels, size = openvino_classifier(folder)
     else:
@@ -246,52 +263,73 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
             parts.append(part)
         if len({p.labels for p in parts}) > 1:
             raise EvaluationError(f"{folder}: the fold runs have different classes; they are not one experiment")
-        predictions = Predictions(parts[0].labels, [f for p in parts for f in p.fields],
-                                  np.concatenate([p.probabilities for p in parts]), [x for p in parts for x in p.failed])
+        predictions = Predictions(
+            parts[0].labels,
+            [f for p in parts for f in p.fields],
+            np.concatenate([p.probabilities for p in parts]),
+            [x for p in parts for x in p.failed],
+        )
         about = {"run": str(folder), "split": split, "folds": [r.name for r in folds]}
     else:
         predictions = predict_run(folder, data, split, batch_size)
         about = {"run": str(folder), "split": split, "model": "openvino" if is_export(folder) else "torch"}
     if not predictions.fields:
-        raise EvaluationError(f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "
-                              f"first: {predictions.failed[0]['error'] if predictions.failed else '-'}")
+        raise EvaluationError(
+            f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "
+            f"first: {predictions.failed[0]['error'] if predictions.failed else '-'}"
+        )
     return write_evaluation(folder / EVALUATION_DIR, predictions, score(predictions), about)
 
 
 # --- writing ----------------------------------------------------------------------------------
 
+
 def write_evaluation(out: Path, predictions: Predictions, scores: Scores, about: dict) -> dict:
     """evaluation.json, predictions.csv, treatments.csv and the two confusion matrices (CSV and PNG)."""
     out.mkdir(parents=True, exist_ok=True)
     labels = scores.labels
-    with open(out / "predictions.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["plate", "well", "site", "compound", "concentration", "moa", "predicted", *labels])
-        for fld, p in zip(predictions.fields, predictions.probabilities):
-            writer.writerow([fld.plate, fld.well, fld.site, fld.compound, fld.concentration, fld.moa,
-                             labels[int(np.argmax(p))], *(f"{v:.5f}" for v in p)])
-    with open(out / "treatments.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["compound", "concentration", "moa", "predicted", "fields", "probability"])
-        writer.writeheader()
-        writer.writerows(scores.treatments)
-    for name, matrix, unit in (("fields", scores.field_confusion, "fields"),
-                               ("treatments", scores.treatment_confusion, "treatments")):
+    write_csv(
+        out / "predictions.csv",
+        ["plate", "well", "site", "compound", "concentration", "moa", "predicted", *labels],
+        (
+            [
+                f.plate,
+                f.well,
+                f.site,
+                f.compound,
+                f.concentration,
+                f.moa,
+                labels[int(np.argmax(p))],
+                *(f"{v:.5f}" for v in p),
+            ]
+            for f, p in zip(predictions.fields, predictions.probabilities)
+        ),
+    )
+    columns = ("compound", "concentration", "moa", "predicted", "fields", "probability")
+    write_csv(out / "treatments.csv", columns, ([t[c] for c in columns] for t in scores.treatments))
+    for name, matrix, unit in (
+        ("fields", scores.field_confusion, "fields"),
+        ("treatments", scores.treatment_confusion, "treatments"),
+    ):
         write_confusion_csv(out / f"confusion_{name}.csv", matrix, labels)
         plot_confusion(out / f"confusion_{name}.png", matrix, labels, f"{about['run']}: {about['split']} {unit}")
-    summary = {**about, "labels": list(labels), "fields": len(predictions.fields),
-               "treatments": len(scores.treatments), "field_accuracy": scores.field_accuracy,
-               "treatment_accuracy": scores.treatment_accuracy, "classes": scores.per_class(),
-               "failed": predictions.failed, "out": str(out)}
-    (out / "evaluation.json").write_text(json.dumps(summary, indent=2))
+    summary = {
+        **about,
+        "labels": list(labels),
+        "fields": len(predictions.fields),
+        "treatments": len(scores.treatments),
+        "field_accuracy": scores.field_accuracy,
+        "treatment_accuracy": scores.treatment_accuracy,
+        "classes": scores.per_class(),
+        "failed": predictions.failed,
+        "out": str(out),
+    }
+    write_json(out / "evaluation.json", summary)
     return summary
 
 
 def write_confusion_csv(path: Path, matrix: np.ndarray, labels: tuple[str, ...]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["true \\ predicted", *labels])
-        for name, row in zip(labels, matrix):
-            writer.writerow([name, *row.tolist()])
+    write_csv(path, ["true \\ predicted", *labels], ([name, *row.tolist()] for name, row in zip(labels, matrix)))
 
 
 def plot_confusion(path: Path, matrix: np.ndarray, labels: tuple[str, ...], title: str) -> None:
@@ -307,27 +345,46 @@ def plot_confusion(path: Path, matrix: np.ndarray, labels: tuple[str, ...], titl
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
-                    color="white" if shares[i, j] > 0.5 else "black")
+            ax.text(
+                j, i, str(count), ha="center", va="center", fontsize=8, color="white" if shares[i, j] > 0.5 else "black"
+            )
     ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)
 
 
+def show(value: float | None) -> str:
+    """A fraction in percent; "-" where it is undefined."""
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
 def table(summary: dict) -> Table:
-    show = lambda value: "-" if value is None else f"{100 * value:.1f}"
-    out = Table("class", "fields", "precision", "recall", "treatments", "accuracy", box=box.SIMPLE_HEAD,
-                title=f"{summary['run']} ({summary['split']})",
-                caption=f"fields: {summary['fields']}, accuracy {show(summary['field_accuracy'])} %; "
-                        f"treatments: {summary['treatments']}, accuracy {show(summary['treatment_accuracy'])} % "
-                        f"(in %; precision, recall: of fields; accuracy: of treatments, DMSO excluded)")
+    out = Table(
+        "class",
+        "fields",
+        "precision",
+        "recall",
+        "treatments",
+        "accuracy",
+        box=box.SIMPLE_HEAD,
+        title=f"{summary['run']} ({summary['split']})",
+        caption=f"fields: {summary['fields']}, accuracy {show(summary['field_accuracy'])} %; "
+        f"treatments: {summary['treatments']}, accuracy {show(summary['treatment_accuracy'])} % "
+        f"(in %; precision, recall: of fields; accuracy: of treatments, DMSO excluded)",
+    )
     out.columns[0].no_wrap = True
     for row in summary["classes"]:
-        out.add_row(row["class"], str(row["fields"]), show(row["field_precision"]), show(row["field_recall"]),
-                    str(row["treatments"]), show(row["treatment_accuracy"]))
+        out.add_row(
+            row["class"],
+            str(row["fields"]),
+            show(row["field_precision"]),
+            show(row["field_recall"]),
+            str(row["treatments"]),
+            show(row["treatment_accuracy"]),
+        )
     return out

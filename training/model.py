@@ -33,8 +33,10 @@ class MCNNConfig:
         object.__setattr__(self, "column_widths", tuple(self.column_widths))
         step = self.coarsest_pool * self.final_pool
         if self.height % step or self.width % step:
-            raise ValueError(f"input {self.height}x{self.width} must be divisible by {step} "
-                             f"({self.num_scales} scales and a final pool of {self.final_pool})")
+            raise ValueError(
+                f"input {self.height}x{self.width} must be divisible by {step} "
+                f"({self.num_scales} scales and a final pool of {self.final_pool})"
+            )
 
     @property
     def num_scales(self) -> int:
@@ -60,7 +62,7 @@ class MCNNConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MCNNConfig":
+    def from_dict(cls, d: dict) -> MCNNConfig:
         return cls(**{**d, "column_widths": tuple(d["column_widths"])})
 
 
@@ -70,8 +72,9 @@ def halve(x: torch.Tensor) -> torch.Tensor:
     never needed). An exported graph keeps MaxPool, which OpenVINO runs natively."""
     if torch.compiler.is_exporting():
         return nn.functional.max_pool2d(x, 2)
-    return torch.maximum(torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]),
-                         torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2]))
+    return torch.maximum(
+        torch.maximum(x[..., ::2, ::2], x[..., 1::2, ::2]), torch.maximum(x[..., ::2, 1::2], x[..., 1::2, 1::2])
+    )
 
 
 def pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
@@ -109,13 +112,16 @@ class MCNN(nn.Module):
         super().__init__()
         self.config = c = config
         self.columns = nn.ModuleList(
-            Column(c.in_channels, width, c.convs_per_column, c.kernel_size, pool_out=c.coarsest_pool // 2 ** k)
+            Column(c.in_channels, width, c.convs_per_column, c.kernel_size, pool_out=c.coarsest_pool // 2**k)
             for k, width in enumerate(c.column_widths)
         )
         self.fuse = nn.Sequential(
-            nn.Conv2d(sum(c.column_widths), c.fused_channels, 1), nn.ReLU(inplace=True),
-            nn.MaxPool2d(c.final_pool), nn.Flatten(),
-            nn.Linear(c.flat_features, c.hidden), nn.ReLU(inplace=True),
+            nn.Conv2d(sum(c.column_widths), c.fused_channels, 1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(c.final_pool),
+            nn.Flatten(),
+            nn.Linear(c.flat_features, c.hidden),
+            nn.ReLU(inplace=True),
         )
         self.head = nn.Linear(c.hidden, c.num_classes)
         for m in self.modules():

@@ -14,7 +14,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-GB = 1024 ** 3
+GB = 1024**3
 FULL_SIZE = (1024, 1280)
 FULL_RESOLUTION_PARAMETERS = 42_577_261  # the M-CNN at 1024x1280, 13 classes
 
@@ -53,10 +53,12 @@ class Plan:
     peak_gb: float  # estimated peak of one node
 
     def describe(self) -> str:
-        return (f"plan: {self.nodes} node(s) x {self.ranks} rank(s) x {self.threads_per_rank} thread(s); "
-                f"micro-batch {self.micro_batch} x {self.accumulation} accumulated x {self.nodes * self.ranks} "
-                f"rank(s) = global batch {self.global_batch}; estimated peak {self.peak_gb:.1f} of "
-                f"{self.memory_gb:.1f} GB per node ({self.rank_gb:.2f} GB per rank + {self.field_gb:.3f} GB per field)")
+        return (
+            f"plan: {self.nodes} node(s) x {self.ranks} rank(s) x {self.threads_per_rank} thread(s); "
+            f"micro-batch {self.micro_batch} x {self.accumulation} accumulated x {self.nodes * self.ranks} "
+            f"rank(s) = global batch {self.global_batch}; estimated peak {self.peak_gb:.1f} of "
+            f"{self.memory_gb:.1f} GB per node ({self.rank_gb:.2f} GB per rank + {self.field_gb:.3f} GB per field)"
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,9 +77,18 @@ def largest_micro_batch(budget_gb: float, fixed_gb: float, per_image_gb: float) 
     return max(0, int((budget_gb - fixed_gb) // per_image_gb))
 
 
-def plan(cores: int, memory_gb: float, global_batch: int, per_image_gb: float, ranks: int | None = None, *,
-         nodes: int = 1, numa_nodes: int = 1, max_micro_batch: int | None = None,
-         parameters: int = FULL_RESOLUTION_PARAMETERS) -> Plan:
+def plan(
+    cores: int,
+    memory_gb: float,
+    global_batch: int,
+    per_image_gb: float,
+    ranks: int | None = None,
+    *,
+    nodes: int = 1,
+    numa_nodes: int = 1,
+    max_micro_batch: int | None = None,
+    parameters: int = FULL_RESOLUTION_PARAMETERS,
+) -> Plan:
     """The plan for `global_batch` fields per optimizer step on `nodes` nodes of `cores` and `memory_gb`.
 
     ranks: processes per node; None: one per NUMA node (memory stays local), fewer if that does
@@ -91,29 +102,46 @@ def plan(cores: int, memory_gb: float, global_batch: int, per_image_gb: float, r
         world = r * nodes
         if global_batch % world:
             if ranks or r == 1:
-                raise PlanError(f"global batch {global_batch} does not split evenly over {world} ranks; "
-                                f"use a multiple of {world}")
+                raise PlanError(
+                    f"global batch {global_batch} does not split evenly over {world} ranks; use a multiple of {world}"
+                )
             continue
         per_rank, fixed = global_batch // world, rank_gb(parameters, world > 1)
         fits = largest_micro_batch(memory_gb / r, fixed, per_image_gb)
         limit = min(fits, max_micro_batch or per_rank, per_rank)
         micro = max((d for d in range(1, limit + 1) if per_rank % d == 0), default=0)
         if micro:
-            return Plan(nodes=nodes, ranks=r, threads_per_rank=max(1, cores // r), micro_batch=micro,
-                        accumulation=per_rank // micro, global_batch=global_batch, memory_gb=round(memory_gb, 2),
-                        rank_gb=round(fixed, 3), field_gb=round(per_image_gb, 4),
-                        peak_gb=round(r * (fixed + micro * per_image_gb), 2))
+            return Plan(
+                nodes=nodes,
+                ranks=r,
+                threads_per_rank=max(1, cores // r),
+                micro_batch=micro,
+                accumulation=per_rank // micro,
+                global_batch=global_batch,
+                memory_gb=round(memory_gb, 2),
+                rank_gb=round(fixed, 3),
+                field_gb=round(per_image_gb, 4),
+                peak_gb=round(r * (fixed + micro * per_image_gb), 2),
+            )
     # Not even one field per rank fits: name the largest plan that does (fewer ranks per node).
     r = ranks or 1
     fixed = rank_gb(parameters, r * nodes > 1)
-    smaller = [(q, largest_micro_batch(memory_gb / q, rank_gb(parameters, q * nodes > 1), per_image_gb))
-               for q in range(r - 1, 0, -1) if global_batch % (q * nodes) == 0]
+    smaller = [
+        (q, largest_micro_batch(memory_gb / q, rank_gb(parameters, q * nodes > 1), per_image_gb))
+        for q in range(r - 1, 0, -1)
+        if global_batch % (q * nodes) == 0
+    ]
     smaller = [(q, m) for q, m in smaller if m >= 1]
-    largest = (f"the largest plan that fits: {smaller[0][0]} rank(s) per node, micro-batch up to {smaller[0][1]} "
-               f"(--nproc-per-node {smaller[0][0]})" if smaller else
-               "no plan fits on this node: use a smaller field size or more memory")
-    raise PlanError(f"{r} rank(s) x ({fixed:.2f} GB + 1 field x {per_image_gb:.3g} GB) = "
-                    f"{r * (fixed + per_image_gb):.1f} GB > {memory_gb:.1f} GB of memory; {largest}")
+    largest = (
+        f"the largest plan that fits: {smaller[0][0]} rank(s) per node, micro-batch up to {smaller[0][1]} "
+        f"(--nproc-per-node {smaller[0][0]})"
+        if smaller
+        else "no plan fits on this node: use a smaller field size or more memory"
+    )
+    raise PlanError(
+        f"{r} rank(s) x ({fixed:.2f} GB + 1 field x {per_image_gb:.3g} GB) = "
+        f"{r * (fixed + per_image_gb):.1f} GB > {memory_gb:.1f} GB of memory; {largest}"
+    )
 
 
 def model_parameters(size: tuple[int, int]) -> int:
@@ -127,6 +155,7 @@ def model_parameters(size: tuple[int, int]) -> int:
 
 
 # The machine, measured by the `train` command and handed to `plan`.
+
 
 def available_memory_gb(margin: float = 0.1, at_least_gb: float = 1.0) -> float:
     """MemAvailable (or the cgroup's remaining limit, if lower) minus a margin of 10 %, at least 1 GB."""

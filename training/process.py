@@ -22,7 +22,7 @@ def rank_cores(cores: list[int], local_rank: int, local_ranks: int) -> list[int]
     cores, n = sorted(cores), len(cores)
     if local_ranks > n:
         return [cores[local_rank % n]]
-    return cores[local_rank * n // local_ranks:(local_rank + 1) * n // local_ranks]
+    return cores[local_rank * n // local_ranks : (local_rank + 1) * n // local_ranks]
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -52,6 +52,6 @@ def keep_freed_memory() -> str:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return "system malloc (untuned)"
-    if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, 2 ** 31 - 1) != 1:
+    if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, 2**31 - 1) != 1:
         return "glibc malloc (untuned: mallopt refused)"
     return "glibc malloc, freed memory kept"

@@ -1,12 +1,14 @@
 """A training run on disk: what `export` and `evaluate` need to rebuild the model, no pickle.
 
-    RUN/weights.safetensors   the state dict
-    RUN/run.json              model config, labels, channels, normalisation, run id, weights hash,
-                              training arguments and versions
-    RUN/metrics.csv           one row per epoch (written by the loop)
-    RUN/split.csv             which field went to train and which to validation
-    RUN/steps.csv             every optimizer step's loss and learning rate (written by the loop)
-    RUN/checkpoints/          the newest checkpoints, for --resume (training/checkpoint.py)
+RUN/weights.safetensors   the state dict
+RUN/run.json              model config, labels, channels, normalisation, run id, weights hash,
+                          training arguments and versions
+RUN/metrics.csv           one row per epoch (written by the loop)
+RUN/split.csv             which field went to train and which to validation
+RUN/steps.csv             every optimizer step's loss and learning rate (written by the loop)
+RUN/plan.json             ranks, threads, micro-batch and accumulation (training/plan.py)
+RUN/checkpoints/          the newest checkpoints, for --resume (training/checkpoint.py)
+RUN/stopped.json          only when a non-finite loss or weight stopped the run
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from appliance.files import write_atomically
+from appliance.files import write_atomically, write_json
 from appliance.model_card import ModelCard
 from appliance.normalization import Normalization
 from training.model import MCNN, MCNNConfig
@@ -40,9 +42,13 @@ def save_run(run_dir: Path, model: MCNN, info: dict) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     write_atomically(run_dir / WEIGHTS, lambda p: save_file(state, str(p)))
-    info = {**info, "model_config": model.config.to_dict(), "weights": WEIGHTS,
-            "weights_sha256": sha256_of(run_dir / WEIGHTS)}
-    write_atomically(run_dir / RUN_JSON, lambda p: p.write_text(json.dumps(info, indent=2)))
+    info = {
+        **info,
+        "model_config": model.config.to_dict(),
+        "weights": WEIGHTS,
+        "weights_sha256": sha256_of(run_dir / WEIGHTS),
+    }
+    write_json(run_dir / RUN_JSON, info)
     return info
 
 
@@ -67,8 +73,10 @@ def load_run(run_dir: Path) -> tuple[MCNN, dict]:
 def load_weights(model: MCNN, state: dict, source: Path) -> None:
     """model.load_state_dict(state), refusing by name the weights of another layer layout."""
     if state.keys() != model.state_dict().keys():
-        raise ValueError(f"{source}: the layer names differ from this version's M-CNN (weights from before 0.x "
-                         f"commit a785141 number their layers otherwise); retrain with this version")
+        raise ValueError(
+            f"{source}: the layer names differ from this version's M-CNN (weights from before 0.x "
+            f"commit a785141 number their layers otherwise); retrain with this version"
+        )
     model.load_state_dict(state)
 
 

@@ -21,12 +21,19 @@ MOA_CSV = "BBBC021_v1_moa.csv"
 WAVELENGTHS = {"DAPI": 1, "Tubulin": 2, "Actin": 4}
 
 IMAGE_COLUMNS = (
-    "TableNumber", "ImageNumber",
-    "Image_FileName_DAPI", "Image_PathName_DAPI",
-    "Image_FileName_Tubulin", "Image_PathName_Tubulin",
-    "Image_FileName_Actin", "Image_PathName_Actin",
-    "Image_Metadata_Plate_DAPI", "Image_Metadata_Well_DAPI", "Replicate",
-    "Image_Metadata_Compound", "Image_Metadata_Concentration",
+    "TableNumber",
+    "ImageNumber",
+    "Image_FileName_DAPI",
+    "Image_PathName_DAPI",
+    "Image_FileName_Tubulin",
+    "Image_PathName_Tubulin",
+    "Image_FileName_Actin",
+    "Image_PathName_Actin",
+    "Image_Metadata_Plate_DAPI",
+    "Image_Metadata_Well_DAPI",
+    "Replicate",
+    "Image_Metadata_Compound",
+    "Image_Metadata_Concentration",
 )
 MOA_COLUMNS = ("compound", "concentration", "moa")
 
@@ -72,20 +79,21 @@ def load_fields(root: Path, labelled_only: bool = True) -> list[Field]:
         if labelled_only and label is None:
             continue
         path_dapi = row["Image_PathName_DAPI"].replace("\\", "/")
-        fields.append(Field(
-            plate=row["Image_Metadata_Plate_DAPI"],
-            well=row["Image_Metadata_Well_DAPI"],
-            site=site,
-            week=path_dapi.split("/")[0],
-            compound=row["Image_Metadata_Compound"],
-            concentration=concentration,
-            moa=label,
-            paths=tuple(
-                root / row[f"Image_PathName_{c}"].replace("\\", "/") / row[f"Image_FileName_{c}"]
-                for c in CHANNELS
-            ),
-            image_number=int(row["ImageNumber"] or 0),
-        ))
+        fields.append(
+            Field(
+                plate=row["Image_Metadata_Plate_DAPI"],
+                well=row["Image_Metadata_Well_DAPI"],
+                site=site,
+                week=path_dapi.split("/")[0],
+                compound=row["Image_Metadata_Compound"],
+                concentration=concentration,
+                moa=label,
+                paths=tuple(
+                    root / row[f"Image_PathName_{c}"].replace("\\", "/") / row[f"Image_FileName_{c}"] for c in CHANNELS
+                ),
+                image_number=int(row["ImageNumber"] or 0),
+            )
+        )
     return fields
 
 

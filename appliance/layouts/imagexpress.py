@@ -13,14 +13,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, MetadataError, read_table
+from appliance.layouts.base import CHANNELS, Failure, Field, MetadataError, PlateError, read_table, well_name
 from appliance.layouts.bbbc021 import IMAGE_CSV
-from appliance.layouts.base import Failure, Field, PlateError, well_name
 
-FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})(?:_s(?P<site>\d+))?_w(?P<wavelength>\d{1,2})"
-                       r"(?:[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})?\.tiff?$", re.IGNORECASE)
-DEFAULT_WAVELENGTHS = {"bbbc021": {"DAPI": 1, "Tubulin": 2, "Actin": 4},
-                       "metaxpress": {"DAPI": 1, "Tubulin": 2, "Actin": 3}}
+FILE_NAME = re.compile(
+    r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})(?:_s(?P<site>\d+))?_w(?P<wavelength>\d{1,2})"
+    r"(?:[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12})?\.tiff?$",
+    re.IGNORECASE,
+)
+DEFAULT_WAVELENGTHS = {
+    "bbbc021": {"DAPI": 1, "Tubulin": 2, "Actin": 4},
+    "metaxpress": {"DAPI": 1, "Tubulin": 2, "Actin": 3},
+}
 EXAMPLE = {"bbbc021": "G10_s1_w1<UUID>.tif", "metaxpress": "NAME_G10_s1_w1.tif (or in TimePoint_1/)"}
 STACK_FOLDER = re.compile(r"^(TimePoint|ZStep)_\d+$", re.IGNORECASE)
 
@@ -31,12 +35,15 @@ def wavelengths(layout: str, mapping: dict[str, str]) -> dict[str, int]:
     for channel, value in mapping.items():
         match = re.fullmatch(r"w?(\d{1,2})", value, re.IGNORECASE)
         if not match:
-            raise PlateError(f"--channels {channel}={value}: the {layout} layout names a channel by its "
-                             f"wavelength number, e.g. {channel}=w{chosen[channel]}")
+            raise PlateError(
+                f"--channels {channel}={value}: the {layout} layout names a channel by its "
+                f"wavelength number, e.g. {channel}=w{chosen[channel]}"
+            )
         chosen[channel] = int(match[1])
     if len(set(chosen.values())) < len(chosen):
-        raise PlateError("--channels: one wavelength for two channels ("
-                         + ", ".join(f"{c}=w{n}" for c, n in chosen.items()) + ")")
+        raise PlateError(
+            "--channels: one wavelength for two channels (" + ", ".join(f"{c}=w{n}" for c, n in chosen.items()) + ")"
+        )
     return chosen
 
 
@@ -45,11 +52,17 @@ def image_folders(plate_dir: Path, layout: str) -> list[Path]:
     if layout == "bbbc021":
         return [plate_dir]
     folders = [plate_dir] + [plate_dir / "TimePoint_1"] * (plate_dir / "TimePoint_1").is_dir()
-    stacks = sorted(str(p.relative_to(plate_dir)) for folder in folders for p in folder.iterdir()
-                    if p.is_dir() and STACK_FOLDER.match(p.name) and p.name.lower() != "timepoint_1")
+    stacks = sorted(
+        str(p.relative_to(plate_dir))
+        for folder in folders
+        for p in folder.iterdir()
+        if p.is_dir() and STACK_FOLDER.match(p.name) and p.name.lower() != "timepoint_1"
+    )
     if stacks:
-        raise PlateError(f"{plate_dir}: {', '.join(stacks)}: time series and z-stacks are not supported; "
-                         "give one time point's folder of single-plane images as the plate")
+        raise PlateError(
+            f"{plate_dir}: {', '.join(stacks)}: time series and z-stacks are not supported; "
+            "give one time point's folder of single-plane images as the plate"
+        )
     return folders
 
 
@@ -63,8 +76,10 @@ def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
         return {}
     try:
         rows = read_table(path, ("Image_FileName_DAPI", "Image_Metadata_Compound", "Image_Metadata_Concentration"))
-        return {r["Image_FileName_DAPI"]: (r["Image_Metadata_Compound"], float(r["Image_Metadata_Concentration"]))
-                for r in rows}
+        return {
+            r["Image_FileName_DAPI"]: (r["Image_Metadata_Compound"], float(r["Image_Metadata_Concentration"]))
+            for r in rows
+        }
     except (MetadataError, ValueError) as exc:
         raise PlateError(f"{path}: {exc}") from None
 
@@ -80,15 +95,21 @@ def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[lis
                 key = (match["row"].upper(), int(match["column"]), int(match["site"] or 1))
                 found.setdefault(key, {}).setdefault(int(match["wavelength"]), []).append(path)
     if not found:
-        raise PlateError(f"{plate_dir}: no field images named like {EXAMPLE[layout]} ("
-                         + ", ".join(f"w{n} {c}" for c, n in waves.items()) + ")")
+        raise PlateError(
+            f"{plate_dir}: no field images named like {EXAMPLE[layout]} ("
+            + ", ".join(f"w{n} {c}" for c, n in waves.items())
+            + ")"
+        )
     # A channel map that fits no file at all is a wrong map (or layout), not thousands of failed fields.
     present = sorted({n for files in found.values() for n in files})
     absent = [f"{c} (w{n})" for c, n in waves.items() if n not in present]
     if absent:
-        raise PlateError(f"{plate_dir}: no file of {', '.join(absent)} in the {layout} layout; the plate has "
-                         + ", ".join(f"w{n}" for n in present) + ": name the channels with --channels "
-                         "(e.g. DAPI=w1,Tubulin=w2,Actin=w3) or choose --layout")
+        raise PlateError(
+            f"{plate_dir}: no file of {', '.join(absent)} in the {layout} layout; the plate has "
+            + ", ".join(f"w{n}" for n in present)
+            + ": name the channels with --channels "
+            "(e.g. DAPI=w1,Tubulin=w2,Actin=w3) or choose --layout"
+        )
 
     treatments = treatments_from_image_csv(plate_dir) if layout == "bbbc021" else {}
     fields, failures = [], []

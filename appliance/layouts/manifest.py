@@ -13,8 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, MetadataError, read_table
-from appliance.layouts.base import Failure, Field, PlateError, parse_well, well_name
+from appliance.layouts.base import (
+    CHANNELS,
+    Failure,
+    Field,
+    MetadataError,
+    PlateError,
+    parse_well,
+    read_table,
+    well_name,
+)
 
 MANIFEST = "manifest.csv"  # the file name `--layout auto` recognises in a plate folder
 
@@ -44,8 +52,10 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
     columns = {c: header.get(mapping.get(c, c).lower()) for c in CHANNELS}
     lacking = [f"{c} (column {mapping.get(c, c)!r})" for c, column in columns.items() if column is None]
     if lacking:
-        raise PlateError(f"{manifest}: no path column for {', '.join(lacking)}; columns are "
-                         f"{', '.join(header.values())}; name them with --channels")
+        raise PlateError(
+            f"{manifest}: no path column for {', '.join(lacking)}; columns are "
+            f"{', '.join(header.values())}; name them with --channels"
+        )
 
     by_position: dict[tuple[str, int], list[int]] = {}
     candidates, failures = [], []
@@ -56,8 +66,9 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
             well_row, column = parse_well(row["well"])
             concentration = float(row["concentration"]) if row.get("concentration") else None
         except ValueError as exc:
-            failures.append(Failure(plate, row["well"], int(row["site"]) if row["site"].isdigit() else 0, where,
-                                    f"bad row: {exc}"))
+            failures.append(
+                Failure(plate, row["well"], int(row["site"]) if row["site"].isdigit() else 0, where, f"bad row: {exc}")
+            )
             continue
         well = well_name(well_row, column)
         by_position.setdefault((well, site), []).append(line)
@@ -69,11 +80,19 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
         except ValueError as exc:
             failures.append(Failure(plate, well, site, where, str(exc)))
             continue
-        candidates.append(Field(plate, well, site, paths,
-                                compound=row.get("compound") or None, concentration=concentration))
+        candidates.append(
+            Field(plate, well, site, paths, compound=row.get("compound") or None, concentration=concentration)
+        )
     for (well, site), lines in by_position.items():
         if len(lines) > 1:
-            failures.append(Failure(plate, well, site, f"{manifest.name} lines {', '.join(map(str, lines))}",
-                                    "the same well and site listed more than once"))
+            failures.append(
+                Failure(
+                    plate,
+                    well,
+                    site,
+                    f"{manifest.name} lines {', '.join(map(str, lines))}",
+                    "the same well and site listed more than once",
+                )
+            )
     fields = [f for f in candidates if len(by_position[(f.well, f.site)]) == 1]
     return fields, failures

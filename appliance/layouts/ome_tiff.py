@@ -18,8 +18,7 @@ from pathlib import Path
 
 import tifffile
 
-from appliance.layouts.base import CHANNELS
-from appliance.layouts.base import Failure, Field, PlateError, well_name
+from appliance.layouts.base import CHANNELS, Failure, Field, PlateError, well_name
 
 FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})_s(?P<site>\d+)(?=[_.])", re.IGNORECASE)
 NAME_HINTS = {"DAPI": ("dapi", "hoechst"), "Tubulin": ("tubulin",), "Actin": ("actin", "phalloidin")}
@@ -94,21 +93,30 @@ def channel_planes(names: list[str], mapping: dict[str, str]) -> tuple[int, ...]
         else:
             hits = [i for i, n in enumerate(names) if n.strip().lower() == value.lower()]
             if len(hits) != 1:
-                raise ChannelError(f"{channel}={value!r}: {'no' if not hits else len(hits)} channel(s) of that "
-                                   f"name; the file's channels are {listed}")
+                raise ChannelError(
+                    f"{channel}={value!r}: {'no' if not hits else len(hits)} channel(s) of that "
+                    f"name; the file's channels are {listed}"
+                )
             planes[channel] = hits[0]
-    guesses = {c: [i for i, n in enumerate(names) if any(h in n.lower() for h in NAME_HINTS[c])]
-               for c in CHANNELS if c not in planes}
+    guesses = {
+        c: [i for i, n in enumerate(names) if any(h in n.lower() for h in NAME_HINTS[c])]
+        for c in CHANNELS
+        if c not in planes
+    }
     for channel, hits in guesses.items():
         if len(hits) > 1:
-            raise ChannelError(f"channels {', '.join(repr(names[i]) for i in hits)} all look like {channel}; "
-                               f"pick one with --channels {channel}=NAME")
+            raise ChannelError(
+                f"channels {', '.join(repr(names[i]) for i in hits)} all look like {channel}; "
+                f"pick one with --channels {channel}=NAME"
+            )
     if guesses and not any(guesses.values()) and not planes and len(names) == 3:
         return 0, 1, 2  # three channels, no recognisable names: the documented default order
     unmatched = [c for c, hits in guesses.items() if not hits]
     if unmatched:
-        raise ChannelError(f"no channel name matches {', '.join(unmatched)} (the file's channels are {listed}); "
-                           "name them with --channels, e.g. DAPI=Hoechst 33342,Tubulin=1,Actin=2")
+        raise ChannelError(
+            f"no channel name matches {', '.join(unmatched)} (the file's channels are {listed}); "
+            "name them with --channels, e.g. DAPI=Hoechst 33342,Tubulin=1,Actin=2"
+        )
     planes.update({c: hits[0] for c, hits in guesses.items()})
     chosen = tuple(planes[c] for c in CHANNELS)
     if len(set(chosen)) < len(chosen):
@@ -138,15 +146,18 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
             failures.append(Failure(plate, well, site, path.name, str(exc)))
             continue
         if (well, site) in seen:
-            failures.append(Failure(plate, well, site, f"{seen[(well, site)]}; {path.name}",
-                                    "more than one file for this well and site"))
+            failures.append(
+                Failure(
+                    plate, well, site, f"{seen[(well, site)]}; {path.name}", "more than one file for this well and site"
+                )
+            )
             fields = [f for f in fields if (f.well, f.site) != (well, site)]
             continue
         seen[(well, site)] = path.name
-        fields.append(Field(plate, well, site, (path,) * len(CHANNELS),
-                            planes=tuple(first_ifd + p for p in planes)))
+        fields.append(Field(plate, well, site, (path,) * len(CHANNELS), planes=tuple(first_ifd + p for p in planes)))
     # A channel map that fits no file is a wrong map, not a plate of failed fields.
     if channel_failures == len(files):
-        raise PlateError(f"{plate_dir}: the channels of no file match the model's; {failures[0].file}: "
-                         f"{failures[0].reason}")
+        raise PlateError(
+            f"{plate_dir}: the channels of no file match the model's; {failures[0].file}: {failures[0].reason}"
+        )
     return fields, failures

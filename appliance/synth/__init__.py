@@ -18,5 +18,16 @@ from appliance.synth.dataset import moa_table, plate_name, treatments_by_class, 
 from appliance.synth.phenotypes import PHENOTYPES, Phenotype, compound_strength, phenotype, week_effects
 from appliance.synth.rendering import FULL_SIZE, render_field
 
-__all__ = ["FULL_SIZE", "PHENOTYPES", "Phenotype", "compound_strength", "moa_table", "phenotype", "plate_name",
-           "render_field", "treatments_by_class", "week_effects", "write_dataset"]
+__all__ = [
+    "FULL_SIZE",
+    "PHENOTYPES",
+    "Phenotype",
+    "compound_strength",
+    "moa_table",
+    "phenotype",
+    "plate_name",
+    "render_field",
+    "treatments_by_class",
+    "week_effects",
+    "write_dataset",
+]

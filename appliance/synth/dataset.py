@@ -65,7 +65,7 @@ def _well_seed(seed: int, plate: int, well: str, site: int) -> list[int]:
 def _uuids(seed: int, plate: int, well: str, site: int) -> list[str]:
     rng = np.random.default_rng(np.random.SeedSequence(_well_seed(seed, plate, well, site) + [0x01D]))
     raw = rng.bytes(16 * len(CHANNELS))
-    return [str(uuid.UUID(bytes=raw[16 * i: 16 * i + 16], version=4)).upper() for i in range(len(CHANNELS))]
+    return [str(uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4)).upper() for i in range(len(CHANNELS))]
 
 
 def _layout(seed: int, plate: int, fields_per_class: int) -> list[tuple[str, int, str, str, str]]:
@@ -74,9 +74,11 @@ def _layout(seed: int, plate: int, fields_per_class: int) -> list[tuple[str, int
     wells_per_class = -(-fields_per_class // SITES_PER_WELL)
     wells = INNER_WELLS + OUTER_WELLS
     if wells_per_class * len(classes) > len(wells):
-        raise ValueError(f"fields_per_class={fields_per_class} needs {wells_per_class * len(classes)} wells; "
-                         f"a 96-well plate has {len(wells)} (at most "
-                         f"{len(wells) // len(classes) * SITES_PER_WELL} fields per class)")
+        raise ValueError(
+            f"fields_per_class={fields_per_class} needs {wells_per_class * len(classes)} wells; "
+            f"a 96-well plate has {len(wells)} (at most "
+            f"{len(wells) // len(classes) * SITES_PER_WELL} fields per class)"
+        )
     used = wells[: wells_per_class * len(classes)]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(plate), 0x1A70]))
     used = [used[i] for i in rng.permutation(len(used))]
@@ -112,8 +114,15 @@ def _quoted(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def write_dataset(out: Path, plates: int = 3, fields_per_class: int = 8, size: tuple[int, int] = FULL_SIZE,
-                  seed: int = 0, workers: int = 1, first_plate: int = 0) -> dict:
+def write_dataset(
+    out: Path,
+    plates: int = 3,
+    fields_per_class: int = 8,
+    size: tuple[int, int] = FULL_SIZE,
+    seed: int = 0,
+    workers: int = 1,
+    first_plate: int = 0,
+) -> dict:
     """Write `plates` synthetic plates (plate indices first_plate.., week = index + 1) under `out`.
 
     Returns {"fields": n, "plates": [names], "classes": 13, "seconds": t}. Same arguments give
@@ -139,8 +148,12 @@ def write_dataset(out: Path, plates: int = 3, fields_per_class: int = 8, size: t
     else:
         files = [_write_field(job) for job in jobs]
 
-    lines = [",".join(c if c in ("TableNumber", "ImageNumber", "Replicate", "Image_Metadata_Concentration")
-                      else _quoted(c) for c in IMAGE_COLUMNS)]
+    lines = [
+        ",".join(
+            c if c in ("TableNumber", "ImageNumber", "Replicate", "Image_Metadata_Concentration") else _quoted(c)
+            for c in IMAGE_COLUMNS
+        )
+    ]
     image_numbers: dict[int, int] = {}
     for (plate, week, name, well, compound, conc), triple in zip(meta, files):
         table = week % 10
@@ -153,5 +166,9 @@ def write_dataset(out: Path, plates: int = 3, fields_per_class: int = 8, size: t
         lines.append(",".join(row))
     (out / IMAGE_CSV).write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
     (out / MOA_CSV).write_bytes(moa_table())
-    return {"fields": len(jobs), "plates": names, "classes": len(treatments_by_class()),
-            "seconds": time.perf_counter() - start}
+    return {
+        "fields": len(jobs),
+        "plates": names,
+        "classes": len(treatments_by_class()),
+        "seconds": time.perf_counter() - start,
+    }

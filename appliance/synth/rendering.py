@@ -58,7 +58,7 @@ def _outline(u, v, a, b, coef):
     r = np.sqrt(U * U + V * V)
     r += 1e-6
     c, s = U / r, V / r
-    ck, sk = c * c - s * s, 2 * c * s          # cos 2t, sin 2t
+    ck, sk = c * c - s * s, 2 * c * s  # cos 2t, sin 2t
     m = 1 + _col(coef[:, 0, 0]) * ck + _col(coef[:, 0, 1]) * sk
     for k in range(1, coef.shape[1]):
         ck, sk = c * ck - s * sk, s * ck + c * sk
@@ -95,12 +95,12 @@ def _windows(big: np.ndarray, S: int, oy: np.ndarray, ox: np.ndarray, M: int) ->
 class _Cells:
     """Per-cell geometry of the interphase cells, for the dots drawn on top."""
 
-    x: np.ndarray       # centres, field px
+    x: np.ndarray  # centres, field px
     y: np.ndarray
-    r: np.ndarray       # cell radius
-    nx: np.ndarray      # nucleus centre
+    r: np.ndarray  # cell radius
+    nx: np.ndarray  # nucleus centre
     ny: np.ndarray
-    nr: np.ndarray      # nucleus radius
+    nr: np.ndarray  # nucleus radius
 
 
 def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
@@ -111,7 +111,7 @@ def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
     symmetries of the square and with its own stain gains; the dots drawn later are per cell.
     """
     count = len(x)
-    side = 2 * p.cell_r * 1.25 * math.sqrt(p.cell_aspect) + 7   # typical stamp width
+    side = 2 * p.cell_r * 1.25 * math.sqrt(p.cell_aspect) + 7  # typical stamp width
     n = min(count, 12 + count // 4, max(12, int(320_000 / side**2)))
     if n == 0:
         empty = np.zeros(0)
@@ -158,7 +158,7 @@ def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
         a, b = _col(R[chunk] * np.sqrt(asp[chunk])), _col(R[chunk] / np.sqrt(asp[chunk]))
         rho = _outline(dx * c + dy * s, dy * c - dx * s, a, b, harm[chunk])
         Rc = _col(R[chunk])
-        depth = (1 - rho) * Rc                      # px inside the edge
+        depth = (1 - rho) * Rc  # px inside the edge
         cell = _ramp(depth / 2.0)
         tex = _smooth_bank(rng, 4, S, 1.2)[rng.integers(0, 4, m)]
         wob = _smooth_bank(rng, 4, S, 5.0)[rng.integers(0, 4, m)]
@@ -169,14 +169,19 @@ def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
         dxn, dyn = gn[None, None, :] - _col(ox[chunk]), gn[None, :, None] - _col(oy[chunk])
         cn, sn = _col(np.cos(psi[chunk])), _col(np.sin(psi[chunk]))
         na = np.sqrt(nasp[chunk])
-        rhon = _outline(dxn * cn + dyn * sn, dyn * cn - dxn * sn, _col(nr[chunk] * na), _col(nr[chunk] / na),
-                        nharm[chunk])
+        rhon = _outline(
+            dxn * cn + dyn * sn, dyn * cn - dxn * sn, _col(nr[chunk] * na), _col(nr[chunk] / na), nharm[chunk]
+        )
         Rn = _col(nr[chunk])
         nuc = _ramp((1 - rhon) * Rn / 1.4)
         # DAPI: a domed nucleus with chromatin texture; DNA content varies with the cell cycle
         dapi = np.zeros((m, S, S), dtype=np.float32)
-        dapi[:, win, win] = _col(dna[chunk]) * nuc * (0.8 + 0.25 * np.clip(1 - rhon * rhon, 0, 1)) * np.maximum(
-            1 + p.chromatin * tex[:, win, win], 0.2)
+        dapi[:, win, win] = (
+            _col(dna[chunk])
+            * nuc
+            * (0.8 + 0.25 * np.clip(1 - rhon * rhon, 0, 1))
+            * np.maximum(1 + p.chromatin * tex[:, win, win], 0.2)
+        )
         nuc_shade = np.ones((m, S, S), dtype=np.float32)
         nuc_shade[:, win, win] -= 0.6 * nuc
 
@@ -186,10 +191,14 @@ def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
         rabs = _windows(rbig, S, oy[chunk], ox[chunk], Moff)
         theta = _windows(tbig, S, oy[chunk], ox[chunk], Moff)
         bend = _col(curl[chunk]) * rabs / Rc + 1.6 * wob
-        fib = np.clip((np.cos(_col(kf[chunk]) * theta + bend + _col(tub_phase[0, chunk])) - p.tub_thin)
-                      / (1 - p.tub_thin), 0, 1)
-        fib2 = np.clip((np.cos(_col(kf2[chunk]) * theta - 0.7 * bend + _col(tub_phase[1, chunk])) - p.tub_thin)
-                       / (1 - p.tub_thin), 0, 1)
+        fib = np.clip(
+            (np.cos(_col(kf[chunk]) * theta + bend + _col(tub_phase[0, chunk])) - p.tub_thin) / (1 - p.tub_thin), 0, 1
+        )
+        fib2 = np.clip(
+            (np.cos(_col(kf2[chunk]) * theta - 0.7 * bend + _col(tub_phase[1, chunk])) - p.tub_thin) / (1 - p.tub_thin),
+            0,
+            1,
+        )
         fib = np.maximum(fib, 0.7 * fib2) * np.clip(0.75 + 0.35 * tex, 0, 1.5)
         peri = 1 + p.tub_peri * np.exp(-rabs / (0.45 * Rc))
         tamp = _col(tub_amp[chunk])
@@ -228,7 +237,7 @@ def _interphase(p: Phenotype, x, y, rng, canvas, pad) -> _Cells:
             nx[i] = -nx[i]
         H = stamp.shape[-1] // 2
         r0, c0 = y[i] + pad - H, x[i] + pad - H
-        region = canvas[:, r0: r0 + 2 * H + 1, c0: c0 + 2 * H + 1]
+        region = canvas[:, r0 : r0 + 2 * H + 1, c0 : c0 + 2 * H + 1]
         region += stamp * gains[i][:, None, None]
     return _Cells(x, y, R[which], x + nx, y + ny, nr[which])
 
@@ -264,8 +273,12 @@ def _mitotic(p: Phenotype, x, y, rng, canvas, pad) -> None:
     elif kind == "clump":
         spikes = rng.normal(0, 0.35, (n, 4))
         rr = _col(rng.uniform(5.5, 7.5, n)) * (
-            1 + _col(spikes[:, 0]) * np.cos(5 * theta + phi) + _col(spikes[:, 1]) * np.cos(7 * theta)
-            + _col(spikes[:, 2]) * np.sin(9 * theta + 2 * phi) + _col(spikes[:, 3]) * np.cos(3 * theta))
+            1
+            + _col(spikes[:, 0]) * np.cos(5 * theta + phi)
+            + _col(spikes[:, 1]) * np.cos(7 * theta)
+            + _col(spikes[:, 2]) * np.sin(9 * theta + 2 * phi)
+            + _col(spikes[:, 3]) * np.cos(3 * theta)
+        )
         blob = _ramp((np.abs(rr) + 0.5 - r) / 1.2)
         dapi = dna * blob * np.maximum(1 + 0.35 * tex, 0.3)
         tub = tub_diffuse * cell * (1 + 0.1 * tex)
@@ -293,7 +306,7 @@ def _paste(canvas: np.ndarray, stamps, x, y, pad: int) -> None:
         plane = canvas[channel]
         stamp = np.broadcast_to(stamp, (len(ix), S, S))
         for i in range(len(ix)):
-            plane[iy[i]: iy[i] + S, ix[i]: ix[i] + S] += stamp[i]
+            plane[iy[i] : iy[i] + S, ix[i] : ix[i] + S] += stamp[i]
 
 
 def _spots(canvas_c: np.ndarray, x, y, amp, sigma: float, pad: int, rng) -> None:
@@ -307,7 +320,7 @@ def _spots(canvas_c: np.ndarray, x, y, amp, sigma: float, pad: int, rng) -> None
     sig = (sigma * rng.uniform(0.8, 1.25, len(x))).astype(np.float32)
     gx = np.exp(-((g[None, :] - fx[:, None]) ** 2) / (2 * sig[:, None] ** 2))
     gy = np.exp(-((g[None, :] - fy[:, None]) ** 2) / (2 * sig[:, None] ** 2))
-    w = (amp.astype(np.float32)[:, None, None] * gy[:, :, None] * gx[:, None, :])
+    w = amp.astype(np.float32)[:, None, None] * gy[:, :, None] * gx[:, None, :]
     W = canvas_c.shape[1]
     rows = (iy + pad)[:, None, None] + np.arange(-h, h + 1)[None, :, None]
     cols = (ix + pad)[:, None, None] + np.arange(-h, h + 1)[None, None, :]
@@ -358,8 +371,9 @@ def _positions(p: Phenotype, size, rng) -> tuple[np.ndarray, np.ndarray]:
     return np.rint(xx[keep]).astype(np.int64), np.rint(yy[keep]).astype(np.int64)
 
 
-def render_field(moa: str, strength: float, week: int, rng: np.random.Generator,
-                 size: tuple[int, int] = FULL_SIZE) -> np.ndarray:
+def render_field(
+    moa: str, strength: float, week: int, rng: np.random.Generator, size: tuple[int, int] = FULL_SIZE
+) -> np.ndarray:
     """One field of a treatment: uint16 (3, H, W), channels DAPI, Tubulin, Actin.
 
     `strength` (0..1) scales the deviation from DMSO; `week` fixes the batch effects (stain
@@ -371,7 +385,7 @@ def render_field(moa: str, strength: float, week: int, rng: np.random.Generator,
     wk = week_effects(week)
 
     x, y = _positions(p, (h, w), rng)
-    mitotic = np.zeros(len(x), dtype=bool)   # a fixed share of the cells, as for the density
+    mitotic = np.zeros(len(x), dtype=bool)  # a fixed share of the cells, as for the density
     mitotic[rng.choice(len(x), int(round(p.mitotic * len(x))), replace=False)] = True
     pad = int(math.ceil(5.0 * max(p.cell_r, 16.0) + 24))  # > margin + largest stamp half-width
     canvas = np.zeros((3, h + 2 * pad, w + 2 * pad), dtype=np.float32)
@@ -400,9 +414,9 @@ def render_field(moa: str, strength: float, week: int, rng: np.random.Generator,
         sx, sy = c.nx + (c.nr + 2.5) * np.cos(ang), c.ny + (c.nr + 2.5) * np.sin(ang)
         _spots(canvas[1], sx, sy, p.tub_aggresome * rng.uniform(0.6, 1.2, n), 3.2, pad, rng)
     if n and p.act_puncta > 0:
-        if p.act_punct_sigma < 2:   # small puncta along the cortex
+        if p.act_punct_sigma < 2:  # small puncta along the cortex
             idx, sx, sy = around(p.act_puncta, c.r * 0.55, c.r * 0.95, c.x, c.y)
-        else:                        # a few large aggregates anywhere in the cell
+        else:  # a few large aggregates anywhere in the cell
             idx, sx, sy = around(p.act_puncta, c.r * 0.0, c.r * 0.75, c.x, c.y)
         _spots(canvas[2], sx, sy, p.act_punct_amp * rng.uniform(0.5, 1.2, len(idx)), p.act_punct_sigma, pad, rng)
 
@@ -415,7 +429,7 @@ def render_field(moa: str, strength: float, week: int, rng: np.random.Generator,
     bg = np.asarray(wk.background, dtype=np.float32) * np.exp(rng.normal(0, 0.04, 3)).astype(np.float32)
     light = np.empty((3, h, w), dtype=np.float32)
     for ch in range(3):
-        np.maximum(canvas[ch, pad: pad + h, pad: pad + w], 0, out=light[ch])
+        np.maximum(canvas[ch, pad : pad + h, pad : pad + w], 0, out=light[ch])
         light[ch] += bg[ch]
         light[ch] *= illum
         light[ch] *= gain[ch]

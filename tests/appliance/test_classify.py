@@ -18,9 +18,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from appliance.classify import classify_plate, default_out, shard_of
-from appliance.inference import Classifier
 from appliance.files import WriteError
-from appliance.results import ResultsError, field_columns, probability_column
+from appliance.inference import Classifier
+from appliance.report import write_report
+from appliance.result_files import read_results
+from appliance.result_rows import field_columns, probability_column
+from appliance.results import ResultsError
+from tests.appliance.test_result_files import renamed_into_place
 from tests.conftest import CHANNELS, LABELS, truncate, write_field, write_plate
 
 PROBABILITIES = [probability_column(label) for label in LABELS]
@@ -58,7 +62,7 @@ def test_classify_plate(classifier, damaged_plate):
     assert summary["counts"] == {"fields": 6, "classified": 3, "failed": 3, "skipped_done": 0}
     assert summary["precision"] == "f32" and summary["fields_per_s"] > 0 and not summary["interrupted"]
     assert seen[-1] == (5, 5)  # complete fields read; the one missing a channel never gets that far
-    assert json.loads((out / "run.json").read_text())["counts"] == summary["counts"]
+    assert json.loads((out / "summary.json").read_text()) == summary
     assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "report"}
     assert not (out / ".partial").exists() and (out / "report.html").is_file()
 
@@ -75,8 +79,11 @@ def test_classify_plate(classifier, damaged_plate):
     assert header == field_columns(LABELS, CHANNELS)
     assert header[11:14] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
     fields = read_csv(out / "fields.csv")
-    assert [(f["Metadata_Well"], f["Metadata_Row"], f["Metadata_Column"], f["Metadata_Site"]) for f in fields] == \
-        [("B02", "B", "2", "1"), ("B03", "B", "3", "2"), ("C02", "C", "2", "1")]
+    assert [(f["Metadata_Well"], f["Metadata_Row"], f["Metadata_Column"], f["Metadata_Site"]) for f in fields] == [
+        ("B02", "B", "2", "1"),
+        ("B03", "B", "3", "2"),
+        ("C02", "C", "2", "1"),
+    ]
     assert fields[0]["FileName_DAPI"] == written[("B02", 1)]["DAPI"].name
     assert fields[0]["Metadata_Compound"] == "" and fields[0]["Model_Precision"] == "f32"
     assert fields[0]["Model_SHA256"] == classifier.card.weights_sha256
@@ -90,9 +97,44 @@ def test_classify_plate(classifier, damaged_plate):
     assert table.column("Metadata_Compound").null_count == 3
 
     wells = read_csv(out / "wells.csv")
-    assert [(w["Metadata_Well"], w["Count_Fields"], w["Classify_Agreement"]) for w in wells] == \
-        [("B02", "1", "1.000000"), ("B03", "1", "1.000000"), ("C02", "1", "1.000000")]
+    assert [(w["Metadata_Well"], w["Count_Fields"], w["Classify_Agreement"]) for w in wells] == [
+        ("B02", "1", "1.000000"),
+        ("B03", "1", "1.000000"),
+        ("C02", "1", "1.000000"),
+    ]
     assert not (out / "treatments.csv").exists()  # no compound known
+
+
+def test_the_report_rebuilt_from_the_folder_is_the_one_classify_wrote(classifier, damaged_plate):
+    plate, _ = damaged_plate
+    summary = classify_plate(plate, classifier, embeddings=True)
+    out = default_out(plate)
+    written = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    results = read_results(out)
+    assert write_report(results) == out / "report.html" and (out / "report.html").read_text() == written
+    assert results.summary == summary and len(results.failures) == 3 and results.embeddings.shape == (3, 512)
+
+
+def test_one_classify_writes_each_result_file_once_and_the_summary_last(classifier, tmp_path, monkeypatch):
+    plate, out = tmp_path / "plate", tmp_path / "out"
+    write_plate(plate, wells=("B02", "B03"), sites=(1, 2))
+    replaced = renamed_into_place(monkeypatch, out)
+    expected = [
+        "fields.csv",
+        "fields.parquet",
+        "wells.csv",
+        "failures.csv",
+        "embeddings.parquet",
+        "plate_map.png",
+        "report.html",
+        "summary.json",
+    ]
+    for run in range(2):  # the second run finds every field done and writes the set again, once
+        classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)
+        final = [name for name in replaced if "/" not in name]  # not .partial/'s chunks
+        assert sorted(final) == sorted(expected) and final[-1] == "summary.json", run
+        replaced.clear()
 
 
 def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_path):
@@ -105,12 +147,18 @@ def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_pa
     assert vectors.column_names[:4] == ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Embedding_000"]
     assert vectors.num_columns == 3 + 512
     import tifffile
-    raw = np.stack([np.stack([tifffile.imread(written[(f["Metadata_Well"], f["Metadata_Site"])][c]) for c in CHANNELS])
-                    for f in fields])
+
+    raw = np.stack(
+        [
+            np.stack([tifffile.imread(written[(f["Metadata_Well"], f["Metadata_Site"])][c]) for c in CHANNELS])
+            for f in fields
+        ]
+    )
     probabilities, embedding = classifier.predict(raw)
     np.testing.assert_allclose([[f[c] for c in PROBABILITIES] for f in fields], probabilities, atol=1e-6)
-    np.testing.assert_allclose(np.stack([vectors.column(f"Embedding_{i:03d}").to_numpy() for i in range(512)], 1),
-                               embedding, atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack([vectors.column(f"Embedding_{i:03d}").to_numpy() for i in range(512)], 1), embedding, atol=1e-6
+    )
 
 
 def test_well_is_the_mean_of_its_fields(classifier, tmp_path):
@@ -124,8 +172,9 @@ def test_well_is_the_mean_of_its_fields(classifier, tmp_path):
     assert well["Classify_Class"] == LABELS[int(np.argmax(mean))]
     agreement = np.mean([f["Classify_Class"] == well["Classify_Class"] for f in fields])
     assert float(well["Classify_Agreement"]) == pytest.approx(agreement, abs=1e-6)
-    assert (tmp_path / "out" / "failures.csv").read_text().strip() == \
-        "Metadata_Plate,Metadata_Well,Metadata_Site,File,Reason"
+    assert (
+        tmp_path / "out" / "failures.csv"
+    ).read_text().strip() == "Metadata_Plate,Metadata_Well,Metadata_Site,File,Reason"
 
 
 def test_refuses_output_inside_the_plate(tiny_model, tmp_path):
@@ -139,8 +188,15 @@ def test_stop_commits_what_is_done_and_a_rerun_finishes(classifier, tmp_path):
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03", "B04", "C02"), sites=(1, 2, 3))
     stop = threading.Event()
-    first = classify_plate(plate, classifier, out, stop=stop, chunk_fields=2, readers=1,
-                           progress=lambda done, total, rate: done >= 3 and stop.set())
+    first = classify_plate(
+        plate,
+        classifier,
+        out,
+        stop=stop,
+        chunk_fields=2,
+        readers=1,
+        progress=lambda done, total, rate: done >= 3 and stop.set(),
+    )
     assert first["interrupted"] and 3 <= first["counts"]["classified"] < 12
     assert sorted((out / ".partial").glob("chunk-*.parquet"))  # kept for the rerun
     second = classify_plate(plate, classifier, out, chunk_fields=2)
@@ -196,7 +252,7 @@ def test_a_read_only_results_folder_is_a_clear_error_and_keeps_earlier_results(c
     classify_plate(plate, classifier, out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with read_only(out):
-        with pytest.raises(ResultsError, match="out/.partial: cannot write.*intact"):
+        with pytest.raises(WriteError, match="out/.partial: cannot write.*intact"):
             classify_plate(plate, classifier, out, force=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -204,11 +260,11 @@ def test_a_read_only_results_folder_is_a_clear_error_and_keeps_earlier_results(c
 def test_a_full_disk_is_a_clear_error_and_keeps_committed_chunks(classifier, tmp_path, monkeypatch):
     import errno
 
-    import appliance.results
+    import appliance.result_files
 
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03"), sites=(1, 2))
-    real, writes = appliance.results.pq.write_table, []
+    real, writes = appliance.result_files.pq.write_table, []
 
     def fills_up(table, path, *args, **kwargs):
         writes.append(path)
@@ -216,7 +272,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_committed_chunks(classifier, tmp
             raise OSError(errno.ENOSPC, "No space left on device")
         real(table, path, *args, **kwargs)
 
-    monkeypatch.setattr(appliance.results.pq, "write_table", fills_up)
+    monkeypatch.setattr(appliance.result_files.pq, "write_table", fills_up)
     with pytest.raises(WriteError, match="No space left on device.*unchanged"):
         classify_plate(plate, classifier, out, chunk_fields=1, readers=1)
     assert [p.name for p in (out / ".partial").iterdir() if p.name.startswith(".")] == []  # no temporaries
@@ -228,12 +284,12 @@ def test_a_full_disk_is_a_clear_error_and_keeps_committed_chunks(classifier, tmp
 KILLABLE = textwrap.dedent("""
     # The CLI, with each field read slowed down so the run can be killed half-way.
     import sys, time
-    import appliance.classify
-    read = appliance.classify.read_plate_field
+    import appliance.field_readers
+    read = appliance.field_readers.read_plate_field
     def slow(*args, **kwargs):
         time.sleep(0.15)
         return read(*args, **kwargs)
-    appliance.classify.read_plate_field = slow
+    appliance.field_readers.read_plate_field = slow
     from appliance.cli import app
     app(sys.argv[1:], prog_name="mcnn-appliance")
 """)
@@ -243,15 +299,16 @@ def test_kill_9_then_rerun_gives_every_field_exactly_once(tiny_model, tmp_path):
     plate, out, reference = tmp_path / "Week1_22123", tmp_path / "killed", tmp_path / "reference"
     write_plate(plate, wells=("B02", "B03", "B04", "C02", "C03", "C04"), sites=(1, 2, 3, 4), seed=9)  # 24 fields
     command = ["classify", str(plate), "--model", str(tiny_model), "--chunk-fields", "3", "--embeddings", "--quiet"]
-    run = subprocess.Popen([sys.executable, "-c", KILLABLE, *command, "--out", str(out)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, *command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 120
     while len(list((out / ".partial").glob("chunk-*.parquet"))) < 2 and time.time() < deadline and run.poll() is None:
         time.sleep(0.02)
     run.send_signal(signal.SIGKILL)
     run.wait()
     assert run.returncode == -signal.SIGKILL, run.stderr.read().decode()
-    assert not (out / "fields.csv").exists()
+    assert not (out / "fields.csv").exists() and not (out / "summary.json").exists()
     committed = sum(pq.read_metadata(c).num_rows for c in (out / ".partial").glob("chunk-*.parquet"))
     assert 6 <= committed < 24
 
@@ -264,9 +321,10 @@ def test_kill_9_then_rerun_gives_every_field_exactly_once(tiny_model, tmp_path):
 
     resumed, uninterrupted = (pq.read_table(d / "fields.parquet").to_pylist() for d in (out, reference))
     keys = [(r["Metadata_Well"], r["Metadata_Site"]) for r in resumed]
-    assert len(keys) == 24 == len(set(keys)) and keys == [(r["Metadata_Well"], r["Metadata_Site"])
-                                                         for r in uninterrupted]
-    for a, b in zip(resumed, uninterrupted):
+    assert len(keys) == 24 == len(set(keys)) and keys == [
+        (r["Metadata_Well"], r["Metadata_Site"]) for r in uninterrupted
+    ]
+    for a, b in zip(resumed, uninterrupted, strict=True):
         assert a["Classify_Class"] == b["Classify_Class"]
         np.testing.assert_allclose([a[c] for c in PROBABILITIES], [b[c] for c in PROBABILITIES], atol=1e-6)
     embedded = [pq.read_table(d / "embeddings.parquet") for d in (out, reference)]
@@ -279,8 +337,9 @@ def test_sigterm_finishes_the_fields_in_flight_and_a_rerun_completes(tiny_model,
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03", "C02", "C03"), sites=(1, 2, 3), seed=4)  # 12 fields
     command = ["classify", str(plate), "--model", str(tiny_model), "--out", str(out), "--chunk-fields", "2", "--json"]
-    run = subprocess.Popen([sys.executable, "-c", KILLABLE, *command], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, *command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 120
     while not list((out / ".partial").glob("chunk-*.parquet")) and time.time() < deadline and run.poll() is None:
         time.sleep(0.02)

@@ -1,7 +1,10 @@
-"""The CLI as a user runs it: the whole path at a small size, help, version, exit codes."""
+"""The CLI as a user runs it: help, version, exit codes, messages at any width, and, in the
+runtime-only virtualenv, no torch (the torch-side path: tests/export/test_end_to_end.py)."""
 
 import csv
+import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,9 +15,10 @@ from typer.testing import CliRunner
 
 import appliance
 from appliance.cli import app
+from appliance.console import EXTRAS
+from tests.appliance.conftest import RUNTIME_ONLY, console_script
 
 runner = CliRunner()
-SMALL = "128x256"
 
 
 def invoke(*args):
@@ -27,32 +31,6 @@ def test_version_and_help_of_every_command():
     for command in ("synth", "train", "export", "classify", "merge", "benchmark", "demo"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout, command
-
-
-def test_synth_train_export_classify_end_to_end(tmp_path):
-    data, heldout, run, results = tmp_path / "data", tmp_path / "heldout", tmp_path / "run", tmp_path / "results"
-    assert invoke("synth", data, "--plates", 1, "--fields-per-class", 2, "--size", SMALL).exit_code == 0
-    assert invoke("synth", heldout, "--plates", 1, "--fields-per-class", 1, "--size", SMALL,
-                  "--seed", 7).exit_code == 0
-    result = invoke("train", data, "--out", run, "--epochs", 1, "--batch-size", 4, "--size", SMALL,
-                    "--workers", 0)
-    assert result.exit_code == 0, result.output
-    result = invoke("export", run)
-    assert result.exit_code == 0, result.output
-    assert (run / "export" / "model.xml").is_file() and (run / "export" / "model.onnx").is_file()
-
-    plate = next(heldout.glob("Week*/Week*_*"))
-    broken = sorted(plate.glob("*_w2*.tif"))[0]
-    broken.write_bytes(broken.read_bytes()[:200])  # a truncated copy from the imager
-    result = invoke("classify", plate, "--model", run / "export", "--out", results)
-    assert result.exit_code == 1, result.output  # some fields failed
-    rows = list(csv.DictReader(open(results / "fields.csv")))
-    failures = list(csv.DictReader(open(results / "failures.csv")))
-    assert len(rows) == 12 and len(failures) == 1 and failures[0]["File"] == broken.name
-    assert {"Metadata_Plate", "Metadata_Well", "Metadata_Site", "Classify_Class"} <= set(rows[0])
-    assert sum(float(v) for k, v in rows[0].items() if k.startswith("Probability_")) == pytest.approx(1, abs=1e-4)
-    wells = list(csv.DictReader(open(results / "wells.csv")))
-    assert sum(int(w["Count_Fields"]) for w in wells) == 12
 
 
 def test_classify_refuses_a_field_of_another_size(tmp_path, tiny_model):
@@ -83,8 +61,12 @@ def test_classify_defaults_json_quiet_and_exit_codes(tmp_path, tiny_model):
 
     result = invoke("classify", plate, "--model", tiny_model)  # rerun: everything already done
     assert result.exit_code == 0 and "4 fields classified (4 done earlier)" in result.output
-    for args, says in ((["--shard", "2/2"], "I from 0 to N-1"), (["--out", plate / "res"], "inside the plate"),
-                       (["--layout", "nonsense"], "nonsense"), (["--precision", "fp8"], "precision")):
+    for args, says in (
+        (["--shard", "2/2"], "I from 0 to N-1"),
+        (["--out", plate / "res"], "inside the plate"),
+        (["--layout", "nonsense"], "nonsense"),
+        (["--precision", "fp8"], "precision"),
+    ):
         result = invoke("classify", plate, "--model", tiny_model, *args)
         assert result.exit_code == 2 and says in result.output, (args, result.output)
     result = invoke("classify", plate, "--model", tiny_model, "--embeddings")  # not what the folder holds
@@ -105,7 +87,7 @@ def test_runtime_never_imports_torch_and_names_the_missing_extra(tmp_path):
         sys.modules["torch"] = None  # import torch now raises, as without the extra
         import appliance.cli, appliance.classify, appliance.inference, appliance.synth
         from typer.testing import CliRunner
-        result = CliRunner().invoke(appliance.cli.app, ["train", r"{tmp_path}", "--out", r"{tmp_path / 'r'}"])
+        result = CliRunner().invoke(appliance.cli.app, ["train", r"{tmp_path}", "--out", r"{tmp_path / "r"}"])
         print(result.exit_code, result.output)
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -126,34 +108,77 @@ def test_classify_a_folder_of_plates_in_other_layouts(tmp_path, tiny_model):
     ome_plate.mkdir()
     for i, name in enumerate(("nuclei", "tubulin", "actin")):
         tifffile.imwrite(manifest_plate / "img" / f"{name}.tif", random_channel(rng, i))
-    (manifest_plate / "manifest.csv").write_text("well,site,nuclei,tubulin,actin\nB02,1,img/nuclei.tif,"
-                                                 "img/tubulin.tif,img/actin.tif\n")
+    (manifest_plate / "manifest.csv").write_text(
+        "well,site,nuclei,tubulin,actin\nB02,1,img/nuclei.tif,img/tubulin.tif,img/actin.tif\n"
+    )
     planes = np.stack([random_channel(rng, i, (96, 128)) for i in (1, 0, 2)])
-    tifffile.imwrite(ome_plate / "P2_C03_s2.ome.tif", planes,
-                     metadata={"axes": "CYX", "Channel": {"Name": ["Tubulin", "Hoechst 33342", "Phalloidin"]}})
+    tifffile.imwrite(
+        ome_plate / "P2_C03_s2.ome.tif",
+        planes,
+        metadata={"axes": "CYX", "Channel": {"Name": ["Tubulin", "Hoechst 33342", "Phalloidin"]}},
+    )
     (tmp_path / "map.csv").write_text("well,compound,concentration\nC03,taxol,0.3\n")
 
-    result = invoke("classify", tmp_path / "plates", "--model", tiny_model, "--out", tmp_path / "out", "--json",
-                    "--channels", "DAPI=nuclei", "--fit", "pad", "--platemap", tmp_path / "map.csv",
-                    "--layout", "manifest")
+    result = invoke(
+        "classify",
+        tmp_path / "plates",
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "out",
+        "--json",
+        "--channels",
+        "DAPI=nuclei",
+        "--fit",
+        "pad",
+        "--platemap",
+        tmp_path / "map.csv",
+        "--layout",
+        "manifest",
+    )
     assert result.exit_code == 1, result.output  # P2 has no manifest: --layout applies to every plate
     assert "P2/manifest.csv:cannotread" in "".join(result.output.split())  # rich wraps long paths
-    result = invoke("classify", manifest_plate, ome_plate, "--model", tiny_model, "--out", tmp_path / "out",
-                    "--fit", "pad", "--platemap", tmp_path / "map.csv", "--json")
+    result = invoke(
+        "classify",
+        manifest_plate,
+        ome_plate,
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "out",
+        "--fit",
+        "pad",
+        "--platemap",
+        tmp_path / "map.csv",
+        "--json",
+    )
     assert result.exit_code == 1, result.output  # P1's manifest names its DAPI column "nuclei": a PlateError
     assert "no path column for DAPI" in " ".join(result.output.split())
     manifest = manifest_plate / "manifest.csv"
     manifest.write_text(manifest.read_text().replace("nuclei,", "DAPI,", 1))
     # P1 was classified by the first command with another --channels: a rerun must not mix them.
-    args = ("classify", tmp_path / "plates", "--model", tiny_model, "--out", tmp_path / "out",
-            "--fit", "pad", "--platemap", tmp_path / "map.csv", "--json")
+    args = (
+        "classify",
+        tmp_path / "plates",
+        "--model",
+        tiny_model,
+        "--out",
+        tmp_path / "out",
+        "--fit",
+        "pad",
+        "--platemap",
+        tmp_path / "map.csv",
+        "--json",
+    )
     result = invoke(*args)
     assert result.exit_code == 1 and "--force" in result.output
     result = invoke(*args, "--force")
     assert result.exit_code == 0, result.output
     summaries = json.loads(result.stdout)
     assert [(s["plate"], s["layout"], s["counts"]["classified"], s["counts"]["failed"]) for s in summaries] == [
-        ("P1", "manifest", 1, 0), ("P2", "ome-tiff", 1, 0)]
+        ("P1", "manifest", 1, 0),
+        ("P2", "ome-tiff", 1, 0),
+    ]
     with open(tmp_path / "out" / "P2" / "fields.csv", newline="") as f:
         (row,) = csv.DictReader(f)
     assert row["Metadata_Fit"] == "pad 128x96 -> 128x128"
@@ -166,3 +191,71 @@ def test_classify_rejects_bad_layout_fit_and_plate_paths(tmp_path, tiny_model):
         assert result.exit_code == 2 and repr(value) in result.output
     result = invoke("classify", tmp_path, "--model", tiny_model, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "neither a plate folder" in " ".join(result.output.split())
+
+
+def run_console_script(*args, cwd, columns: int = 40) -> subprocess.CompletedProcess:
+    """The installed `mcnn-appliance` as a script or a log collector runs it: no terminal on any
+    stream, COLUMNS narrower than any message, no colour forced."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "CLICOLOR_FORCE", "LINES")
+    }
+    return subprocess.run(
+        [str(console_script()), *map(str, args)],
+        cwd=cwd,
+        env={**env, "COLUMNS": str(columns)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("command", ["classify", "watch"])
+def test_an_error_naming_a_long_path_is_one_line_at_any_width(tmp_path, tiny_model, command):
+    """COLUMNS=40 and no tty: the whole message, path and all, on one line of stderr; stdout empty."""
+    deep = tmp_path.joinpath(*[f"a-folder-with-a-rather-long-name-{i}" for i in range(4)])
+    if command == "classify":  # an existing folder without plates: refused before the model loads
+        deep.mkdir(parents=True)
+        args = ("classify", deep, "--model", tiny_model)
+        message = (
+            f"error: {deep}: neither a plate folder (no .tif images, no manifest.csv) nor a folder of plate folders"
+        )
+    else:  # a file where the inbox should be: refused after the model loaded
+        deep.parent.mkdir(parents=True)
+        deep.write_text("not a folder")
+        args = ("watch", deep, "--model", tiny_model, "--out", tmp_path / "results")
+        message = f"error: {deep}: the inbox is not a folder"
+    assert len(message) > 4 * 40
+    result = run_console_script(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert message in result.stderr.splitlines(), result.stderr
+
+
+@pytest.mark.skipif(not RUNTIME_ONLY, reason="the runtime-only virtualenv of `make test` (MCNN_RUNTIME_ONLY=1)")
+def test_the_runtime_install_has_no_torch_side_package():
+    """`pip install mcnn-appliance` without extras: none of the packages the extras bring."""
+    present = [name for name in EXTRAS if importlib.util.find_spec(name) is not None]
+    assert importlib.util.find_spec("torch") is None
+    assert not present, f"installed without extras, yet {', '.join(present)} can be imported"
+
+
+@pytest.mark.skipif(not RUNTIME_ONLY, reason="the runtime-only virtualenv of `make test` (MCNN_RUNTIME_ONLY=1)")
+@pytest.mark.parametrize(
+    "args, package, extra",
+    [
+        (("train", "data", "--out", "run"), "torch", "train"),
+        (("export", "run"), "onnx", "export"),
+        (("benchmark", "run/export"), "onnxruntime", "export"),
+    ],
+)
+def test_the_runtime_install_names_the_extra_a_command_needs(tmp_path, args, package, extra):
+    """A torch-side command, run from the installed script, exits 2 naming the install that brings it."""
+    result = run_console_script(*args, cwd=tmp_path, columns=80)
+    assert result.returncode == 2 and result.stdout == "", result.stderr
+    assert (
+        f"error: `mcnn-appliance {args[0]}` needs {package}: pip install 'mcnn-appliance[{extra}]'"
+        in result.stderr.splitlines()
+    ), result.stderr

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from appliance.layouts.base import Field
 from appliance.fieldsets import accuracy, from_split, read_raw, stratified
-from tests.conftest import LABELS
+from appliance.layouts.base import Field
+from tests.conftest import LABELS, write_split
 
 
 def fields(counts: dict[str, int]) -> list[Field]:
@@ -19,8 +19,9 @@ def test_stratified_takes_classes_in_turn():
     assert len(stratified(fields({"a": 2}), count=10)) == 2
 
 
-def test_split_rows_read_back(tiny_run):
-    rows = from_split(tiny_run)
+def test_split_rows_read_back(tmp_path):
+    write_split(tmp_path, n_train=2, n_val=3)
+    rows = from_split(tmp_path)
     assert [f.split for f in rows] == ["train"] * 2 + ["val"] * 3
     assert rows[0].moa == LABELS[0] and rows[0].name == "Week1_22123/B02/s1"
     raw = read_raw(rows[:2], (128, 128))

@@ -21,7 +21,7 @@ def field_of(paths, planes=None) -> Field:
 
 def write_channels(tmp_path, images, **kwargs):
     paths = [tmp_path / f"B02_s1_w{i + 1}.tif" for i in range(len(images))]
-    for path, image in zip(paths, images):
+    for path, image in zip(paths, images, strict=True):
         tifffile.imwrite(path, image, **kwargs)
     return paths
 

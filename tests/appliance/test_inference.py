@@ -1,7 +1,6 @@
 """The runtime refuses a model whose card is missing or does not match the network."""
 
 import csv
-import shutil
 
 import numpy as np
 import openvino as ov
@@ -10,18 +9,8 @@ import pytest
 from appliance.classify import classify_plate
 from appliance.inference import Classifier
 from appliance.model_card import ModelCardError
+from tests import tiny_ir
 from tests.conftest import write_plate
-
-
-@pytest.fixture(scope="module")
-def int8_model(tiny_run, tiny_model, tmp_path_factory):
-    """The tiny export folder with a model-int8.xml (the export's quantizer, a gate it cannot fail)."""
-    from export.quantize import quantize_export
-
-    folder = tmp_path_factory.mktemp("int8") / "export"
-    shutil.copytree(tiny_model, folder)
-    quantize_export(tiny_run, folder, max_drop=100.0, log=lambda line: None)
-    return folder
 
 
 def save_copy(tiny_model, folder, edit):
@@ -36,21 +25,27 @@ def save_copy(tiny_model, folder, edit):
 def test_refuses_an_ir_without_a_card(tiny_model, tmp_path):
     folder = tmp_path / "bare"
     folder.mkdir()
-    ov.save_model(ov.convert_model(tiny_model / "model.onnx"), folder / "model.xml", compress_to_fp16=False)
+    tiny_ir.save(
+        tiny_ir.raw_input(tiny_ir.network(), Classifier(tiny_model).card.normalization), folder / "model.xml", None
+    )
     with pytest.raises(ModelCardError, match=r"model\.xml: model card incomplete"):
         Classifier(folder)
 
 
 def test_refuses_a_card_with_the_wrong_input_size(tiny_model, tmp_path):
-    folder = save_copy(tiny_model, tmp_path / "wrong_size",
-                       lambda m: m.set_rt_info("256", ["model_info", "input_height"]))
-    with pytest.raises(ModelCardError, match=r"model\.xml: network input is .*128,128.*the card says \(N, 3, 256, 128\)"):
+    folder = save_copy(
+        tiny_model, tmp_path / "wrong_size", lambda m: m.set_rt_info("256", ["model_info", "input_height"])
+    )
+    with pytest.raises(
+        ModelCardError, match=r"model\.xml: network input is .*128,128.*the card says \(N, 3, 256, 128\)"
+    ):
         Classifier(folder / "model.xml")
 
 
 def test_refuses_a_card_with_the_wrong_labels(tiny_model, tmp_path):
-    folder = save_copy(tiny_model, tmp_path / "wrong_labels",
-                       lambda m: m.set_rt_info('["a", "b"]', ["model_info", "labels"]))
+    folder = save_copy(
+        tiny_model, tmp_path / "wrong_labels", lambda m: m.set_rt_info('["a", "b"]', ["model_info", "labels"])
+    )
     with pytest.raises(ModelCardError, match="3 probabilities, the card has 2 labels"):
         Classifier(folder)
 
@@ -64,11 +59,8 @@ def test_float_ir_is_normalised_by_the_runtime(tiny_model, tmp_path):
     """An IR without preprocessing in the graph gives the same answer as the uint16 one."""
     reference = Classifier(tiny_model)
     folder = tmp_path / "float"
-    folder.mkdir()
-    model = ov.convert_model(tiny_model / "model.onnx")
-    for key, value in reference.card.to_metadata().items():
-        model.set_rt_info(value, ["model_info", key])
-    ov.save_model(model, folder / "model.xml", compress_to_fp16=False)
+    tiny_ir.save(tiny_ir.network(), folder / "model.xml", reference.card)  # the same weights, float32 input
+    assert ov.Core().read_model(folder / "model.xml").input(0).get_element_type() == ov.Type.f32
     raw = np.random.default_rng(0).integers(0, 4000, (2, 3, 128, 128), dtype=np.uint16)
     np.testing.assert_allclose(Classifier(folder, threads=1).predict(raw)[0], reference.predict(raw)[0], atol=1e-5)
 
@@ -91,6 +83,11 @@ def test_int8_runs_model_int8_and_says_so(int8_model):
     assert classifier.xml.name == "model-int8.xml"
     assert (classifier.precision, classifier.card.precision) == ("int8", "int8")
     assert Classifier(int8_model, precision="bf16").xml.name == "model.xml"
+    raw = np.random.default_rng(1).normal(1000, 300, (3, 3, 128, 128)).clip(0, 65535).astype(np.uint16)
+    probabilities, embeddings = classifier.predict(raw)
+    assert probabilities.shape == (3, 3) and embeddings.shape == (3, 512)
+    np.testing.assert_allclose(probabilities.sum(1), 1, atol=1e-4)
+    np.testing.assert_allclose(probabilities, Classifier(int8_model).predict(raw)[0], atol=0.05)  # the same weights
 
 
 def test_precision_and_model_must_agree(tiny_model, int8_model):
@@ -100,11 +97,14 @@ def test_precision_and_model_must_agree(tiny_model, int8_model):
         Classifier(tiny_model / "model.xml", precision="int8")
 
 
-@pytest.mark.parametrize("source, claim, says", [
-    ("model-int8.xml", "f32", "the card says precision f32, the network is quantized"),
-    ("model.xml", "int8", "the card says precision int8, the network is not quantized"),
-    ("model.xml", "fp8", "the card says precision fp8"),
-])
+@pytest.mark.parametrize(
+    "source, claim, says",
+    [
+        ("model-int8.xml", "f32", "the card says precision f32, the network is quantized"),
+        ("model.xml", "int8", "the card says precision int8, the network is not quantized"),
+        ("model.xml", "fp8", "the card says precision fp8"),
+    ],
+)
 def test_refuses_a_card_lying_about_precision(int8_model, tmp_path, source, claim, says):
     model = ov.Core().read_model(int8_model / source)
     model.set_rt_info(claim, ["model_info", "precision"])

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import openvino as ov
 import pytest
 from typer.testing import CliRunner
@@ -11,6 +12,9 @@ from appliance.classify import classify_plate
 from appliance.cli import app
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
+from appliance.report import write_report
+from appliance.result_files import read_results
+from tests.appliance.test_result_files import renamed_into_place
 from tests.conftest import write_plate
 
 
@@ -38,15 +42,18 @@ def test_merged_shards_equal_the_whole_run(shards, tmp_path):
     assert summary["counts"] == {"fields": 12, "classified": 11, "failed": 1, "skipped_done": 0}
     for name in ("fields.csv", "wells.csv", "failures.csv"):
         assert read_csv(tmp_path / "merged" / name) == read_csv(shards / "whole" / name), name
-    assert (tmp_path / "merged" / "embeddings.parquet").is_file()
-    assert json.loads((tmp_path / "merged" / "run.json").read_text())["merged_from"][0].endswith("shard2")
+    merged, whole = read_results(tmp_path / "merged"), read_results(shards / "whole")
+    np.testing.assert_allclose(merged.embeddings, whole.embeddings, atol=1e-6)  # each on its own field
+    assert json.loads((tmp_path / "merged" / "summary.json").read_text()) == summary
+    assert summary["merged_from"][0].endswith("shard2") and summary["shard"] == "merged 3 of 3"
 
 
 def test_a_missing_shard_is_reported(shards, tmp_path):
     summary = merge_results([shards / "shard0", shards / "shard2"], tmp_path / "merged")
     assert summary["missing_shards"] == ["1/3"] and summary["interrupted"]
-    result = CliRunner().invoke(app, ["merge", str(shards / "shard0"), str(shards / "shard2"),
-                                      "--out", str(tmp_path / "cli")])
+    result = CliRunner().invoke(
+        app, ["merge", str(shards / "shard0"), str(shards / "shard2"), "--out", str(tmp_path / "cli")]
+    )
     assert result.exit_code == 1 and "missing shards: 1/3" in result.output
 
 
@@ -55,8 +62,9 @@ def test_overlapping_shards_are_refused(shards, tmp_path):
         merge_results([shards / "shard0", shards / "shard1", shards / "shard0"], tmp_path / "merged")
     with pytest.raises(MergeError, match="split differently"):
         merge_results([shards / "shard0", shards / "whole"], tmp_path / "merged")
-    result = CliRunner().invoke(app, ["merge", str(shards / "shard0"), str(shards / "shard0"),
-                                      "--out", str(tmp_path / "cli")])
+    result = CliRunner().invoke(
+        app, ["merge", str(shards / "shard0"), str(shards / "shard0"), "--out", str(tmp_path / "cli")]
+    )
     assert result.exit_code == 2 and "overlap" in result.output
 
 
@@ -64,9 +72,31 @@ def test_shards_of_another_model_are_refused(shards, tiny_model, tmp_path):
     network = ov.Core().read_model(tiny_model / "model.xml")
     network.set_rt_info("f" * 64, ["model_info", "weights_sha256"])
     ov.save_model(network, tmp_path / "other.xml", compress_to_fp16=False)
-    classify_plate(shards / "plate", Classifier(tmp_path / "other.xml"), tmp_path / "other1", shard=(1, 3),
-                   embeddings=True)
+    classify_plate(
+        shards / "plate", Classifier(tmp_path / "other.xml"), tmp_path / "other1", shard=(1, 3), embeddings=True
+    )
     with pytest.raises(MergeError, match="other1: model weights_sha256 'f+', but .*shard0 has"):
         merge_results([shards / "shard0", tmp_path / "other1", shards / "shard2"], tmp_path / "merged")
-    with pytest.raises(MergeError, match="run.json: not a classify results folder"):
+    with pytest.raises(MergeError, match="summary.json: missing.*not a classify results folder to merge"):
         merge_results([shards / "shard0", tmp_path], tmp_path / "merged")
+
+
+def test_a_merge_writes_each_file_once_and_its_report_is_rebuilt_from_the_folder(shards, tmp_path, monkeypatch):
+    replaced = renamed_into_place(monkeypatch, tmp_path / "merged")
+    merge_results([shards / f"shard{i}" for i in range(3)], tmp_path / "merged")
+    assert sorted(replaced) == sorted(
+        [
+            "fields.csv",
+            "fields.parquet",
+            "wells.csv",
+            "failures.csv",
+            "embeddings.parquet",
+            "plate_map.png",
+            "report.html",
+            "summary.json",
+        ]
+    )
+    assert replaced[-1] == "summary.json"
+    written = (tmp_path / "merged" / "report.html").read_text()
+    write_report(read_results(tmp_path / "merged"))
+    assert (tmp_path / "merged" / "report.html").read_text() == written and "merged 3 of 3" in written

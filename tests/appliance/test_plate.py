@@ -20,7 +20,14 @@ def test_complete_plate_sorted_in_channel_order(tmp_path):
     (plate / "B02_s1_w3BEDC2073-A983-4B98-95E9-84466707A25D.tif").write_bytes(b"other stain")
     fields, failures = discover_fields(plate)
     assert failures == []
-    assert [(f.well, f.site) for f in fields] == [("B02", 1), ("B02", 2), ("B10", 1), ("B10", 2), ("C02", 1), ("C02", 2)]
+    assert [(f.well, f.site) for f in fields] == [
+        ("B02", 1),
+        ("B02", 2),
+        ("B10", 1),
+        ("B10", 2),
+        ("C02", 1),
+        ("C02", 2),
+    ]
     first = fields[0]
     assert (first.plate, first.row, first.column) == ("Week1_22123", "B", 2)
     assert first.paths == tuple(written[("B02", 1)][c] for c in ("DAPI", "Tubulin", "Actin"))
@@ -89,9 +96,16 @@ def write_ome(path: Path, names: list[str], planes=None, **kwargs) -> Path:
 def test_bbbc021_compound_and_concentration_from_the_image_csv_two_folders_up(tmp_path):
     plate = tmp_path / "Week1" / "Week1_22123"
     written = write_plate(plate, wells=("B02", "B03"), sites=(1,))
-    write_csv(tmp_path / "BBBC021_v1_image.csv", [
-        {"Image_FileName_DAPI": written[("B02", 1)]["DAPI"].name, "Image_Metadata_Compound": "taxol",
-         "Image_Metadata_Concentration": "0.300000"}])
+    write_csv(
+        tmp_path / "BBBC021_v1_image.csv",
+        [
+            {
+                "Image_FileName_DAPI": written[("B02", 1)]["DAPI"].name,
+                "Image_Metadata_Compound": "taxol",
+                "Image_Metadata_Concentration": "0.300000",
+            }
+        ],
+    )
     fields, failures = discover_fields(plate, layout="bbbc021")
     assert failures == []
     assert [(f.well, f.compound, f.concentration) for f in fields] == [("B02", "taxol", 0.3), ("B03", None, None)]
@@ -99,8 +113,15 @@ def test_bbbc021_compound_and_concentration_from_the_image_csv_two_folders_up(tm
 
 def test_metaxpress_in_timepoint_1_default_w1_w2_w3_and_optional_site(tmp_path):
     plate = tmp_path / "Plate_7"
-    for name in (f"Plate_7_B02_s1_w1{UUID}.tif", "Plate_7_B02_s1_w2.TIF", "Plate_7_B02_s1_w3.tif",
-                 "Plate_7_C03_w1.tif", "Plate_7_C03_w2.tif", "Plate_7_C03_w3.tif", "Plate_7_C03_w4.tif"):
+    for name in (
+        f"Plate_7_B02_s1_w1{UUID}.tif",
+        "Plate_7_B02_s1_w2.TIF",
+        "Plate_7_B02_s1_w3.tif",
+        "Plate_7_C03_w1.tif",
+        "Plate_7_C03_w2.tif",
+        "Plate_7_C03_w3.tif",
+        "Plate_7_C03_w4.tif",
+    ):
         (plate / "TimePoint_1").mkdir(parents=True, exist_ok=True)
         tifffile.imwrite(plate / "TimePoint_1" / name, blank())
     (plate / "TimePoint_1" / "Plate_7_B02_s1_w1_thumb.tif").write_bytes(b"thumbnail")
@@ -132,8 +153,10 @@ def test_a_channel_map_that_fits_no_file_is_a_plate_error_with_a_hint(tmp_path):
     assert len(fields) == 1 and failures == []
 
 
-@pytest.mark.parametrize("text, message", [
-    ("DAPI=w1,Tubulin", "CHANNEL=VALUE"), ("Nucleus=w1", "CHANNEL=VALUE"), ("DAPI=w1,dapi=w2", "DAPI is given twice")])
+@pytest.mark.parametrize(
+    "text, message",
+    [("DAPI=w1,Tubulin", "CHANNEL=VALUE"), ("Nucleus=w1", "CHANNEL=VALUE"), ("DAPI=w1,dapi=w2", "DAPI is given twice")],
+)
 def test_bad_channels_option_is_a_plate_error(text, message):
     with pytest.raises(PlateError, match=message):
         parse_channels(text)
@@ -181,17 +204,20 @@ def test_ome_tiff_ambiguous_channels_fail_the_file_or_the_plate(tmp_path):
 
 
 def test_ome_tiff_well_and_site_from_the_ome_plate_metadata(tmp_path):
-    xml = ('<?xml version="1.0" encoding="UTF-8"?>'
-           '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
-           '<Plate ID="Plate:0"><Well ID="Well:0" Row="2" Column="10">'
-           '<WellSample ID="WellSample:0" Index="0"><ImageRef ID="Image:9"/></WellSample>'
-           '<WellSample ID="WellSample:1" Index="1"><ImageRef ID="Image:0"/></WellSample></Well></Plate>'
-           '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
-           'SizeC="3" SizeZ="1" SizeT="1"><Channel ID="Channel:0:0" Name="DAPI"/><Channel ID="Channel:0:1" '
-           'Name="Tubulin"/><Channel ID="Channel:0:2" Name="Actin"/><TiffData IFD="0" PlaneCount="3"/></Pixels>'
-           '</Image></OME>')
-    tifffile.imwrite(tmp_path / "scan0001.ome.tif", np.stack([blank()] * 3), description=xml, metadata=None,
-                     photometric="minisblack")
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Plate ID="Plate:0"><Well ID="Well:0" Row="2" Column="10">'
+        '<WellSample ID="WellSample:0" Index="0"><ImageRef ID="Image:9"/></WellSample>'
+        '<WellSample ID="WellSample:1" Index="1"><ImageRef ID="Image:0"/></WellSample></Well></Plate>'
+        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
+        'SizeC="3" SizeZ="1" SizeT="1"><Channel ID="Channel:0:0" Name="DAPI"/><Channel ID="Channel:0:1" '
+        'Name="Tubulin"/><Channel ID="Channel:0:2" Name="Actin"/><TiffData IFD="0" PlaneCount="3"/></Pixels>'
+        "</Image></OME>"
+    )
+    tifffile.imwrite(
+        tmp_path / "scan0001.ome.tif", np.stack([blank()] * 3), description=xml, metadata=None, photometric="minisblack"
+    )
     fields, failures = discover_fields(tmp_path)
     assert failures == []
     assert [(f.well, f.row, f.column, f.site) for f in fields] == [("C11", "C", 11, 2)]
@@ -201,8 +227,11 @@ def test_ome_tiff_failures_corrupt_no_position_z_stack_duplicate(tmp_path):
     write_ome(tmp_path / "B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
     (tmp_path / "B03_s1.ome.tif").write_bytes(b"not a TIFF at all")
     write_ome(tmp_path / "scan.ome.tif", ["DAPI", "Tubulin", "Actin"])
-    tifffile.imwrite(tmp_path / "B04_s1.ome.tif", np.zeros((2, 3, *SMALL), np.uint16),
-                     metadata={"axes": "ZCYX", "Channel": {"Name": ["DAPI", "Tubulin", "Actin"]}})
+    tifffile.imwrite(
+        tmp_path / "B04_s1.ome.tif",
+        np.zeros((2, 3, *SMALL), np.uint16),
+        metadata={"axes": "ZCYX", "Channel": {"Name": ["DAPI", "Tubulin", "Actin"]}},
+    )
     write_ome(tmp_path / "x_B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
     fields, failures = discover_fields(tmp_path)
     assert fields == []  # B02 s1 is given twice
@@ -226,18 +255,26 @@ def row(well="B02", site=1, dapi="images/d1.tif", tubulin="images/t1.tif", actin
 
 def test_manifest_fields_with_compound_and_concentration(tmp_path):
     plate = tmp_path / "P9"
-    write_manifest_plate(plate, [row("c3", 2, compound="", concentration=""),
-                                 row("B2", 1, actin=str((plate / "images" / "a1.tif").resolve()),
-                                     compound="taxol", concentration="0.3")])
+    write_manifest_plate(
+        plate,
+        [
+            row("c3", 2, compound="", concentration=""),
+            row("B2", 1, actin=str((plate / "images" / "a1.tif").resolve()), compound="taxol", concentration="0.3"),
+        ],
+    )
     assert detect_layout(plate) == "manifest"
     fields, failures = discover_fields(plate)
     assert failures == []
     assert [(f.plate, f.well, f.site, f.compound, f.concentration) for f in fields] == [
-        ("P9", "B02", 1, "taxol", 0.3), ("P9", "C03", 2, None, None)]
+        ("P9", "B02", 1, "taxol", 0.3),
+        ("P9", "C03", 2, None, None),
+    ]
     assert fields[0].paths == tuple((plate / "images" / n).resolve() for n in ("d1.tif", "t1.tif", "a1.tif"))
     # the manifest can also be named in place of the plate folder, with other column names
-    write_csv(plate / "other.csv", [{"well": "D4", "site": "1", "hoechst": "images/d1.tif",
-                                     "tub": "images/t1.tif", "Actin": "images/a1.tif"}])
+    write_csv(
+        plate / "other.csv",
+        [{"well": "D4", "site": "1", "hoechst": "images/d1.tif", "tub": "images/t1.tif", "Actin": "images/a1.tif"}],
+    )
     fields, failures = discover_fields(plate / "other.csv", channels="DAPI=Hoechst,Tubulin=tub")
     assert [(f.plate, f.well) for f in fields] == [("P9", "D04")]
     with pytest.raises(PlateError, match=r"no path column for DAPI \(column 'DAPI'\)"):
@@ -249,10 +286,17 @@ def test_manifest_paths_must_stay_inside_the_plate_folder(tmp_path):
     tifffile.imwrite(tmp_path / "outside.tif", blank())
     (plate / "images").mkdir(parents=True)
     os.symlink(tmp_path / "outside.tif", plate / "images" / "link.tif")
-    write_manifest_plate(plate, [row("B02", 1, dapi="../outside.tif"),
-                                 row("B02", 2, tubulin=str(tmp_path / "outside.tif")),
-                                 row("B02", 3, actin="images/link.tif"), row("B02", 4, actin="images/gone.tif"),
-                                 row("B02", 5, tubulin=""), row("B02", 6)])
+    write_manifest_plate(
+        plate,
+        [
+            row("B02", 1, dapi="../outside.tif"),
+            row("B02", 2, tubulin=str(tmp_path / "outside.tif")),
+            row("B02", 3, actin="images/link.tif"),
+            row("B02", 4, actin="images/gone.tif"),
+            row("B02", 5, tubulin=""),
+            row("B02", 6),
+        ],
+    )
     fields, failures = discover_fields(plate)
     assert [(f.well, f.site) for f in fields] == [("B02", 6)]
     reasons = [f.reason for f in failures]
@@ -265,26 +309,38 @@ def test_manifest_paths_must_stay_inside_the_plate_folder(tmp_path):
 
 
 def test_manifest_bad_rows_and_duplicates_are_failures(tmp_path):
-    write_manifest_plate(tmp_path, [row("B02", 1), row("B02", 1), row("nowhere", 1), row("B03", "x"),
-                                    row("B04", 1, concentration="lots")])
+    write_manifest_plate(
+        tmp_path,
+        [row("B02", 1), row("B02", 1), row("nowhere", 1), row("B03", "x"), row("B04", 1, concentration="lots")],
+    )
     fields, failures = discover_fields(tmp_path)
     assert fields == []
     assert {(f.well, f.file) for f in failures} == {
-        ("B02", "manifest.csv lines 2, 3"), ("nowhere", "manifest.csv line 4"), ("B03", "manifest.csv line 5"),
-        ("B04", "manifest.csv line 6")}
+        ("B02", "manifest.csv lines 2, 3"),
+        ("nowhere", "manifest.csv line 4"),
+        ("B03", "manifest.csv line 5"),
+        ("B04", "manifest.csv line 6"),
+    }
     assert all(f.reason.startswith("bad row") for f in failures if f.well != "B02")
 
 
 def test_platemap_fills_compound_and_concentration(tmp_path):
     plate = tmp_path / "Week1_22123"
     write_plate(plate, wells=("B02", "B03", "C02"), sites=(1,))
-    platemap = write_csv(tmp_path / "map.csv", [
-        {"plate": "", "well": "B2", "compound": "taxol", "concentration": "0.3"},
-        {"plate": "Week1_22123", "well": "C02", "compound": "DMSO", "concentration": "0"},
-        {"plate": "another", "well": "B03", "compound": "nocodazole", "concentration": "1"}])
+    platemap = write_csv(
+        tmp_path / "map.csv",
+        [
+            {"plate": "", "well": "B2", "compound": "taxol", "concentration": "0.3"},
+            {"plate": "Week1_22123", "well": "C02", "compound": "DMSO", "concentration": "0"},
+            {"plate": "another", "well": "B03", "compound": "nocodazole", "concentration": "1"},
+        ],
+    )
     fields, _ = discover_fields(plate, platemap=platemap)
     assert [(f.well, f.compound, f.concentration) for f in fields] == [
-        ("B02", "taxol", 0.3), ("B03", None, None), ("C02", "DMSO", 0.0)]
+        ("B02", "taxol", 0.3),
+        ("B03", None, None),
+        ("C02", "DMSO", 0.0),
+    ]
     write_csv(platemap, [{"well": "B02", "compound": "taxol", "concentration": "high"}])
     with pytest.raises(PlateError, match=r"map.csv, line 2: could not convert"):
         discover_fields(plate, platemap=platemap)
@@ -300,7 +356,10 @@ def test_plate_folders_expands_a_folder_of_plates(tmp_path):
     single = tmp_path / "single"
     write_plate(single, wells=("B02",), sites=(1,))
     assert plate_folders([tmp_path / "plates", single, single]) == [
-        tmp_path / "plates" / "P1", tmp_path / "plates" / "P2", single]
+        tmp_path / "plates" / "P1",
+        tmp_path / "plates" / "P2",
+        single,
+    ]
     assert plate_folders([tmp_path / "plates" / "P1" / "manifest.csv"]) == [tmp_path / "plates" / "P1" / "manifest.csv"]
     with pytest.raises(PlateError, match="neither a plate folder"):
         plate_folders([tmp_path / "plates" / "empty"])
@@ -317,13 +376,19 @@ def test_ome_tiff_of_a_multi_file_dataset_keeps_the_image_stored_in_the_file(tmp
     """Each file of a multi-file OME dataset may carry the XML of all images; UUID FileName says whose pixels."""
     images = "".join(
         f'<Image ID="Image:{i}"><Pixels ID="Pixels:{i}" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
-        f'SizeC="{c}" SizeZ="1" SizeT="1">' + "".join(f'<Channel ID="Channel:{i}:{k}" Name="{n}"/>'
-                                                     for k, n in enumerate(names[:c]))
+        f'SizeC="{c}" SizeZ="1" SizeT="1">'
+        + "".join(f'<Channel ID="Channel:{i}:{k}" Name="{n}"/>' for k, n in enumerate(names[:c]))
         + f'<TiffData IFD="0" PlaneCount="{c}"><UUID FileName="{file}">urn:uuid:{i}</UUID></TiffData></Pixels></Image>'
-        for i, (file, c, names) in enumerate([("B02_s1.ome.tif", 4, ["x", "Actin", "Tubulin", "DAPI"]),
-                                              ("B02_s2.ome.tif", 3, ["DAPI", "Tubulin", "Actin"])]))
+        for i, (file, c, names) in enumerate(
+            [
+                ("B02_s1.ome.tif", 4, ["x", "Actin", "Tubulin", "DAPI"]),
+                ("B02_s2.ome.tif", 3, ["DAPI", "Tubulin", "Actin"]),
+            ]
+        )
+    )
     xml = f'<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">{images}</OME>'
-    tifffile.imwrite(tmp_path / "B02_s1.ome.tif", np.stack([blank()] * 4), description=xml, metadata=None,
-                     photometric="minisblack")
+    tifffile.imwrite(
+        tmp_path / "B02_s1.ome.tif", np.stack([blank()] * 4), description=xml, metadata=None, photometric="minisblack"
+    )
     fields, failures = discover_fields(tmp_path)
     assert failures == [] and fields[0].planes == (3, 2, 1)

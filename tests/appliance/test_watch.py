@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from appliance.classify import classify_plate
 from appliance.cli import app
 from appliance.inference import Classifier
-from appliance.watch import LEDGER, WatchError, WatchOptions, Watcher, snapshot, watch
+from appliance.watch import LEDGER, Watcher, WatchError, WatchOptions, snapshot, watch
 from tests.conftest import write_plate
 
 FAST = WatchOptions(quiet=1.0, poll=0.1, attempts=3, retry_delay=5.0)
@@ -61,7 +62,7 @@ def slow_copy(source: Path, target: Path, pause: float = 0.08, chunks: int = 3) 
         with open(target / path.name, "wb") as f:
             for start in range(0, len(data), step):
                 time.sleep(pause)
-                f.write(data[start:start + step])
+                f.write(data[start : start + step])
                 f.flush()
 
 
@@ -77,8 +78,11 @@ def test_a_slowly_written_plate_is_classified_once_after_the_writer_finishes(tmp
         finished["at"] = time.monotonic()
 
     stop = threading.Event()
-    watcher = threading.Thread(target=watch, args=(inbox, out, classifier, FAST),
-                               kwargs={"stop": stop, "log": lambda line: None, "classify": counting})
+    watcher = threading.Thread(
+        target=watch,
+        args=(inbox, out, classifier, FAST),
+        kwargs={"stop": stop, "log": lambda line: None, "classify": counting},
+    )
     watcher.start()
     try:
         copier = threading.Thread(target=writer)
@@ -108,8 +112,9 @@ def test_the_quiet_period_restarts_with_every_change(tmp_path, classifier, calls
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     written = write_plate(inbox / "P1", wells=("B02",), sites=(1,))
     seen, counting = calls
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=10, marker="DONE"), log=lambda line: None,
-                 classify=counting) as watcher:
+    with Watcher(
+        inbox, out, classifier, WatchOptions(quiet=10, marker="DONE"), log=lambda line: None, classify=counting
+    ) as watcher:
         assert watcher.poll(0) == [] and watcher.poll(9) == []
         with open(written[("B02", 1)]["DAPI"], "ab") as f:  # the imager appends to a file
             f.write(b"\0")
@@ -123,8 +128,9 @@ def test_a_marker_file_completes_a_plate_and_quiet_zero_waits_for_it(tmp_path, c
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     write_plate(inbox / "P1", wells=("B02",), sites=(1,))
     seen, counting = calls
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=0, marker="plate.done"), log=lambda line: None,
-                 classify=counting) as watcher:
+    with Watcher(
+        inbox, out, classifier, WatchOptions(quiet=0, marker="plate.done"), log=lambda line: None, classify=counting
+    ) as watcher:
         assert [watcher.poll(t) for t in (0, 100, 10_000)] == [[], [], []]  # no marker, no quiet rule: wait
         (inbox / "P1" / "plate.done").write_text("")
         assert watcher.poll(10_001) == []  # the marker is new: one more poll to see nothing still changes
@@ -146,7 +152,9 @@ def test_a_restarted_watcher_never_classifies_a_plate_again(tmp_path, classifier
         assert second.poll(0) == [] and second.poll(2) == ["P2"]
     assert [name for name, _, _ in seen] == ["P1", "P2"]
     assert {name: (e["status"], e["attempts"]) for name, e in ledger(out).items()} == {
-        "P1": ("done", 1), "P2": ("done", 1)}
+        "P1": ("done", 1),
+        "P2": ("done", 1),
+    }
 
 
 def test_files_arriving_after_a_plate_was_classified_are_reported_once(tmp_path, classifier, calls):
@@ -181,8 +189,9 @@ def test_a_failing_plate_is_reported_and_tried_a_bounded_number_of_times(tmp_pat
     write_plate(inbox / "Good", wells=("B02",), sites=(1,))
     seen, counting = calls
     lines = []
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1, attempts=3, retry_delay=10), log=lines.append,
-                 classify=counting) as watcher:
+    with Watcher(
+        inbox, out, classifier, WatchOptions(quiet=1, attempts=3, retry_delay=10), log=lines.append, classify=counting
+    ) as watcher:
         for t in range(0, 100, 2):
             watcher.poll(t)
     assert [name for name, _, _ in seen].count("Broken") == 3
@@ -205,8 +214,15 @@ def test_stop_finishes_the_current_batch_and_the_plate_is_done_after_a_restart(t
     def stopping_after_first_batch(*args, **kwargs):
         return classify_plate(*args, progress=lambda *done_total_rate: stop.set(), **kwargs)
 
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), stop=stop, log=lambda line: None,
-                 classify=stopping_after_first_batch) as watcher:
+    with Watcher(
+        inbox,
+        out,
+        classifier,
+        WatchOptions(quiet=1),
+        stop=stop,
+        log=lambda line: None,
+        classify=stopping_after_first_batch,
+    ) as watcher:
         assert watcher.poll(0) == [] and watcher.poll(2) == []
     assert (ledger(out)["P1"]["status"], ledger(out)["P1"]["attempts"]) == ("interrupted", 0)
     assert 1 <= len(rows(out / "P1" / "fields.csv")) < 24  # the fields in flight were finished and written
@@ -237,10 +253,22 @@ def test_sigterm_finishes_the_current_field_and_exits_cleanly(tmp_path, tiny_mod
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     # 24 fields at 0.5 s each: SIGTERM lands while more fields wait than can be in flight.
     write_plate(inbox / "P1", wells=("B02", "B03", "C02", "C03", "D02", "D03"), sites=(1, 2, 3, 4))
-    command = [sys.executable, "-c", SLOW_MODEL_WATCH, "watch", str(inbox), "--model", str(tiny_model),
-               "--out", str(out), "--quiet", "0.5", "--poll", "0.1"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
-                               cwd=Path(__file__).resolve().parents[2])
+    command = [
+        sys.executable,
+        "-c",
+        SLOW_MODEL_WATCH,
+        "watch",
+        str(inbox),
+        "--model",
+        str(tiny_model),
+        "--out",
+        str(out),
+        "--quiet",
+        "0.5",
+        "--poll",
+        "0.1",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not ledger(out).get("P1"):
@@ -261,16 +289,22 @@ def test_sigterm_finishes_the_current_field_and_exits_cleanly(tmp_path, tiny_mod
 def test_watch_cli_refuses_what_it_cannot_watch(tmp_path, tiny_model):
     runner = CliRunner()
     result = runner.invoke(app, ["watch", "--help"])
-    assert result.exit_code == 0 and "--quiet" in result.stdout and "--marker" in result.stdout
-    result = runner.invoke(app, ["watch", str(tmp_path / "missing"), "--model", str(tiny_model),
-                                 "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "Usage" in result.stdout
+    options = {name for param in typer.main.get_command(app).commands["watch"].params for name in param.opts}
+    assert {"--quiet", "--marker", "--poll", "--attempts"} <= options  # help shortens them in a narrow terminal
+    result = runner.invoke(
+        app, ["watch", str(tmp_path / "missing"), "--model", str(tiny_model), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2 and "the inbox is not a folder" in result.output
     (tmp_path / "inbox").mkdir()
-    result = runner.invoke(app, ["watch", str(tmp_path / "inbox"), "--model", str(tiny_model),
-                                 "--out", str(tmp_path / "inbox" / "results")])
+    result = runner.invoke(
+        app,
+        ["watch", str(tmp_path / "inbox"), "--model", str(tiny_model), "--out", str(tmp_path / "inbox" / "results")],
+    )
     assert result.exit_code == 2 and "must not be inside the inbox" in result.output
-    result = runner.invoke(app, ["watch", str(tmp_path / "inbox"), "--model", str(tmp_path),
-                                 "--out", str(tmp_path / "out")])
+    result = runner.invoke(
+        app, ["watch", str(tmp_path / "inbox"), "--model", str(tmp_path), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 2 and "model.xml" in result.output
 
 

@@ -138,8 +138,9 @@ class DockerIgnore:
         for i in range(1, len(parts) + 1):
             prefix = "/".join(parts[:i])
             for pattern in self.patterns:
-                if fnmatch.fnmatch(prefix, pattern) or (pattern.startswith("**/")
-                                                        and fnmatch.fnmatch(parts[i - 1], pattern[3:])):
+                if fnmatch.fnmatch(prefix, pattern) or (
+                    pattern.startswith("**/") and fnmatch.fnmatch(parts[i - 1], pattern[3:])
+                ):
                     return True
         return False
 
@@ -154,8 +155,10 @@ def pip_command(words: list[str], python: Path, replay: Replay, number: int) -> 
         if word == "--no-cache-dir":
             pass
         elif word in ("--index-url", "-i") and rest[i + 1].rstrip("/") == PYTORCH_CPU_INDEX:
-            replay.skipped.append(f"line {number}: --index-url {PYTORCH_CPU_INDEX} (the CPU wheel comes from "
-                                  "this machine's pip configuration)")
+            replay.skipped.append(
+                f"line {number}: --index-url {PYTORCH_CPU_INDEX} (the CPU wheel comes from "
+                "this machine's pip configuration)"
+            )
             i += 1
         else:
             out.append(word)
@@ -170,10 +173,13 @@ def run_step(words: list[str], replay: Replay, number: int, log) -> None:
         return
     command = pip_command(words, replay.python, replay, number)
     log(f"line {number}: {shlex.join(words)}")
-    result = subprocess.run(command, cwd=replay.workdir, env=replay.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    result = subprocess.run(
+        command, cwd=replay.workdir, env=replay.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     if result.returncode:
-        raise ReplayError(f"line {number}: `{shlex.join(words)}` failed ({result.returncode}):\n{result.stdout[-4000:]}")
+        raise ReplayError(
+            f"line {number}: `{shlex.join(words)}` failed ({result.returncode}):\n{result.stdout[-4000:]}"
+        )
     replay.ran.append(f"line {number}: {shlex.join(words)}")
 
 
@@ -198,8 +204,14 @@ def copy(args: str, replay: Replay, context: Path, ignore: DockerIgnore, number:
             raise ReplayError(f"line {number}: COPY {source}: not in the build context (or .dockerignore'd)")
         where = target / path.name if into_folder else target
         if path.is_dir():
-            shutil.copytree(path, where, dirs_exist_ok=True, ignore=lambda folder, names: [
-                n for n in names if ignore.ignored((Path(folder) / n).relative_to(context).as_posix())])
+            shutil.copytree(
+                path,
+                where,
+                dirs_exist_ok=True,
+                ignore=lambda folder, names: [
+                    n for n in names if ignore.ignored((Path(folder) / n).relative_to(context).as_posix())
+                ],
+            )
         else:
             where.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, where)
@@ -207,7 +219,7 @@ def copy(args: str, replay: Replay, context: Path, ignore: DockerIgnore, number:
 
 def set_env(args: str, replay: Replay, number: int) -> None:
     words = shlex.split(args)
-    pairs = ([w.partition("=")[::2] for w in words] if "=" in words[0] else [(words[0], " ".join(words[1:]))])
+    pairs = [w.partition("=")[::2] for w in words] if "=" in words[0] else [(words[0], " ".join(words[1:]))]
     for key, value in pairs:
         if key == "PATH":
             raise ReplayError(f"line {number}: ENV PATH is not replayed (container paths)")
@@ -215,8 +227,9 @@ def set_env(args: str, replay: Replay, number: int) -> None:
             replay.env[key] = expand(value, replay.env)
 
 
-def replay(target: str, root: Path, dockerfile: Path = REPO / "Dockerfile", context: Path | None = None,
-           log=print) -> Replay:
+def replay(
+    target: str, root: Path, dockerfile: Path = REPO / "Dockerfile", context: Path | None = None, log=print
+) -> Replay:
     """Carry out the target's steps under root (which must not exist yet); root/venv is the image's Python."""
     context = Path(context or dockerfile.parent)
     root = Path(root)
@@ -224,8 +237,9 @@ def replay(target: str, root: Path, dockerfile: Path = REPO / "Dockerfile", cont
     chain = stage_chain(parse(dockerfile.read_text()), target)
     ignore = DockerIgnore(context / ".dockerignore")
     subprocess.run([sys.executable, "-m", "venv", str(root / "venv")], check=True)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *NOT_FOR_THE_REPLAY)}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", *NOT_FOR_THE_REPLAY)
+    }
     env["PATH"] = f"{root / 'venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     result = Replay(root, root / "venv" / "bin" / "python", env, root)
     log(f"replaying {dockerfile} --target {target} (stages {' -> '.join(s.name or s.base for s in chain)}) in {root}")

@@ -19,7 +19,6 @@ import typer
 import yaml
 
 from appliance.cli import app
-
 from tests.conftest import write_plate
 from tests.docker.replay_dockerfile import REPO, DockerIgnore, ReplayError, parse, replay, stage_chain
 
@@ -31,21 +30,24 @@ def hadolint() -> Path:
 
 
 def test_hadolint_finds_nothing_in_the_dockerfile():
-    result = subprocess.run([str(hadolint()), "--failure-threshold", "info", str(REPO / "Dockerfile")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(hadolint()), "--failure-threshold", "info", str(REPO / "Dockerfile")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_parser_joins_continuations_expands_args_and_follows_stages():
-    stages = parse("ARG IMAGE=python:3.11-slim\n"
-                   "FROM ${IMAGE} AS base\n"
-                   "ENV A=1 \\\n"
-                   "    # a comment inside the instruction\n"
-                   "    B=2\n"
-                   "FROM base AS one\n"
-                   "RUN pip install x \\\n"
-                   " && pip check\n"
-                   "FROM base AS two\n")
+    stages = parse(
+        "ARG IMAGE=python:3.11-slim\n"
+        "FROM ${IMAGE} AS base\n"
+        "ENV A=1 \\\n"
+        "    # a comment inside the instruction\n"
+        "    B=2\n"
+        "FROM base AS one\n"
+        "RUN pip install x \\\n"
+        " && pip check\n"
+        "FROM base AS two\n"
+    )
     assert [(s.name, s.base) for s in stages] == [("base", "python:3.11-slim"), ("one", "base"), ("two", "base")]
     assert [(i.keyword, i.args, i.line) for i in stages[0].instructions] == [("ENV", "A=1 B=2", 3)]
     assert stages[1].instructions[0].args == "pip install x && pip check"
@@ -79,11 +81,24 @@ def image_root(tmp_path):
 
 def test_the_build_context_is_the_packages_and_the_pins():
     ignore = DockerIgnore(REPO / ".dockerignore")
-    for kept in ("pyproject.toml", "README.md", "docker/requirements-trainer.txt", "appliance/watch.py",
-                 "training/model.py", "export/exporter.py", "appliance/data"):
+    for kept in (
+        "pyproject.toml",
+        "README.md",
+        "docker/requirements-trainer.txt",
+        "appliance/watch.py",
+        "training/model.py",
+        "export/exporter.py",
+        "appliance/data",
+    ):
         assert not ignore.ignored(kept), kept
-    for left_out in (".git/HEAD", ".venv/bin/python", "tests/conftest.py", "appliance/__pycache__/cli.cpython-311.pyc",
-                     "demo/run/weights.safetensors", "mcnn_appliance.egg-info/PKG-INFO"):
+    for left_out in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "tests/conftest.py",
+        "appliance/__pycache__/cli.cpython-311.pyc",
+        "demo/run/weights.safetensors",
+        "mcnn_appliance.egg-info/PKG-INFO",
+    ):
         assert ignore.ignored(left_out), left_out
 
 
@@ -133,9 +148,11 @@ def test_trainer_image_trains_and_exports(tmp_path, image_root):
     assert torch.stdout.strip() == "2.13.0+cpu", torch.stderr
 
     data, run_dir = tmp_path / "data", tmp_path / "run"
-    steps = [("synth", data, "--plates", 1, "--fields-per-class", 2, "--size", "128x128"),
-             ("train", data, "--out", run_dir, "--epochs", 1, "--batch-size", 4, "--size", "128x128", "--workers", 0),
-             ("export", run_dir)]
+    steps = [
+        ("synth", data, "--plates", 1, "--fields-per-class", 2, "--size", "128x128"),
+        ("train", data, "--out", run_dir, "--epochs", 1, "--batch-size", 4, "--size", "128x128", "--workers", 0),
+        ("export", run_dir),
+    ]
     for step in steps:
         result = run(image, *step, cwd=tmp_path)
         assert result.returncode == 0, f"{step[0]}: {result.stderr[-3000:]}"

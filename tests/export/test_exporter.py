@@ -25,8 +25,11 @@ def test_onnx_carries_the_card_and_is_self_contained(tiny_run, tiny_export):
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in proto.graph.input] == ["fields"]
     assert [o.name for o in proto.graph.output] == ["probabilities", "embedding"]
-    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith("model")) == \
-        ["model.bin", "model.onnx", "model.xml"]  # no external data file
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith("model")) == [
+        "model.bin",
+        "model.onnx",
+        "model.xml",
+    ]  # no external data file
 
 
 def test_ir_card_round_trips_and_takes_uint16(tiny_run, tiny_model):
@@ -49,8 +52,9 @@ def test_parity_figures(tiny_export, tiny_model):
 def test_dynamic_batch(tiny_run, tiny_model, batch):
     model, _ = load_run(tiny_run)
     raw = np.random.default_rng(batch).integers(0, 4000, (batch, 3, 128, 128), dtype=np.uint16)
-    fields = ((raw.astype(np.float32) - np.array(MEAN, np.float32)[:, None, None])
-              / np.array(STD, np.float32)[:, None, None])
+    fields = (raw.astype(np.float32) - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[
+        :, None, None
+    ]
     with torch.no_grad():
         features = model.forward_features(torch.from_numpy(fields))
         expected = torch.softmax(model.forward_head(features), 1).numpy()
@@ -71,8 +75,10 @@ def test_missing_parity_file_is_an_error_naming_it(tiny_run, tmp_path):
     with open(run / "split.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     gone = Path(next(r for r in rows if r["split"] == "val")["path_tubulin"])
-    rows = [{**r, "path_tubulin": str(tmp_path / gone.name) if r["path_tubulin"] == str(gone) else r["path_tubulin"]}
-            for r in rows]
+    rows = [
+        {**r, "path_tubulin": str(tmp_path / gone.name) if r["path_tubulin"] == str(gone) else r["path_tubulin"]}
+        for r in rows
+    ]
     with open(run / "split.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

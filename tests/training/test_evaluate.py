@@ -12,30 +12,44 @@ from appliance.layouts.bbbc021 import IMAGE_CSV, load_fields
 from appliance.synth import write_dataset
 from export.exporter import export_run
 from tests.conftest import truncate
-from training.data import SplitError, chosen_folds
 from training.evaluate import EvaluationError, Predictions, score, write_evaluation
+from training.splits import SplitError, chosen_folds
 
 LABELS = ("Actin disruptors", "Eg5 inhibitors", "DMSO")
 SIZE = (128, 128)
 
 
 def field(compound: str, concentration: float, moa: str, site: int = 1) -> Field:
-    return Field(plate="Week1_1", well="B02", site=site, week="Week1", compound=compound,
-                 concentration=concentration, moa=moa, paths=())
+    return Field(
+        plate="Week1_1",
+        well="B02",
+        site=site,
+        week="Week1",
+        compound=compound,
+        concentration=concentration,
+        moa=moa,
+        paths=(),
+    )
 
 
 def hand_made() -> Predictions:
     """Two treatments and a DMSO field; the answers are worked out by hand below."""
-    fields = [field("cytochalasin B", 1.0, "Actin disruptors", 1),
-              field("cytochalasin B", 1.0, "Actin disruptors", 2),
-              field("cytochalasin B", 1.000000, "Actin disruptors", 3),
-              field("AZ138", 0.3, "Eg5 inhibitors"),
-              field("DMSO", 0.0, "DMSO")]
-    probabilities = np.array([[0.40, 0.60, 0.0],   # wrong (Eg5)
-                              [0.90, 0.10, 0.0],   # right
-                              [0.45, 0.55, 0.0],   # wrong: 2 of 3 fields say Eg5, the mean says Actin
-                              [0.70, 0.30, 0.0],   # wrong
-                              [0.00, 0.10, 0.9]])  # right
+    fields = [
+        field("cytochalasin B", 1.0, "Actin disruptors", 1),
+        field("cytochalasin B", 1.0, "Actin disruptors", 2),
+        field("cytochalasin B", 1.000000, "Actin disruptors", 3),
+        field("AZ138", 0.3, "Eg5 inhibitors"),
+        field("DMSO", 0.0, "DMSO"),
+    ]
+    probabilities = np.array(
+        [
+            [0.40, 0.60, 0.0],  # wrong (Eg5)
+            [0.90, 0.10, 0.0],  # right
+            [0.45, 0.55, 0.0],  # wrong: 2 of 3 fields say Eg5, the mean says Actin
+            [0.70, 0.30, 0.0],  # wrong
+            [0.00, 0.10, 0.9],
+        ]
+    )  # right
     return Predictions(LABELS, fields, probabilities)
 
 
@@ -44,7 +58,9 @@ def test_treatments_are_classified_by_their_mean_probabilities():
     assert scores.field_accuracy == pytest.approx(2 / 5)
     # cytochalasin B: mean (0.583, 0.417) -> Actin (a majority vote of fields would say Eg5); AZ138 -> Actin
     assert [(t["compound"], t["predicted"], t["fields"]) for t in scores.treatments] == [
-        ("AZ138", "Actin disruptors", 1), ("cytochalasin B", "Actin disruptors", 3)]  # DMSO: no treatment score
+        ("AZ138", "Actin disruptors", 1),
+        ("cytochalasin B", "Actin disruptors", 3),
+    ]  # DMSO: no treatment score
     assert scores.treatment_accuracy == pytest.approx(1 / 2)
     assert scores.treatment_confusion.tolist() == [[1, 0, 0], [1, 0, 0], [0, 0, 0]]
     assert scores.field_confusion.tolist() == [[1, 2, 0], [1, 0, 0], [0, 0, 1]]
@@ -78,6 +94,7 @@ def test_the_evaluation_files(tmp_path):
 
 # --- through the command line, on tiny trained runs ----------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def three_classes(tmp_path_factory):
     """Two weeks (plates), one field per class each; kept: DMSO and two classes of two compounds each,
@@ -94,7 +111,9 @@ def three_classes(tmp_path_factory):
 
 
 def test_fold_choice(three_classes):
-    load = lambda: load_fields(three_classes)
+    def load():
+        return load_fields(three_classes)
+
     assert chosen_folds(load, "stratified", None) == ([None], [])
     chosen, skipped = chosen_folds(load, "nscb", "all")
     assert [f.compound for f in chosen] == ["AZ-C", "AZ138", "cytochalasin B", "cytochalasin D"] and not skipped
@@ -109,9 +128,31 @@ def test_fold_choice(three_classes):
 def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
     run = tmp_path / "nscb"
     runner = CliRunner()
-    result = runner.invoke(app, ["train", str(three_classes), "--out", str(run), "--split", "nscb", "--fold", "all",
-                                 "--epochs", "1", "--batch-size", "2", "--size", "128x128", "--precision", "fp32",
-                                 "--workers", "0", "--target-acc", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(three_classes),
+            "--out",
+            str(run),
+            "--split",
+            "nscb",
+            "--fold",
+            "all",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--size",
+            "128x128",
+            "--precision",
+            "fp32",
+            "--workers",
+            "0",
+            "--target-acc",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     folds = sorted(p.name for p in run.glob("fold-*"))
     assert folds == ["fold-0", "fold-1", "fold-2", "fold-3"]
@@ -128,8 +169,10 @@ def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
     assert "Eg5 inhibitors" in result.stdout and "treatments" in result.stdout
     summary = json.loads((run / "evaluation" / "evaluation.json").read_text())
     assert summary["folds"] == folds and summary["fields"] == 4 and summary["treatments"] == 4
-    assert np.loadtxt(run / "evaluation" / "confusion_fields.csv", delimiter=",", skiprows=1,
-                      usecols=range(1, 4)).sum() == 4
+    assert (
+        np.loadtxt(run / "evaluation" / "confusion_fields.csv", delimiter=",", skiprows=1, usecols=range(1, 4)).sum()
+        == 4
+    )
     # Each fold scored alone agrees with the validation accuracy its training measured (fp32, same fields).
     pooled = 0.0
     for name in folds:
@@ -143,9 +186,29 @@ def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
 def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
     run = tmp_path / "nsc"
     runner = CliRunner()
-    result = runner.invoke(app, ["train", str(three_classes), "--out", str(run), "--split", "nsc", "--fold", "0",
-                                 "--epochs", "1", "--batch-size", "2", "--size", "128x128", "--precision", "fp32",
-                                 "--workers", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(three_classes),
+            "--out",
+            str(run),
+            "--split",
+            "nsc",
+            "--fold",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--size",
+            "128x128",
+            "--precision",
+            "fp32",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["evaluate", str(run), "--split", "all"])
     assert result.exit_code == 0, result.output
@@ -181,14 +244,19 @@ def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
 def test_evaluate_names_what_is_wrong(tmp_path, three_classes):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2 and "run.json" in result.output
-    result = CliRunner().invoke(app, ["train", str(three_classes), "--out", str(tmp_path / "r"), "--split", "nscb",
-                                      "--fold", "9", "--size", "128x128"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(three_classes),
+            "--out",
+            str(tmp_path / "r"),
+            "--split",
+            "nscb",
+            "--fold",
+            "9",
+            "--size",
+            "128x128",
+        ],
+    )
     assert result.exit_code == 2 and "0 to 3" in result.output
-
-
-def test_no_trainable_fold_is_an_error():
-    only_one_compound = [field("AZ138", 0.3, "Eg5 inhibitors"), field("DMSO", 0.0, "DMSO", 2)]
-    with pytest.raises(SplitError, match="no nsc fold can be trained: holding out 'AZ138'"):
-        chosen_folds(lambda: only_one_compound, "nsc", "all")
-    with pytest.raises(SplitError, match="no compound but the control"):
-        chosen_folds(lambda: only_one_compound[1:], "nscb", "0")

@@ -39,8 +39,13 @@ print(round(rss_mb() - before))
 
 
 def rss_kept_after_free(mode: str) -> tuple[str, int]:
-    out = subprocess.run([sys.executable, "-c", RSS_AFTER_FREE, mode], check=True, capture_output=True, text=True,
-                         env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_AFTER_FREE, mode],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
+    ).stdout.split("\n")
     return (out[0] if mode == "keep" else ""), int(out[-2])
 
 

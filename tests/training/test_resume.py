@@ -18,11 +18,17 @@ from typer.testing import CliRunner
 
 import training.train as train_module
 from appliance.cli import app
-from appliance.synth import write_dataset
-from training.checkpoint import (STATE_KEY, ResumeError, checkpoint_step, list_checkpoints, load_checkpoint,
-                                 read_checkpoint_state)
+from training.checkpoint import (
+    STATE_KEY,
+    ResumeError,
+    checkpoint_step,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint_state,
+)
 from training.model import MCNN, MCNNConfig
-from training.train import TrainConfig, train
+from training.recipes import TrainConfig
+from training.train import train
 
 TINY = (128, 128)  # the smallest field the M-CNN takes
 REPRODUCIBLE = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc")  # metrics but timings
@@ -30,16 +36,26 @@ QUIET = Console(quiet=True)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data")
-    write_dataset(out, plates=1, fields_per_class=2, size=TINY, seed=1)  # 13 training, 13 validation fields
-    return out
+def data(two_per_class):
+    return two_per_class  # 13 training, 13 validation fields
 
 
 def small_config(data: Path, out: Path, **options) -> TrainConfig:
     """2 epochs of 3 steps (13 fields, batches of 4), a checkpoint every 2 steps; fp32 for exact sums."""
-    return replace(TrainConfig(data=str(data), out=str(out), epochs=2, batch_size=4, size=TINY, precision="fp32",
-                               workers=0, checkpoint_every=2, target_acc=0.0), **options)
+    return replace(
+        TrainConfig(
+            data=str(data),
+            out=str(out),
+            epochs=2,
+            batch_size=4,
+            size=TINY,
+            precision="fp32",
+            workers=0,
+            checkpoint_every=2,
+            target_acc=0.0,
+        ),
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,10 +85,16 @@ def test_a_killed_run_resumes_exactly(data, uninterrupted, tmp_path, workers, ki
     """SIGKILL after a step, --resume from the checkpoint before it: the same losses and the same weights
     as the run that was never stopped (the shuffle, the skipped batches, the optimizer, the schedule). With one
     loader worker against the reference's none: the epoch's augmentation draws reach the worker process."""
+
     def run_training(cfg: TrainConfig, **env) -> subprocess.CompletedProcess:
-        # in a process of its own, as `train` runs: loader workers never start inside pytest's process
-        return subprocess.run([sys.executable, "-m", "training.train", json.dumps({"config": asdict(cfg)})],
-                              env={**os.environ, **env}, capture_output=True, text=True)
+        # in a process of its own, as a torchrun rank runs (training/launch.py's entry point, where the
+        # kill hook is installed): loader workers never start inside pytest's process
+        return subprocess.run(
+            [sys.executable, "-m", "training.launch", json.dumps({"config": asdict(cfg)})],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
 
     cfg = small_config(data, tmp_path / "run", workers=workers)
     killed = run_training(cfg, MCNN_TEST_KILL_AT=f"0:{killed_after}")
@@ -94,10 +116,12 @@ def test_a_killed_run_resumes_exactly(data, uninterrupted, tmp_path, workers, ki
     assert info["run_id"] == run_id and [r["step"] for r in info["resumes"]] == [killed_after - 1]
 
 
-@pytest.mark.parametrize("checkpoint_every, stopped_at, what", [(0, 5, "the loss is nan"),
-                                                                 (1, 4, "the weights are not finite")])
-def test_a_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(data, tmp_path, monkeypatch,
-                                                                        checkpoint_every, stopped_at, what):
+@pytest.mark.parametrize(
+    "checkpoint_every, stopped_at, what", [(0, 5, "the loss is nan"), (1, 4, "the weights are not finite")]
+)
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(
+    data, tmp_path, monkeypatch, checkpoint_every, stopped_at, what
+):
     """An infinite learning rate from the 4th step on: its update makes the weights infinite, the 5th step's
     loss NaN. Caught before a checkpoint (every step) or at the loss (only epoch ends), naming the step."""
     schedule = train_module.get_lr
@@ -115,8 +139,16 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(data, tm
 
 def cli_options(data: Path, out: Path, **changes) -> list[str]:
     """`train` options equal to small_config's, but for `changes`."""
-    options = {"epochs": 2, "batch-size": 4, "size": "128x128", "precision": "fp32", "workers": 0,
-               "checkpoint-every": 2, "target-acc": 0, **{k.replace("_", "-"): v for k, v in changes.items()}}
+    options = {
+        "epochs": 2,
+        "batch-size": 4,
+        "size": "128x128",
+        "precision": "fp32",
+        "workers": 0,
+        "checkpoint-every": 2,
+        "target-acc": 0,
+        **{k.replace("_", "-"): v for k, v in changes.items()},
+    }
     return ["train", str(data), "--out", str(out), *(a for k, v in options.items() for a in (f"--{k}", str(v)))]
 
 
@@ -138,9 +170,12 @@ def test_resume_refuses_a_run_without_checkpoints_or_with_other_options(data, un
 def test_torchrun_restarts_a_killed_rank_and_the_run_finishes(data, tmp_path):
     """Rank 1 SIGKILLed after step 2 on torchrun's first attempt: torchrun restarts both ranks (--max-restarts),
     they resume from the last checkpoint and finish as a run never stopped; every epoch and step appears once."""
+
     def launch(run: Path, **env) -> subprocess.CompletedProcess:
-        command = [str(Path(sys.executable).parent / "mcnn-appliance"),
-                   *cli_options(data, run, checkpoint_every=1, batch_size=2, nproc_per_node=2, max_restarts=1)]
+        command = [
+            str(Path(sys.executable).parent / "mcnn-appliance"),
+            *cli_options(data, run, checkpoint_every=1, batch_size=2, nproc_per_node=2, max_restarts=1),
+        ]
         return subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
 
     run, reference = tmp_path / "run", tmp_path / "reference"
@@ -163,9 +198,19 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_finishes(data, tmp_path):
 def test_ranks_of_a_torchrun_you_launch_resume_after_its_restart(data, tmp_path):
     """torchrun --max-restarts 1 --no-python mcnn-appliance train ...: the restarted ranks resume by themselves."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-               "--max-restarts", "1", "--no-python", str(Path(sys.executable).parent / "mcnn-appliance"),
-               *cli_options(data, run, checkpoint_every=1, batch_size=2)]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--max-restarts",
+        "1",
+        "--no-python",
+        str(Path(sys.executable).parent / "mcnn-appliance"),
+        *cli_options(data, run, checkpoint_every=1, batch_size=2),
+    ]
     result = subprocess.run(command, env={**os.environ, "MCNN_TEST_KILL_AT": "1:4"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [int(r["epoch"]) for r in rows(run / "metrics.csv")] == [1, 2]

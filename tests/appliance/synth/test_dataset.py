@@ -25,7 +25,7 @@ FILE_NAME = re.compile(
     r"[0-9A-F]{8}-[0-9A-F]{4}-4[0-9A-F]{3}-[89AB][0-9A-F]{3}-[0-9A-F]{12}\.tif$"
 )
 ROW = re.compile(
-    r'^(?P<table>\d),(?P<image>\d+),'
+    r"^(?P<table>\d),(?P<image>\d+),"
     r'"(?P<f1>[^"]+)","(?P<p1>Week\d+/Week\d+_\d{5})","(?P<f2>[^"]+)","(?P=p1)","(?P<f4>[^"]+)","(?P=p1)",'
     r'"(?P<plate>Week\d+_\d{5})","(?P<well>[A-H]\d\d)",(?P<rep>[123]),"(?P<compound>[^"]+)",(?P<conc>\d+\.\d{6})$'
 )

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from appliance import synth
-from appliance.layouts import bbbc021 as metadata
 from appliance.imageio import read_field
+from appliance.layouts import bbbc021 as metadata
 from appliance.synth.phenotypes import DMSO
 
 
@@ -48,8 +48,15 @@ def features(image: np.ndarray) -> np.ndarray:
         cover.append(foreground.mean() + 1e-4)
         h, w = signal.shape
         blocks = signal[: h // 32 * 32, : w // 32 * 32].reshape(h // 32, 32, w // 32, 32).mean(axis=(1, 3))
-        out += [signal.mean(), signal.std(), np.percentile(signal, 99), np.percentile(signal, 99.9),
-                cover[-1], signal[foreground].mean() if foreground.any() else 0.0, blocks.std()]
+        out += [
+            signal.mean(),
+            signal.std(),
+            np.percentile(signal, 99),
+            np.percentile(signal, 99.9),
+            cover[-1],
+            signal[foreground].mean() if foreground.any() else 0.0,
+            blocks.std(),
+        ]
     feats = np.log(np.maximum(np.array(out), 0) + 1)
     return np.concatenate([feats, np.log([cover[0] / cover[1], cover[2] / cover[1]])])
 

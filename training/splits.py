@@ -1,4 +1,4 @@
-"""Fields as training examples: split, read, normalise, augment without changing geometry.
+"""Which fields a run trains on and which it holds out: pure functions of the fields (no torch).
 
 Three splits (`TrainConfig.split`), as in the BBBC021 literature:
 
@@ -16,20 +16,15 @@ three kinase inhibitors, each class imaged in one week, and taxol, imaged in eve
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, DistributedSampler
 
 from appliance.fieldsets import SPLIT_COLUMNS  # the one definition: export and benchmark read what this writes
-from appliance.imageio import read_field
 from appliance.layouts.base import Field
-from appliance.normalization import Normalization
-
+from training.tables import write_csv
 
 
 def stratified_split(fields: list[Field], val_fraction: float, seed: int) -> tuple[list[Field], list[Field]]:
@@ -85,8 +80,10 @@ def compound_split(fields: list[Field], compound: str, exclude_batch: bool) -> t
     missing = sorted({f.moa for f in val} - {f.moa for f in train})
     if missing:
         where = f" outside week(s) {', '.join(sorted(weeks))}" if weeks else ""
-        raise SplitError(f"holding out {compound!r} leaves no training field of its class {', '.join(missing)}"
-                         f"{where}: no other compound of that class is imaged there")
+        raise SplitError(
+            f"holding out {compound!r} leaves no training field of its class {', '.join(missing)}"
+            f"{where}: no other compound of that class is imaged there"
+        )
     return train, val
 
 
@@ -107,8 +104,9 @@ def folds(fields: list[Field], split: str) -> list[Fold]:
     return out
 
 
-def select_split(fields: list[Field], split: str = "stratified", fold: int | None = None,
-                 val_fraction: float = 0.2, seed: int = 0) -> tuple[list[Field], list[Field]]:
+def select_split(
+    fields: list[Field], split: str = "stratified", fold: int | None = None, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[Field], list[Field]]:
     """(train, val) of the split a run's config names; the one call the training loop makes."""
     if split == "stratified":
         return stratified_split(fields, val_fraction, seed)
@@ -118,8 +116,10 @@ def select_split(fields: list[Field], split: str = "stratified", fold: int | Non
     if not compounds:
         raise SplitError(f"the {split} split needs a compound besides the control ({CONTROL}) to hold out")
     if fold is None or not 0 <= fold < len(compounds):
-        raise SplitError(f"the {split} split needs a fold from 0 to {len(compounds) - 1} "
-                         f"(one per compound, DMSO excluded), got {fold}")
+        raise SplitError(
+            f"the {split} split needs a fold from 0 to {len(compounds) - 1} "
+            f"(one per compound, DMSO excluded), got {fold}"
+        )
     return compound_split(fields, compounds[fold], exclude_batch=split == "nscb")
 
 
@@ -137,15 +137,18 @@ def chosen_folds(load, split: str, fold: str | None) -> tuple[list[Fold | None],
         return [None], []
     all_folds = folds(load(), split)
     if not any(f.problem is None for f in all_folds):
-        raise SplitError(f"no {split} fold can be trained: " + ("; ".join(f.problem for f in all_folds)
-                                                                 or "no compound but the control"))
+        raise SplitError(
+            f"no {split} fold can be trained: "
+            + ("; ".join(f.problem for f in all_folds) or "no compound but the control")
+        )
     if fold == "all":
         return [f for f in all_folds if not f.problem], [f for f in all_folds if f.problem]
     try:
         index = int(fold)
     except (TypeError, ValueError):
-        raise SplitError(f"--split {split} needs --fold K (0 to {len(all_folds) - 1}) or --fold all, "
-                         f"not {fold}") from None
+        raise SplitError(
+            f"--split {split} needs --fold K (0 to {len(all_folds) - 1}) or --fold all, not {fold}"
+        ) from None
     if not 0 <= index < len(all_folds):
         raise SplitError(f"--fold {index}: the {split} folds are 0 to {len(all_folds) - 1}")
     if all_folds[index].problem:
@@ -154,13 +157,16 @@ def chosen_folds(load, split: str, fold: str | None) -> tuple[list[Fold | None],
 
 
 def write_split(path: Path, train: list[Field], val: list[Field]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(SPLIT_COLUMNS)
-        for name, part in (("train", train), ("val", val)):
-            for fld in part:
-                # absolute paths: export and benchmark read these fields from any working directory
-                writer.writerow([fld.plate, fld.well, fld.site, fld.moa, name, *(str(p.resolve()) for p in fld.paths)])
+    # absolute paths: export and benchmark read these fields from any working directory
+    write_csv(
+        path,
+        SPLIT_COLUMNS,
+        (
+            [f.plate, f.well, f.site, f.moa, name, *(str(p.resolve()) for p in f.paths)]
+            for name, part in (("train", train), ("val", val))
+            for f in part
+        ),
+    )
 
 
 def spread_sample(fields: list[Field], n: int) -> list[Field]:
@@ -168,53 +174,3 @@ def spread_sample(fields: list[Field], n: int) -> list[Field]:
     if len(fields) <= n:
         return list(fields)
     return [fields[i] for i in np.linspace(0, len(fields) - 1, n).round().astype(int)]
-
-
-class FieldDataset(Dataset):
-    """(normalised field, class index).
-
-    With augment: random flips (and so 180-degree turns) and a random gain per stain, as the
-    imager's weeks differ; never a crop, a resize or anything else that changes geometry.
-    """
-
-    def __init__(self, fields: list[Field], labels: list[str], size: tuple[int, int],
-                 normalization: Normalization, augment: bool = False, gain_jitter: float = 0.0, seed: int = 0):
-        self.fields, self.size, self.norm, self.augment = fields, size, normalization, augment
-        self.gain_jitter = gain_jitter  # e.g. 0.15: each stain's gain drawn from exp(+-0.15)
-        self.index = {name: i for i, name in enumerate(labels)}
-        self.seed, self.epoch = seed, 0
-
-    def __len__(self) -> int:
-        return len(self.fields)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
-        # key: an index, or (epoch, index) as EpochSampler yields them: a loader's worker processes hold
-        # their own copy of the dataset, so setting `epoch` here would not reach them.
-        epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
-        field = self.fields[i]
-        raw = read_field(field.paths, self.size)
-        if not self.augment:
-            return torch.from_numpy(self.norm.apply(raw)), self.index[field.moa]
-        rng = np.random.default_rng((self.seed, epoch, i))  # the same draws whatever the process or resume
-        gain = np.exp(rng.uniform(-self.gain_jitter, self.gain_jitter, len(raw))).astype(np.float32)
-        x = self.norm.apply(raw * gain[:, None, None])
-        if rng.random() < 0.5:
-            x = x[:, :, ::-1]
-        if rng.random() < 0.5:
-            x = x[:, ::-1, :]
-        return torch.from_numpy(np.ascontiguousarray(x)), self.index[field.moa]
-
-
-class EpochSampler(DistributedSampler):
-    """This rank's share of every epoch's shuffle, a pure function of (seed, epoch), as (epoch, index)
-    keys; a resumed run reads the same order, starting `skip` fields in (those already trained)."""
-
-    def __init__(self, dataset: Dataset, ranks: int, rank: int, seed: int):
-        super().__init__(dataset, num_replicas=ranks, rank=rank, shuffle=True, seed=seed)
-        self.skip = 0
-
-    def __iter__(self):
-        return iter([(self.epoch, i) for i in list(super().__iter__())[self.skip:]])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.skip

@@ -1,0 +1,170 @@
+"""The rows of a plate's result tables: one per field, per well, per treatment, per failure.
+
+Everything starts from "field rows": one dict per classified field with the columns of
+fields.csv, in order (see `field_columns`). Wells and treatments are aggregated from those rows
+alone, so the same rows always give the same wells, whether classify has just made them, merge
+has joined them from shards, or they were read back from fields.parquet. No file I/O here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from appliance.layouts.base import Failure, Field
+
+PLACE = ["Metadata_Plate", "Metadata_Well", "Metadata_Row", "Metadata_Column"]
+TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
+CALL = ["Classify_Class", "Classify_Confidence"]
+FAILURE_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "File", "Reason"]
+EMBEDDING_PREFIX = "Embedding_"
+
+
+def probability_column(label: str) -> str:
+    """'Actin disruptors' -> 'Probability_Actin_disruptors'."""
+    return "Probability_" + re.sub(r"[^0-9A-Za-z]+", "_", label)
+
+
+def field_columns(labels, channels) -> list[str]:
+    return (
+        PLACE
+        + ["Metadata_Site"]
+        + TREATMENT
+        + [f"FileName_{c}" for c in channels]
+        + ["Metadata_Fit"]
+        + [probability_column(label) for label in labels]
+        + CALL
+        + ["Model_SHA256", "Model_Precision"]
+    )
+
+
+def well_columns(labels) -> list[str]:
+    return (
+        PLACE
+        + TREATMENT
+        + ["Count_Fields"]
+        + [probability_column(label) for label in labels]
+        + CALL
+        + ["Classify_Agreement", "Model_Precision"]
+    )
+
+
+def treatment_columns(labels) -> list[str]:
+    return (
+        TREATMENT
+        + ["Count_Wells", "Count_Fields"]
+        + [probability_column(label) for label in labels]
+        + CALL
+        + ["Classify_Agreement"]
+    )
+
+
+def embedding_columns(width: int) -> list[str]:
+    return ["Metadata_Plate", "Metadata_Well", "Metadata_Site"] + [f"{EMBEDDING_PREFIX}{i:03d}" for i in range(width)]
+
+
+def channels_of(columns: list[str]) -> tuple[str, ...]:
+    """The channels a fields table names, in order: its FileName_<channel> columns."""
+    return tuple(name[len("FileName_") :] for name in columns if name.startswith("FileName_"))
+
+
+def field_key(row: dict) -> tuple[str, str, int]:
+    """What identifies a field (or a failure) on a plate: plate, well, site."""
+    return (row["Metadata_Plate"], row["Metadata_Well"], int(row["Metadata_Site"]))
+
+
+def call(probabilities: np.ndarray, labels) -> dict:
+    best = int(np.argmax(probabilities))
+    return {"Classify_Class": labels[best], "Classify_Confidence": float(probabilities[best])}
+
+
+def field_row(
+    field: Field, fit_note: str, probabilities: np.ndarray, labels, channels, model_sha256: str, precision: str
+) -> dict:
+    """One classified field, keys in fields.csv's column order."""
+    row = {
+        "Metadata_Plate": field.plate,
+        "Metadata_Well": field.well,
+        "Metadata_Row": field.row,
+        "Metadata_Column": field.column,
+        "Metadata_Site": field.site,
+        "Metadata_Compound": field.compound,
+        "Metadata_Concentration": field.concentration,
+    }
+    row.update({f"FileName_{c}": Path(p).name for c, p in zip(channels, field.paths, strict=True)})
+    row["Metadata_Fit"] = fit_note
+    row.update({probability_column(label): float(p) for label, p in zip(labels, probabilities, strict=True)})
+    row.update(call(probabilities, labels))
+    row.update({"Model_SHA256": model_sha256, "Model_Precision": precision})
+    return row
+
+
+def failure_row(failure: Failure) -> dict:
+    values = (failure.plate, failure.well, failure.site, failure.file, failure.reason)
+    return dict(zip(FAILURE_COLUMNS, values, strict=True))
+
+
+def row_order(row: dict):
+    """Plate order: row A..Z then AA.., column, site."""
+    letters = row["Metadata_Well"].rstrip("0123456789")
+    return (
+        row["Metadata_Plate"],
+        len(letters),
+        letters,
+        int(row["Metadata_Well"][len(letters) :]),
+        int(row["Metadata_Site"]),
+    )
+
+
+def probabilities_of(rows: list[dict], labels) -> np.ndarray:
+    return np.array([[row[probability_column(label)] for label in labels] for row in rows], dtype=np.float64)
+
+
+def aggregate(rows: list[dict], labels, own_class: list[str]) -> dict:
+    """Mean probabilities of rows, the class they favour, and the fraction of rows whose own class agrees."""
+    mean = probabilities_of(rows, labels).mean(axis=0)
+    result = {probability_column(label): float(p) for label, p in zip(labels, mean, strict=True)}
+    result.update(call(mean, labels))
+    result["Classify_Agreement"] = sum(c == result["Classify_Class"] for c in own_class) / len(rows)
+    return result
+
+
+def well_rows(fields: list[dict], labels) -> list[dict]:
+    """One row per well (fields in plate order): mean of its fields' probabilities."""
+    wells: dict[tuple[str, str], list[dict]] = {}
+    for row in fields:
+        wells.setdefault((row["Metadata_Plate"], row["Metadata_Well"]), []).append(row)
+    out = []
+    for rows in wells.values():
+        first = rows[0]
+        out.append(
+            {
+                **{k: first[k] for k in PLACE + TREATMENT},
+                "Count_Fields": len(rows),
+                **aggregate(rows, labels, [r["Classify_Class"] for r in rows]),
+                "Model_Precision": first["Model_Precision"],
+            }
+        )
+    return out
+
+
+def treatment_rows(wells: list[dict], labels) -> list[dict]:
+    """One row per known (compound, concentration): mean of its wells, each well weighing the same."""
+    treatments: dict[tuple, list[dict]] = {}
+    for well in wells:
+        if well["Metadata_Compound"] not in (None, ""):
+            treatments.setdefault((well["Metadata_Compound"], well["Metadata_Concentration"]), []).append(well)
+    out = []
+    for (compound, concentration), rows in sorted(treatments.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
+        out.append(
+            {
+                "Metadata_Compound": compound,
+                "Metadata_Concentration": concentration,
+                "Count_Wells": len(rows),
+                "Count_Fields": sum(r["Count_Fields"] for r in rows),
+                **aggregate(rows, labels, [r["Classify_Class"] for r in rows]),
+            }
+        )
+    return out
