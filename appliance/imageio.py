@@ -115,6 +115,19 @@ def read_planes(paths: tuple[Path, ...], planes: tuple[int, ...]) -> list[np.nda
     return images
 
 
+def max_projection(stack: tuple[tuple[Path, int | None], ...]) -> np.ndarray:
+    """The brightest value of each pixel over the planes of one channel (--project max)."""
+    projected = None
+    for path, frame in stack:
+        path = Path(path)
+        image = read_planes((path,), (frame,))[0] if frame is not None else read_tiff(path)
+        check_pixels(path, image)
+        if projected is not None and image.shape != projected.shape:
+            raise FieldError(path, f"plane is {size_text(image.shape)}, the others {size_text(projected.shape)}")
+        projected = image if projected is None else np.maximum(projected, image)
+    return projected
+
+
 def fit_image(path: Path, image: np.ndarray, size: tuple[int, int], fit: str) -> tuple[np.ndarray, str]:
     """A plane brought to the model's size, and the note saying how.
 
@@ -159,9 +172,12 @@ def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None
     paths = tuple(Path(p) for p in field.paths)
     if out is None:
         out = np.empty((len(paths), *size), dtype=np.uint16)
-    if field.planes is None and all(read_tiff_into(p, out[c]) for c, p in enumerate(paths)):
+    if field.stack is not None:
+        images = [max_projection(stack) for stack in field.stack]
+    elif field.planes is None and all(read_tiff_into(p, out[c]) for c, p in enumerate(paths)):
         return ""  # the common case: one plane per file at the model's size, decoded in place
-    images = read_planes(paths, field.planes) if field.planes is not None else [read_tiff(p) for p in paths]
+    else:
+        images = read_planes(paths, field.planes) if field.planes is not None else [read_tiff(p) for p in paths]
     notes = []
     for channel, (path, image) in enumerate(zip(paths, images)):
         check_pixels(path, image)

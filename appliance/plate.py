@@ -19,6 +19,8 @@ from appliance.layouts.base import (
     CHANNELS,
     Failure,
     Field,
+    Layout,
+    LayoutOptions,
     MetadataError,
     PlateError,
     field_order,
@@ -26,9 +28,15 @@ from appliance.layouts.base import (
     read_table,
     well_name,
 )
-from appliance.layouts.manifest import MANIFEST
 
-LAYOUTS = ("auto", "bbbc021", "metaxpress", "ome-tiff", "manifest")
+# In the order `--layout auto` tries them: the most specific sign first, bare TIFF names last.
+KNOWN_LAYOUTS: tuple[Layout, ...] = (
+    manifest.LAYOUT,
+    ome_tiff.LAYOUT,
+    imagexpress.METAXPRESS,
+    imagexpress.BBBC021,
+)
+LAYOUTS = ("auto", *(layout.name for layout in KNOWN_LAYOUTS))
 
 
 def parse_channels(text: str | None) -> dict[str, str]:
@@ -62,23 +70,29 @@ def plate_name(plate: Path) -> str:
 
 
 def detect_layout(plate_dir: Path) -> str:
-    """The layout `auto` stands for; the rules are in README ("Plate layouts")."""
+    """The layout `auto` stands for: the first of KNOWN_LAYOUTS whose sign the plate shows."""
     plate_dir = Path(plate_dir)
-    if plate_dir.is_file() and plate_dir.suffix.lower() == ".csv":
-        return "manifest"
+    if not plate_dir.is_dir() and not plate_dir.is_file():
+        raise PlateError(f"{plate_dir}: not a folder")
+    for layout in KNOWN_LAYOUTS:
+        if layout.detect(plate_dir):
+            return layout.name
     if not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
-    if (plate_dir / MANIFEST).is_file():
-        return "manifest"
-    if any(p.name.lower().endswith((".ome.tif", ".ome.tiff")) for p in plate_dir.iterdir()):
-        return "ome-tiff"
-    if (plate_dir / "TimePoint_1").is_dir():
-        return "metaxpress"
-    return "bbbc021"
+    raise PlateError(
+        f"{plate_dir}: no plate layout recognised; looked for "
+        + "; ".join(layout.looks_for for layout in KNOWN_LAYOUTS)
+    )
 
 
 def discover_fields(
-    plate_dir: Path, layout: str = "auto", channels: str | None = None, platemap: Path | None = None
+    plate_dir: Path,
+    layout: str = "auto",
+    channels: str | None = None,
+    platemap: Path | None = None,
+    plane: int | None = None,
+    timepoint: int | None = None,
+    project: str | None = None,
 ) -> tuple[list[Field], list[Failure]]:
     """Complete fields and failed ones, both sorted by row, column, site.
 
@@ -87,17 +101,12 @@ def discover_fields(
     plate_dir = Path(plate_dir)
     if layout not in LAYOUTS:
         raise PlateError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    options = LayoutOptions(parse_channels(channels), plane=plane, timepoint=timepoint, project=project)
     if layout == "auto":
         layout = detect_layout(plate_dir)
-    mapping = parse_channels(channels)
-    if layout == "manifest":
-        fields, failures = manifest.discover(plate_dir, mapping)
-    elif not plate_dir.is_dir():
+    if layout != "manifest" and not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
-    elif layout == "ome-tiff":
-        fields, failures = ome_tiff.discover(plate_dir, mapping)
-    else:
-        fields, failures = imagexpress.discover(plate_dir, layout, mapping)
+    fields, failures = next(known for known in KNOWN_LAYOUTS if known.name == layout).discover(plate_dir, options)
     if platemap is not None:
         treatments = read_platemap(platemap, plate=fields[0].plate if fields else plate_dir.name)
         fields = [
@@ -135,10 +144,8 @@ def read_platemap(path: Path, plate: str) -> dict[str, tuple[str | None, float |
 
 
 def looks_like_plate(folder: Path) -> bool:
-    """Images (or a manifest) directly in the folder, or in MetaXpress's TimePoint_1."""
-    if (folder / MANIFEST).is_file() or (folder / "TimePoint_1").is_dir():
-        return True
-    return any(p.suffix.lower() in (".tif", ".tiff") and p.is_file() for p in folder.iterdir())
+    """Some layout recognises the folder as a plate."""
+    return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
 
 
 def plate_folders(paths: list[Path]) -> list[Path]:
@@ -155,7 +162,8 @@ def plate_folders(paths: list[Path]) -> list[Path]:
             inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p))
             if not inside:
                 raise PlateError(
-                    f"{path}: neither a plate folder (no .tif images, no {MANIFEST}) nor a folder of plate folders"
+                    f"{path}: neither a plate folder nor a folder of plate folders; looked for "
+                    + "; ".join(layout.looks_for for layout in KNOWN_LAYOUTS)
                 )
             plates += inside
     return list(dict.fromkeys(plates))

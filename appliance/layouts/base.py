@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CHANNELS = ("DAPI", "Tubulin", "Actin")  # the model's channel order: a Field's paths follow it
+PROJECTIONS = ("max",)
 WELL = re.compile(r"^(?P<row>[A-Z]{1,2})0*(?P<column>\d{1,3})$", re.IGNORECASE)
 
 
@@ -40,6 +42,10 @@ class Field:
     week: str | None = None  # the imaging batch (BBBC021's Week folder)
     image_number: int = 0  # BBBC021's ImageNumber
     split: str = ""  # "train" or "val" for a run's split.csv rows
+    # --project max: every plane of each channel as (file, page or None), read and max-projected
+    stack: tuple[tuple[tuple[Path, int | None], ...], ...] | None = None
+    layout: str = ""  # the layout that found it
+    source: str = ""  # which plane / time point / projection, where the imager has several
 
     @property
     def row(self) -> str:
@@ -56,6 +62,32 @@ class Field:
     @property
     def treatment(self) -> str:
         return f"{self.compound}@{self.concentration:g}"
+
+
+@dataclass(frozen=True)
+class LayoutOptions:
+    """How to read a plate: --channels, and for plates with several planes or time points, which."""
+
+    channels: dict[str, str] = field(default_factory=dict)  # model channel -> the imager's channel id or name
+    plane: int | None = None  # as the imager numbers its planes
+    timepoint: int | None = None  # as the imager numbers its time points
+    project: str | None = None  # "max": maximum-intensity projection over every plane
+
+    def __post_init__(self):
+        if self.project not in (None, *PROJECTIONS):
+            raise PlateError(f"--project {self.project!r}: choose {', '.join(PROJECTIONS)}")
+        if self.project and self.plane is not None:
+            raise PlateError("--plane and --project exclude each other: one plane, or a projection of all")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One plate layout: how `--layout auto` recognises it, and how it finds a plate's fields."""
+
+    name: str
+    looks_for: str  # what detect() looks for, for the message when no layout recognises a plate
+    detect: Callable[[Path], bool]
+    discover: Callable[[Path, LayoutOptions], tuple[list[Field], list[Failure]]]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, Failure, Field, MetadataError, PlateError, read_table, well_name
+from appliance.layouts.base import (
+    CHANNELS,
+    Failure,
+    Field,
+    Layout,
+    LayoutOptions,
+    MetadataError,
+    PlateError,
+    read_table,
+    well_name,
+)
 from appliance.layouts.bbbc021 import IMAGE_CSV
 
 FILE_NAME = re.compile(
@@ -84,8 +94,8 @@ def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
         raise PlateError(f"{path}: {exc}") from None
 
 
-def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[list[Field], list[Failure]]:
-    waves = wavelengths(layout, mapping)
+def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
+    waves = wavelengths(layout, options.channels)
     plate = plate_dir.parent.name if STACK_FOLDER.match(plate_dir.name) else plate_dir.name
     found: dict[tuple[str, int, int], dict[int, list[Path]]] = {}
     for folder in image_folders(plate_dir, layout):
@@ -128,5 +138,25 @@ def discover(plate_dir: Path, layout: str, mapping: dict[str, str]) -> tuple[lis
         else:
             paths = tuple(files[waves[c]][0] for c in CHANNELS)
             compound, concentration = treatments.get(paths[0].name, (None, None))
-            fields.append(Field(plate, well, site, paths, compound=compound, concentration=concentration))
+            fields.append(
+                Field(plate, well, site, paths, compound=compound, concentration=concentration, layout=layout)
+            )
     return fields, failures
+
+
+def is_tiff(path: Path) -> bool:
+    return path.suffix.lower() in (".tif", ".tiff") and path.is_file()
+
+
+METAXPRESS = Layout(
+    "metaxpress",
+    "a TimePoint_1 folder (MetaXpress)",
+    lambda plate_dir: (plate_dir / "TimePoint_1").is_dir(),
+    lambda plate_dir, options: discover(plate_dir, "metaxpress", options),
+)
+BBBC021 = Layout(
+    "bbbc021",
+    "TIFF files in the folder (BBBC021 names)",
+    lambda plate_dir: any(is_tiff(p) for p in plate_dir.iterdir()),
+    lambda plate_dir, options: discover(plate_dir, "bbbc021", options),
+)

@@ -17,6 +17,8 @@ from appliance.layouts.base import (
     CHANNELS,
     Failure,
     Field,
+    Layout,
+    LayoutOptions,
     MetadataError,
     PlateError,
     parse_well,
@@ -38,7 +40,8 @@ def resolve_inside(plate_root: Path, value: str) -> Path:
     return path
 
 
-def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], list[Failure]]:
+def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
+    mapping = options.channels
     manifest = plate_dir if plate_dir.is_file() else plate_dir / MANIFEST
     plate_root = manifest.parent.resolve()
     plate = plate_root.name
@@ -81,7 +84,15 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
             failures.append(Failure(plate, well, site, where, str(exc)))
             continue
         candidates.append(
-            Field(plate, well, site, paths, compound=row.get("compound") or None, concentration=concentration)
+            Field(
+                plate,
+                well,
+                site,
+                paths,
+                compound=row.get("compound") or None,
+                concentration=concentration,
+                layout="manifest",
+            )
         )
     for (well, site), lines in by_position.items():
         if len(lines) > 1:
@@ -96,3 +107,11 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
             )
     fields = [f for f in candidates if len(by_position[(f.well, f.site)]) == 1]
     return fields, failures
+
+
+LAYOUT = Layout(
+    "manifest",
+    f"{MANIFEST} in the folder, or a manifest CSV",
+    lambda plate_dir: plate_dir.is_file() and plate_dir.suffix.lower() == ".csv" or (plate_dir / MANIFEST).is_file(),
+    discover,
+)

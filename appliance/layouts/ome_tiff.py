@@ -18,14 +18,10 @@ from pathlib import Path
 
 import tifffile
 
-from appliance.layouts.base import CHANNELS, Failure, Field, PlateError, well_name
+from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, well_name
+from appliance.layouts.records import ChannelError, match_channels
 
 FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})_s(?P<site>\d+)(?=[_.])", re.IGNORECASE)
-NAME_HINTS = {"DAPI": ("dapi", "hoechst"), "Tubulin": ("tubulin",), "Actin": ("actin", "phalloidin")}
-
-
-class ChannelError(ValueError):
-    """The file's channels cannot be matched to the model's."""
 
 
 def is_ome_tiff(path: Path) -> bool:
@@ -79,52 +75,12 @@ def plate_position(root: ET.Element, image_id: str | None) -> tuple[str, int, in
 
 
 def channel_planes(names: list[str], mapping: dict[str, str]) -> tuple[int, ...]:
-    """The plane index of each model channel, from --channels or the default name rules."""
-    listed = ", ".join(repr(n) for n in names)
-    planes = {}
-    for channel in CHANNELS:
-        value = mapping.get(channel)
-        if value is None:
-            continue
-        if value.isdigit():
-            if int(value) >= len(names):
-                raise ChannelError(f"{channel}=plane {value}, but the file has {len(names)} channels ({listed})")
-            planes[channel] = int(value)
-        else:
-            hits = [i for i, n in enumerate(names) if n.strip().lower() == value.lower()]
-            if len(hits) != 1:
-                raise ChannelError(
-                    f"{channel}={value!r}: {'no' if not hits else len(hits)} channel(s) of that "
-                    f"name; the file's channels are {listed}"
-                )
-            planes[channel] = hits[0]
-    guesses = {
-        c: [i for i, n in enumerate(names) if any(h in n.lower() for h in NAME_HINTS[c])]
-        for c in CHANNELS
-        if c not in planes
-    }
-    for channel, hits in guesses.items():
-        if len(hits) > 1:
-            raise ChannelError(
-                f"channels {', '.join(repr(names[i]) for i in hits)} all look like {channel}; "
-                f"pick one with --channels {channel}=NAME"
-            )
-    if guesses and not any(guesses.values()) and not planes and len(names) == 3:
-        return 0, 1, 2  # three channels, no recognisable names: the documented default order
-    unmatched = [c for c, hits in guesses.items() if not hits]
-    if unmatched:
-        raise ChannelError(
-            f"no channel name matches {', '.join(unmatched)} (the file's channels are {listed}); "
-            "name them with --channels, e.g. DAPI=Hoechst 33342,Tubulin=1,Actin=2"
-        )
-    planes.update({c: hits[0] for c, hits in guesses.items()})
-    chosen = tuple(planes[c] for c in CHANNELS)
-    if len(set(chosen)) < len(chosen):
-        raise ChannelError("one plane for two channels (" + ", ".join(f"{c}={planes[c]}" for c in CHANNELS) + ")")
-    return chosen
+    """The plane index of each model channel, from --channels (a plane index or a name) or the names."""
+    ids = match_channels({str(i): name for i, name in enumerate(names)}, mapping)
+    return tuple(int(ids[c]) for c in CHANNELS)
 
 
-def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], list[Failure]]:
+def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
     plate = plate_dir.name
     files = sorted(p for p in plate_dir.iterdir() if is_ome_tiff(p))
     if not files:
@@ -140,7 +96,7 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
             if position is None:
                 raise ValueError("no well and site in the file name (..._B02_s1.ome.tif) or the OME Plate metadata")
             well, site = well_name(*position[:2]), position[2]
-            planes = channel_planes(names, mapping)
+            planes = channel_planes(names, options.channels)
         except ValueError as exc:  # ChannelError included
             channel_failures += isinstance(exc, ChannelError)
             failures.append(Failure(plate, well, site, path.name, str(exc)))
@@ -154,10 +110,27 @@ def discover(plate_dir: Path, mapping: dict[str, str]) -> tuple[list[Field], lis
             fields = [f for f in fields if (f.well, f.site) != (well, site)]
             continue
         seen[(well, site)] = path.name
-        fields.append(Field(plate, well, site, (path,) * len(CHANNELS), planes=tuple(first_ifd + p for p in planes)))
+        fields.append(
+            Field(
+                plate,
+                well,
+                site,
+                (path,) * len(CHANNELS),
+                planes=tuple(first_ifd + p for p in planes),
+                layout="ome-tiff",
+            )
+        )
     # A channel map that fits no file is a wrong map, not a plate of failed fields.
     if channel_failures == len(files):
         raise PlateError(
             f"{plate_dir}: the channels of no file match the model's; {failures[0].file}: {failures[0].reason}"
         )
     return fields, failures
+
+
+LAYOUT = Layout(
+    "ome-tiff",
+    "*.ome.tif files (OME-TIFF)",
+    lambda plate_dir: any(is_ome_tiff(p) for p in plate_dir.iterdir()),
+    discover,
+)

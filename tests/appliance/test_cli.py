@@ -219,9 +219,7 @@ def test_an_error_naming_a_long_path_is_one_line_at_any_width(tmp_path, tiny_mod
     if command == "classify":  # an existing folder without plates: refused before the model loads
         deep.mkdir(parents=True)
         args = ("classify", deep, "--model", tiny_model)
-        message = (
-            f"error: {deep}: neither a plate folder (no .tif images, no manifest.csv) nor a folder of plate folders"
-        )
+        message = f"error: {deep}: neither a plate folder nor a folder of plate folders; looked for "
     else:  # a file where the inbox should be: refused after the model loaded
         deep.parent.mkdir(parents=True)
         deep.write_text("not a folder")
@@ -231,7 +229,7 @@ def test_an_error_naming_a_long_path_is_one_line_at_any_width(tmp_path, tiny_mod
     result = run_console_script(*args, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
-    assert message in result.stderr.splitlines(), result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith(message)], result.stderr
 
 
 @pytest.mark.skipif(not RUNTIME_ONLY, reason="the runtime-only virtualenv of `make test` (MCNN_RUNTIME_ONLY=1)")

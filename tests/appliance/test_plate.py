@@ -195,7 +195,7 @@ def test_ome_tiff_ambiguous_channels_fail_the_file_or_the_plate(tmp_path):
     fields, failures = discover_fields(tmp_path)
     assert [(f.well, f.site) for f in fields] == [("B02", 1)]
     assert failures[0].file == "B02_s2.ome.tif"
-    assert "'DAPI', 'Hoechst' all look like DAPI; pick one with --channels DAPI=NAME" in failures[0].reason
+    assert "'DAPI' (0), 'Hoechst' (1) all look like DAPI; pick one with --channels DAPI=NAME" in failures[0].reason
     (tmp_path / "B02_s1.ome.tif").unlink()
     with pytest.raises(PlateError, match="the channels of no file match"):
         discover_fields(tmp_path)

@@ -198,7 +198,7 @@ def test_a_failing_plate_is_reported_and_tried_a_bounded_number_of_times(tmp_pat
     assert [name for name, _, _ in seen].count("Good") == 1
     entry = ledger(out)["Broken"]
     assert (entry["status"], entry["attempts"]) == ("failed", 3)
-    assert "PlateError" in entry["error"] and "no field images" in entry["error"]
+    assert "PlateError" in entry["error"] and "no plate layout recognised" in entry["error"]
     failed = [line for line in lines if line.startswith("Broken: failed (attempt")]
     assert len(failed) == 3 and "retrying in 10 s" in failed[0] and "giving up" in failed[2]
     assert sum("not tried again" in line for line in lines) == 1
