@@ -26,10 +26,8 @@ FROM base AS runtime
 # Dependencies first, in their own layer: a code change does not reinstall OpenVINO.
 COPY docker/requirements-runtime.txt docker/
 RUN pip install --no-cache-dir --requirement docker/requirements-runtime.txt
-COPY pyproject.toml README.md ./
-COPY appliance ./appliance
-COPY training ./training
-COPY export ./export
+# The package: what .dockerignore leaves of the context (pyproject.toml, README.md, the three packages).
+COPY . .
 # --no-index: nothing beyond the pinned packages above may be fetched, so the build fails if they miss a
 # dependency of pyproject.toml; pip check fails it if a pinned version no longer fits.
 RUN pip install --no-cache-dir --no-index --no-build-isolation . && pip check
@@ -44,10 +42,8 @@ FROM base AS trainer
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu torch==2.13.0+cpu
 COPY docker/requirements-trainer.txt docker/
 RUN pip install --no-cache-dir --requirement docker/requirements-trainer.txt
-COPY pyproject.toml README.md ./
-COPY appliance ./appliance
-COPY training ./training
-COPY export ./export
+# The package: what .dockerignore leaves of the context (pyproject.toml, README.md, the three packages).
+COPY . .
 # The extras' versions are pinned by requirements-trainer.txt; --no-index proves it holds all of them.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --no-index --no-build-isolation ".[train,export]" && pip check

@@ -28,7 +28,7 @@ from appliance.field_readers import FieldReaders
 from appliance.inference import Classifier
 from appliance.layouts.base import CHANNELS, Failure, Field
 from appliance.model_card import ModelCardError
-from appliance.plate import detect_layout, discover_fields, plate_name
+from appliance.plate import detect_layout, discover_fields, plate_name, plate_root
 from appliance.result_files import write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
 from appliance.results import PlateResults, utc_now
@@ -40,14 +40,8 @@ READERS = 2  # decoding threads; TIFF reading releases the GIL
 
 def default_out(plate_dir: Path) -> Path:
     """`<plate>-results` beside the plate folder."""
-    folder = plate_folder(plate_dir)
+    folder = plate_root(plate_dir)
     return folder.parent / f"{folder.name}-results"
-
-
-def plate_folder(plate: Path) -> Path:
-    """The folder holding the plate's images; a plate given as its manifest CSV is the CSV's folder."""
-    plate = Path(plate).resolve()
-    return plate.parent if plate.is_file() else plate
 
 
 def check_out_dir(plate_dir: Path, out_dir: Path) -> None:
@@ -166,6 +160,9 @@ def classify_plate(
     channels: str | None = None,
     platemap: Path | None = None,
     fit: str | None = None,
+    plane: int | None = None,
+    timepoint: int | None = None,
+    project: str | None = None,
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     embeddings: bool = False,
@@ -182,7 +179,7 @@ def classify_plate(
     start = time.perf_counter()
     plate_dir = Path(plate_dir).resolve()
     out_dir = Path(out_dir).resolve() if out_dir else default_out(plate_dir)
-    check_out_dir(plate_folder(plate_dir), out_dir)
+    check_out_dir(plate_root(plate_dir), out_dir)
     index, count = check_shard(shard)
     if chunk_fields < 1 or readers < 1:
         raise ValueError("chunk_fields and readers must be at least 1")
@@ -196,7 +193,9 @@ def classify_plate(
 
     discovering = time.perf_counter()
     layout = detect_layout(plate_dir) if layout == "auto" else layout  # recorded as found
-    fields, failures = discover_fields(plate_dir, layout=layout, channels=channels, platemap=platemap)
+    fields, failures = discover_fields(
+        plate_dir, layout, channels, platemap, plane=plane, timepoint=timepoint, project=project
+    )
     fields = [f for f in fields if shard_of(f.well, f.site, count) == index]
     failures = [f for f in failures if shard_of(f.well, f.site, count) == index]
     incomplete = len(failures)  # fields found without all their channels
@@ -213,6 +212,9 @@ def classify_plate(
         "channels": channels,
         "platemap": str(platemap) if platemap else None,
         "fit": fit,
+        "plane": plane,
+        "timepoint": timepoint,
+        "project": project,
         "embeddings": embeddings,
     }
     store = ChunkStore(out_dir, run_key, force=force)

@@ -9,6 +9,7 @@ runtime-only install still lists them and names the extra each needs (appliance/
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import signal
 import threading
@@ -38,8 +39,7 @@ from appliance.model_card import ModelCardError
 from appliance.plate import LAYOUTS, PlateError, plate_folders, plate_name
 from appliance.results import ResultsError
 from appliance.synth import write_dataset
-from appliance.watch import WatchError, WatchOptions, stop_on_signals
-from appliance.watch import watch as watch_inbox
+from appliance.watch import Watcher, WatchError, WatchOptions, plate_options, stop_on_signals
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -84,12 +84,66 @@ def synth(
     )
 
 
+# How a plate is read and classified: the options classify and watch share (SHARED_OPTIONS below; watch
+# also reads them from mcnn-watch.toml in its inbox). classify_plate takes them under the same names.
+PrecisionOption = Annotated[
+    str | None, typer.Option(help="f32 (the default), bf16 (where the CPU has it) or int8 (model-int8.xml).")
+]
+LayoutOption = Annotated[str | None, typer.Option(help=f"{', '.join(LAYOUTS)} (the default: auto); see README.")]
+ChannelsOption = Annotated[
+    str | None, typer.Option(help="Plate channel (id or name) of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")
+]
+PlatemapOption = Annotated[
+    Path | None, typer.Option(help="CSV with columns well, compound, concentration (optional plate).")
+]
+FitOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
+        "recorded per field in Metadata_Fit."
+    ),
+]
+PlaneOption = Annotated[int | None, typer.Option(help="The z-plane to read, as the imager numbers them.")]
+TimepointOption = Annotated[int | None, typer.Option(help="The time point to read, as the imager numbers them.")]
+ProjectOption = Annotated[str | None, typer.Option(help="max: maximum-intensity projection over every z-plane.")]
+EmbeddingsOption = Annotated[
+    bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
+]
+SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
+    "precision": (PrecisionOption, None),
+    "layout": (LayoutOption, None),
+    "channels": (ChannelsOption, None),
+    "platemap": (PlatemapOption, None),
+    "fit": (FitOption, None),
+    "plane": (PlaneOption, None),
+    "timepoint": (TimepointOption, None),
+    "project": (ProjectOption, None),
+    "embeddings": (EmbeddingsOption, False),
+}
+
+
+def with_plate_options(command):
+    """Give a command the options classify and watch share (SHARED_OPTIONS), as keyword parameters: Typer reads
+    a command's options from its signature, so they are added to it here instead of written out twice."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]  # not **shared
+    shared = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in SHARED_OPTIONS.items()
+    ]
+    command.__signature__ = signature.replace(parameters=[*own, *shared])
+    command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in shared}}
+    return command
+
+
 @app.command()
+@with_plate_options
 def classify(
     plates: Annotated[
         list[Path],
         typer.Argument(
-            help="Plate folder(s), folder(s) of plate folders, or manifest CSV(s); see README, Plate layouts."
+            help="Plate folder(s), folder(s) of plate folders, or CSV(s) listing a plate (manifest, LoadData); "
+            "see README, Plate layouts."
         ),
     ],
     model: Annotated[Path, typer.Option(help="Export folder holding model.xml (or the .xml itself).")],
@@ -100,21 +154,6 @@ def classify(
             "one sub-folder per plate)."
         ),
     ] = None,
-    precision: Annotated[str, typer.Option(help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
-    layout: Annotated[str, typer.Option(help="auto, bbbc021, metaxpress, ome-tiff or manifest.")] = "auto",
-    channels: Annotated[
-        str | None, typer.Option(help="Plate channel of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")
-    ] = None,
-    platemap: Annotated[
-        Path | None, typer.Option(help="CSV with columns well, compound, concentration (optional plate).")
-    ] = None,
-    fit: Annotated[
-        str | None,
-        typer.Option(
-            help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
-            "recorded per field in Metadata_Fit."
-        ),
-    ] = None,
     shard: Annotated[
         str,
         typer.Option(
@@ -122,18 +161,15 @@ def classify(
         ),
     ] = "0/1",
     force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done in --out.")] = False,
-    embeddings: Annotated[
-        bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
-    ] = False,
     chunk_fields: Annotated[int, typer.Option(help="Fields per committed chunk (redone at most after a crash).")] = 64,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary lines.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    **shared,
 ):
     """Classify every field of one or more plates with OpenVINO; rerun the same command to resume."""
-    if layout not in LAYOUTS:
-        raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
-    if fit not in (None, "pad", "resize"):
-        raise typer.BadParameter(f"{fit!r}: choose pad or resize", param_hint="--fit")
+    precision = shared.pop("precision") or "f32"
+    passed_on = {"force": force, "chunk_fields": chunk_fields, **shared}
+    passed_on["layout"] = check_plate_options(shared["layout"] or "auto", shared["fit"])
     try:
         plates = plate_folders(plates)
     except PlateError as exc:
@@ -147,17 +183,7 @@ def classify(
     with stop_on_signal() as stop:
         for plate in plates:
             plate_out = out if out is None or len(plates) == 1 else out / plate_name(plate)
-            options = dict(
-                layout=layout,
-                channels=channels,
-                platemap=platemap,
-                fit=fit,
-                shard=the_shard,
-                force=force,
-                embeddings=embeddings,
-                stop=stop,
-                chunk_fields=chunk_fields,
-            )
+            options = {**passed_on, "shard": the_shard, "stop": stop}
             try:
                 if quiet:
                     summary = classify_plate(plate, classifier, plate_out, **options)
@@ -243,6 +269,7 @@ def stop_on_signal():
 
 
 @app.command()
+@with_plate_options
 def watch(
     inbox: Annotated[Path, typer.Argument(help="Folder the imager writes plate folders into.")],
     model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
@@ -257,23 +284,41 @@ def watch(
     poll: Annotated[float, typer.Option(help="Seconds between looks at the inbox.")] = 5.0,
     attempts: Annotated[int, typer.Option(help="Tries of a failing plate before it is given up.")] = 3,
     retry_delay: Annotated[float, typer.Option(help="Seconds between tries of a failed plate.")] = 60.0,
-    precision: Annotated[str, typer.Option(help="f32, bf16 (where the CPU has it) or int8 (model-int8.xml).")] = "f32",
+    **shared,
 ):
-    """Classify each plate in INBOX once the imager has finished writing it; SIGTERM stops after the current field."""
+    """Classify each plate in INBOX once the imager has finished writing it; SIGTERM stops after the current field.
+
+    Options given here win over those in INBOX/mcnn-watch.toml (same names, e.g. layout = "harmony").
+    """
+    given = {name: value for name, value in shared.items() if value is not None and value is not False}
 
     def log(line: str):
         console.print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {escape(line)}")
 
     try:
+        precision, options = plate_options(inbox, given)
+        options["layout"] = check_plate_options(options.get("layout", "auto"), options.get("fit"))
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
-    options = WatchOptions(marker=marker, quiet=quiet, poll=poll, attempts=attempts, retry_delay=retry_delay)
+    options = WatchOptions(
+        marker=marker, quiet=quiet, poll=poll, attempts=attempts, retry_delay=retry_delay, classify=options
+    )
     with stop_on_signals(log=log) as stop:
         try:
-            watch_inbox(inbox, out, classifier, options, stop=stop, log=log)
+            watcher = Watcher(inbox, out, classifier, options, stop=stop, log=log)
         except WatchError as exc:
             raise fail(exc) from None
+        with watcher:
+            watcher.run()
+
+
+def check_plate_options(layout: str, fit: str | None) -> str:
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
+    if fit not in (None, "pad", "resize"):
+        raise typer.BadParameter(f"{fit!r}: choose pad or resize", param_hint="--fit")
+    return layout
 
 
 def run_with_progress(function, *args, **kwargs):

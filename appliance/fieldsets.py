@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from appliance.imageio import read_field
-from appliance.layouts.base import CHANNELS, Field, read_table
+from appliance.layouts.base import CHANNELS, Field
 from appliance.layouts.bbbc021 import load_fields
+from appliance.tables import read_table
 
 SPLIT_CSV = "split.csv"
 SPLIT_COLUMNS = ("plate", "well", "site", "moa", "split", "path_dapi", "path_tubulin", "path_actin")

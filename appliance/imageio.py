@@ -1,16 +1,22 @@
 """Reading a field: its 16-bit grayscale channels stacked as (channel, height, width).
 
-A channel is a whole TIFF (BBBC021, MetaXpress, manifest) or one plane of a multi-channel
-OME-TIFF. Compressed TIFFs (LZW, deflate, zstd, ...) read like plain ones: tifffile decodes
-them with imagecodecs. The network's input size is a contract: a plane of another size, bit
-depth or channel count is rejected with a message naming the file. Only on request
-(`fit`) is a smaller field zero-padded ("pad") or scaled ("resize"), and the caller gets a
-note of what was done to record with the result; nothing is ever cropped or converted.
+A channel is a whole TIFF (BBBC021, MetaXpress, manifest), one plane of a multi-channel
+OME-TIFF, or one plane of a Zarr array (OME-Zarr: a Field's path is the array's folder, its
+plane a flat index over the array's leading, non-y/x, axes). Compressed TIFFs (LZW, deflate,
+zstd, ...) read like plain ones: tifffile decodes them with imagecodecs. Zarr chunks (format 2
+or 3, any codec of numcodecs) zarr-python decodes, once the array's declared shape, dtype and
+chunk size are checked, so that its metadata cannot make us allocate more than a plane. The
+network's input size is a contract: a plane of another size, bit depth or channel count is
+rejected with a message naming the file. Only on request (`fit`) is a smaller field
+zero-padded ("pad") or scaled ("resize"), and the caller gets a note of what was done to
+record with the result; nothing is ever cropped or converted.
 """
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,8 @@ import tifffile
 from appliance.layouts.base import Field
 
 FITS = ("pad", "resize")
+RESIZE_MAX_PIXELS = 2**26  # the largest Zarr plane --fit resize reads (8192x8192; 128 MiB of 16-bit pixels)
+ZARR_MAX_CHUNK_BYTES = 2**28  # the largest stored Zarr chunk decoded to read a plane (256 MiB)
 
 
 class FieldError(ValueError):
@@ -91,12 +99,118 @@ def read_field(
     return out
 
 
-def read_planes(paths: tuple[Path, ...], planes: tuple[int, ...]) -> list[np.ndarray]:
-    """Planes of multi-plane files, each file opened once."""
+def size_problem(shape: tuple[int, ...], size: tuple[int, int] | None, fit: str | None) -> str:
+    """Why a plane of this (height, width) cannot become the model's input with this fit; "" if it can."""
+    if size is not None and fit is None and tuple(shape) != tuple(size):
+        return (
+            f"field is {size_text(shape)} (WxH), the model takes {size_text(size)} (--fit pad or --fit resize fits it)"
+        )
+    if size is not None and fit == "pad" and (shape[0] > size[0] or shape[1] > size[1]):
+        return (
+            f"field is {size_text(shape)} (WxH), larger than the model's "
+            f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)"
+        )
+    if shape[0] * shape[1] > RESIZE_MAX_PIXELS:
+        return f"plane is {size_text(shape)}, more than the {RESIZE_MAX_PIXELS} pixels read for one field"
+    return ""
+
+
+def zarr_plane(path: Path, plane: int):
+    """The Zarr array (format 2 or 3) at path and the selection of its flat plane index, checked from
+    its metadata alone: y/x planes of 16-bit unsigned pixels, the plane inside the array, and
+    chunks of a bounded size."""
+    import zarr  # only OME-Zarr plates need it; TIFF plates start faster without
+
+    try:
+        array = zarr.open_array(path, mode="r")
+    except Exception as exc:  # zarr raises many types for missing or damaged metadata
+        raise FieldError(path, f"unreadable Zarr array ({type(exc).__name__}: {exc})") from exc
+    shape, dtype = tuple(array.shape), np.dtype(array.dtype)
+    if len(shape) < 2:
+        raise FieldError(path, f"expected planes of y/x pixels, found an array of shape {shape}")
+    if dtype.kind != "u" or dtype.itemsize != 2:
+        raise FieldError(path, f"expected 16-bit unsigned pixels, found {dtype}")
+    count = int(np.prod(shape[:-2], dtype=np.int64))
+    if not 0 <= plane < count:
+        raise FieldError(path, f"has {count} planes (shape {shape}), plane {plane} was asked for")
+    chunk_bytes = int(np.prod(array.chunks, dtype=np.int64)) * dtype.itemsize
+    if chunk_bytes > ZARR_MAX_CHUNK_BYTES:
+        raise FieldError(
+            path, f"stores chunks of shape {array.chunks} ({chunk_bytes >> 20} MiB), more than the 256 MiB read at once"
+        )
+    return array, (*(int(i) for i in np.unravel_index(plane, shape[:-2])), slice(None), slice(None))
+
+
+def zarr_plane_stored(path: Path, array, selection: tuple) -> bool:
+    """Whether some chunk of the plane is on disk: zarr reads a missing chunk as fill_value (zeros),
+    which for a field means a copy cut short, not a black image (zarr writes no chunk that is all
+    fill_value: a plane of nothing but zeros is refused too). Nested keys (v3's c/0/1/..., v2 with
+    "/"): a file below the folder of the plane's leading chunk coordinates; flat keys (v2's
+    0.1.0.0): one of the plane's first 256 chunk files (more chunks than that: assumed stored)."""
+    grid = array.shards or array.chunks  # what is stored: a file per chunk, or per shard of chunks
+    leading = tuple(i // g for i, g in zip(selection[:-2], grid))
+    first = array.metadata.encode_chunk_key((*leading, 0, 0))
+    if "/" in first:
+        metadata = {".zarray", ".zattrs", "zarr.json"}
+        return any(set(files) - metadata for _, _, files in os.walk(path.joinpath(*first.split("/")[:-2])))
+    rows, columns = (-(-n // g) for n, g in zip(array.shape[-2:], grid[-2:]))
+    keys = (array.metadata.encode_chunk_key((*leading, r, c)) for r in range(rows) for c in range(columns))
+    return rows * columns > 256 or any((path / key).is_file() for key in islice(keys, 256))
+
+
+def decode_zarr_plane(path: Path, array, selection: tuple, out: np.ndarray | None = None) -> np.ndarray:
+    """Decode the plane zarr_plane() selected; into out (no copy) when given, of the plane's shape."""
+    if not zarr_plane_stored(path, array, selection):
+        index = ", ".join(map(str, selection[:-2]))
+        raise FieldError(
+            path, f"no pixel data stored for plane [{index}] (its chunk files are missing: a copy cut short?)"
+        )
+    try:
+        if out is not None and array.dtype == np.uint16:
+            try:
+                from zarr.core.buffer.cpu import NDBuffer  # zarr 3: get_basic_selection(out=) takes an NDBuffer
+            except ImportError:  # another zarr version: a copy
+                out[...] = array.get_basic_selection(selection)
+            else:
+                array.get_basic_selection(selection, out=NDBuffer.from_numpy_array(out))
+            return out
+        image = np.asarray(array.get_basic_selection(selection)).astype(np.uint16)  # big-endian -> native
+    except Exception as exc:  # numcodecs and zarr raise many types for damaged chunks
+        raise FieldError(path, f"unreadable Zarr chunk ({type(exc).__name__}: {exc})") from exc
+    if out is not None:
+        out[...] = image
+        return out
+    return image
+
+
+def read_zarr_into(path: Path, plane: int, out: np.ndarray) -> bool:
+    """Decode a plane of a Zarr array of out's shape straight into out; False if path is no Zarr
+    folder or the plane another size, for the general path to read and explain."""
+    if not path.is_dir():
+        return False
+    array, selection = zarr_plane(path, plane)
+    if tuple(array.shape[-2:]) != out.shape:
+        return False
+    decode_zarr_plane(path, array, selection, out)
+    return True
+
+
+def read_planes(
+    paths: tuple[Path, ...], planes: tuple[int, ...], size: tuple[int, int] | None = None, fit: str | None = None
+) -> list[np.ndarray]:
+    """Planes of multi-plane files, each file opened once. A folder is a Zarr array: its plane's
+    declared size must suit the model's (size) and fit before anything is read."""
     images = []
     with ExitStack() as stack:
         opened = {}
         for path, plane in zip(paths, planes):
+            if path.is_dir():
+                array, selection = zarr_plane(path, plane)
+                problem = size_problem(tuple(array.shape[-2:]), size, fit)
+                if problem:
+                    raise FieldError(path, problem)
+                images.append(decode_zarr_plane(path, array, selection))
+                continue
             try:
                 if path not in opened:
                     if not path.is_file():
@@ -115,12 +229,14 @@ def read_planes(paths: tuple[Path, ...], planes: tuple[int, ...]) -> list[np.nda
     return images
 
 
-def max_projection(stack: tuple[tuple[Path, int | None], ...]) -> np.ndarray:
+def max_projection(
+    stack: tuple[tuple[Path, int | None], ...], size: tuple[int, int] | None = None, fit: str | None = None
+) -> np.ndarray:
     """The brightest value of each pixel over the planes of one channel (--project max)."""
     projected = None
     for path, frame in stack:
         path = Path(path)
-        image = read_planes((path,), (frame,))[0] if frame is not None else read_tiff(path)
+        image = read_planes((path,), (frame,), size, fit)[0] if frame is not None else read_tiff(path)
         check_pixels(path, image)
         if projected is not None and image.shape != projected.shape:
             raise FieldError(path, f"plane is {size_text(image.shape)}, the others {size_text(projected.shape)}")
@@ -146,11 +262,7 @@ def fit_image(path: Path, image: np.ndarray, size: tuple[int, int], fit: str) ->
         note = f"resize {size_text(image.shape)} -> {size_text(new)}"
         image = np.asarray(scaled).round().clip(0, 65535).astype(np.uint16)
     if image.shape[0] > height or image.shape[1] > width:
-        raise FieldError(
-            path,
-            f"field is {size_text(image.shape)} (WxH), larger than the model's "
-            f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)",
-        )
+        raise FieldError(path, size_problem(image.shape, size, "pad"))
     if image.shape != (height, width):
         top, left = (height - image.shape[0]) // 2, (width - image.shape[1]) // 2
         padded = np.zeros((height, width), dtype=np.uint16)
@@ -173,21 +285,23 @@ def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None
     if out is None:
         out = np.empty((len(paths), *size), dtype=np.uint16)
     if field.stack is not None:
-        images = [max_projection(stack) for stack in field.stack]
+        images = [max_projection(stack, size, fit) for stack in field.stack]
     elif field.planes is None and all(read_tiff_into(p, out[c]) for c, p in enumerate(paths)):
         return ""  # the common case: one plane per file at the model's size, decoded in place
+    elif field.planes is not None and all(
+        read_zarr_into(p, i, out[c]) for c, (p, i) in enumerate(zip(paths, field.planes))
+    ):
+        return ""  # OME-Zarr planes of the model's size, decoded in place
     else:
-        images = read_planes(paths, field.planes) if field.planes is not None else [read_tiff(p) for p in paths]
+        images = (
+            read_planes(paths, field.planes, size, fit) if field.planes is not None else [read_tiff(p) for p in paths]
+        )
     notes = []
     for channel, (path, image) in enumerate(zip(paths, images)):
         check_pixels(path, image)
         if image.shape != tuple(size):
             if fit is None:
-                raise FieldError(
-                    path,
-                    f"field is {size_text(image.shape)} (WxH), the model takes "
-                    f"{size_text(size)} (--fit pad or --fit resize fits it)",
-                )
+                raise FieldError(path, size_problem(image.shape, size, None))
             image, note = fit_image(path, image, size, fit)
             notes.append(note)
         out[channel] = image

@@ -14,29 +14,45 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from appliance.layouts import imagexpress, manifest, ome_tiff
+from appliance.layouts import (
+    cellvoyager,
+    harmony,
+    imagexpress,
+    incell,
+    loaddata,
+    manifest,
+    metaxpress_ai,
+    ome_tiff,
+    ome_zarr,
+)
 from appliance.layouts.base import (
     CHANNELS,
     Failure,
     Field,
     Layout,
     LayoutOptions,
-    MetadataError,
     PlateError,
     field_order,
     parse_well,
-    read_table,
     well_name,
 )
+from appliance.tables import MetadataError, read_table
 
 # In the order `--layout auto` tries them: the most specific sign first, bare TIFF names last.
 KNOWN_LAYOUTS: tuple[Layout, ...] = (
+    loaddata.LAYOUT,
     manifest.LAYOUT,
+    harmony.LAYOUT,
+    cellvoyager.LAYOUT,
+    ome_zarr.LAYOUT,
     ome_tiff.LAYOUT,
+    incell.LAYOUT,
+    metaxpress_ai.LAYOUT,
     imagexpress.METAXPRESS,
     imagexpress.BBBC021,
 )
 LAYOUTS = ("auto", *(layout.name for layout in KNOWN_LAYOUTS))
+FILE_LAYOUTS = ("loaddata", "manifest")  # a plate given as one CSV file rather than a folder
 
 
 def parse_channels(text: str | None) -> dict[str, str]:
@@ -63,10 +79,22 @@ def parse_channels(text: str | None) -> dict[str, str]:
     return mapping
 
 
+def plate_root(plate: Path) -> Path:
+    """The plate folder: the folder given, the folder of a CSV given, or the plate holding a sub-folder an
+    imager writes (Images/, TimePoint_1/, Projection/, ...) when that is what was given."""
+    plate = Path(plate).resolve()
+    if plate.is_file():
+        return plate.parent
+    for layout in KNOWN_LAYOUTS:
+        root = layout.root(plate)
+        if root != plate:
+            return root
+    return plate
+
+
 def plate_name(plate: Path) -> str:
-    """A plate's name: its folder's, also when the plate is given as its manifest CSV."""
-    plate = Path(plate)
-    return plate.resolve().parent.name if plate.is_file() else plate.name
+    """A plate's name: its folder's (see plate_root)."""
+    return plate_root(plate).name
 
 
 def detect_layout(plate_dir: Path) -> str:
@@ -75,10 +103,10 @@ def detect_layout(plate_dir: Path) -> str:
     if not plate_dir.is_dir() and not plate_dir.is_file():
         raise PlateError(f"{plate_dir}: not a folder")
     for layout in KNOWN_LAYOUTS:
-        if layout.detect(plate_dir):
+        if (plate_dir.is_dir() or layout.name in FILE_LAYOUTS) and layout.detect(plate_dir):
             return layout.name
     if not plate_dir.is_dir():
-        raise PlateError(f"{plate_dir}: not a folder")
+        raise PlateError(f"{plate_dir}: not a plate folder, and not a CSV listing a plate's files")
     raise PlateError(
         f"{plate_dir}: no plate layout recognised; looked for "
         + "; ".join(layout.looks_for for layout in KNOWN_LAYOUTS)
@@ -86,25 +114,20 @@ def detect_layout(plate_dir: Path) -> str:
 
 
 def discover_fields(
-    plate_dir: Path,
-    layout: str = "auto",
-    channels: str | None = None,
-    platemap: Path | None = None,
-    plane: int | None = None,
-    timepoint: int | None = None,
-    project: str | None = None,
+    plate_dir: Path, layout: str = "auto", channels: str | None = None, platemap: Path | None = None, **reading
 ) -> tuple[list[Field], list[Failure]]:
     """Complete fields and failed ones, both sorted by row, column, site.
 
-    plate_dir is a plate folder, or a manifest CSV (its folder is then the plate folder).
+    plate_dir is a plate folder, or a manifest CSV (its folder is then the plate folder); reading is which
+    plane, time point or projection to read (LayoutOptions' plane, timepoint, project).
     """
     plate_dir = Path(plate_dir)
     if layout not in LAYOUTS:
         raise PlateError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    options = LayoutOptions(parse_channels(channels), plane=plane, timepoint=timepoint, project=project)
+    options = LayoutOptions(parse_channels(channels), **reading)
     if layout == "auto":
         layout = detect_layout(plate_dir)
-    if layout != "manifest" and not plate_dir.is_dir():
+    if layout not in FILE_LAYOUTS and not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
     fields, failures = next(known for known in KNOWN_LAYOUTS if known.name == layout).discover(plate_dir, options)
     if platemap is not None:

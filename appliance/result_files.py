@@ -65,7 +65,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
 
 
 def arrow_type(column: str):
-    if column in INTEGER_COLUMNS:
+    if column in INTEGER_COLUMNS or column.startswith("Frame_"):
         return pa.int64()
     if column.startswith(("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")):
         return pa.float64()

@@ -27,38 +27,25 @@ def probability_column(label: str) -> str:
     return "Probability_" + re.sub(r"[^0-9A-Za-z]+", "_", label)
 
 
+def call_columns(labels) -> list[str]:
+    """A probability per label, then the call: the columns every table of results has."""
+    return [probability_column(label) for label in labels] + CALL
+
+
 def field_columns(labels, channels) -> list[str]:
-    return (
-        PLACE
-        + ["Metadata_Site"]
-        + TREATMENT
-        + [f"FileName_{c}" for c in channels]
-        + ["Metadata_Fit"]
-        + [probability_column(label) for label in labels]
-        + CALL
-        + ["Model_SHA256", "Model_Precision"]
-    )
+    # Where each channel's pixels came from (CellProfiler's names: file, folder, frame in the file), and how
+    # they were read: the layout, the plane / time point / projection, the fit.
+    read = [f"{kind}_{c}" for c in channels for kind in ("FileName", "PathName", "Frame")]
+    read += ["Metadata_Layout", "Metadata_Source", "Metadata_Fit"]
+    return [*PLACE, "Metadata_Site", *TREATMENT, *read, *call_columns(labels), "Model_SHA256", "Model_Precision"]
 
 
 def well_columns(labels) -> list[str]:
-    return (
-        PLACE
-        + TREATMENT
-        + ["Count_Fields"]
-        + [probability_column(label) for label in labels]
-        + CALL
-        + ["Classify_Agreement", "Model_Precision"]
-    )
+    return [*PLACE, *TREATMENT, "Count_Fields", *call_columns(labels), "Classify_Agreement", "Model_Precision"]
 
 
 def treatment_columns(labels) -> list[str]:
-    return (
-        TREATMENT
-        + ["Count_Wells", "Count_Fields"]
-        + [probability_column(label) for label in labels]
-        + CALL
-        + ["Classify_Agreement"]
-    )
+    return [*TREATMENT, "Count_Wells", "Count_Fields", *call_columns(labels), "Classify_Agreement"]
 
 
 def embedding_columns(width: int) -> list[str]:
@@ -93,8 +80,10 @@ def field_row(
         "Metadata_Compound": field.compound,
         "Metadata_Concentration": field.concentration,
     }
-    row.update({f"FileName_{c}": Path(p).name for c, p in zip(channels, field.paths, strict=True)})
-    row["Metadata_Fit"] = fit_note
+    frames = field.planes or (None,) * len(channels)
+    for c, path, frame in zip(channels, field.paths, frames, strict=True):
+        row.update({f"FileName_{c}": Path(path).name, f"PathName_{c}": str(Path(path).parent), f"Frame_{c}": frame})
+    row.update({"Metadata_Layout": field.layout, "Metadata_Source": field.source, "Metadata_Fit": fit_note})
     row.update({probability_column(label): float(p) for label, p in zip(labels, probabilities, strict=True)})
     row.update(call(probabilities, labels))
     row.update({"Model_SHA256": model_sha256, "Model_Precision": precision})

@@ -20,8 +20,13 @@ import os
 import signal
 import threading
 import time
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.classify import classify_plate
@@ -29,6 +34,18 @@ from appliance.files import write_json
 from appliance.results import utc_now
 
 LEDGER, LOCK = "watch-ledger.json", ".watch.lock"
+CONFIG = "mcnn-watch.toml"  # in the inbox: how its plates are read, set up once per imager
+# How a plate is read and classified (classify_plate's options), and their types in the config file.
+PLATE_OPTIONS = {
+    "layout": str,
+    "channels": str,
+    "platemap": str,
+    "fit": str,
+    "plane": int,
+    "timepoint": int,
+    "project": str,
+    "embeddings": bool,
+}
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 
 Snapshot = dict[str, tuple[int, int]]  # path inside the plate -> (size, mtime_ns)
@@ -45,6 +62,33 @@ class WatchOptions:
     poll: float = 5.0  # seconds between looks at the inbox
     attempts: int = 3  # tries of a plate that fails before the watcher gives up on it
     retry_delay: float = 60.0  # seconds between two tries of a failed plate
+    classify: dict = field(default_factory=dict)  # how every plate is read and classified (classify_plate's options)
+
+
+def read_watch_config(inbox: Path) -> dict:
+    """The plate options (and precision) INBOX/mcnn-watch.toml sets, or {} without the file."""
+    path = Path(inbox) / CONFIG
+    if not path.is_file():
+        return {}
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise WatchError(f"{path}: not a readable TOML file ({exc})") from None
+    known = {**PLATE_OPTIONS, "precision": str}
+    for key, value in config.items():
+        if key not in known:
+            raise WatchError(f"{path}: unknown key {key!r}; the keys are {', '.join(known)}")
+        if type(value) is not known[key]:
+            raise WatchError(f"{path}: {key} = {value!r} should be a {known[key].__name__}")
+    if "platemap" in config:  # relative to the config file, as a user writing it expects
+        config["platemap"] = path.parent / config["platemap"]
+    return config
+
+
+def plate_options(inbox: Path, given: dict) -> tuple[str, dict]:
+    """(precision, classify_plate's options): the inbox config's, those given on the command line winning."""
+    options = {**read_watch_config(inbox), **given}
+    return options.pop("precision", "f32"), options
 
 
 def snapshot(plate_dir: Path) -> Snapshot:
@@ -94,7 +138,8 @@ class Sighting:
 
 
 class Watcher:
-    """One poll at a time (poll(now)), so tests drive it with their own clock."""
+    """Polls until stopped (run()), one poll at a time (poll(now)), so tests drive it with their own clock;
+    `classify` stands in for classify_plate in tests."""
 
     def __init__(
         self,
@@ -137,6 +182,19 @@ class Watcher:
 
     def close(self) -> None:
         self._lock.close()  # releases the lock
+
+    def run(self) -> None:
+        """Poll the inbox until stop is set."""
+        done = sum(entry["status"] == DONE for entry in self.ledger.plates.values())
+        opts = self.options
+        self.log(
+            f"watching {self.inbox} (marker {opts.marker}, quiet {opts.quiet:g} s, poll {opts.poll:g} s); "
+            f"{done} plate(s) already done according to {self.ledger.path}"
+        )
+        while not self.stop.is_set():
+            self.poll(time.monotonic())
+            self.stop.wait(opts.poll)
+        self.log("stopped")
 
     def __enter__(self):
         return self
@@ -216,7 +274,7 @@ class Watcher:
         self.ledger.record(plate, status=RUNNING, attempts=attempt, started=utc_now())
         self.log(f"{plate}: complete ({reason}); classifying (attempt {attempt} of {self.options.attempts})")
         try:
-            summary = self.classify(plate_dir, self.classifier, out_dir, stop=self.stop)
+            summary = self.classify(plate_dir, self.classifier, out_dir, stop=self.stop, **self.options.classify)
         except Exception as exc:  # one bad plate must not stop the watcher: recorded, reported, retried
             error = f"{type(exc).__name__}: {exc}"
             self.ledger.record(plate, status=FAILED, error=error)
@@ -241,30 +299,6 @@ class Watcher:
         note = f", {counts['failed']} field(s) failed (see failures.csv)" if counts["failed"] else ""
         self.log(f"{plate}: {counts['classified']} fields classified{note} -> {out_dir}")
         return True
-
-
-def watch(
-    inbox: Path,
-    out: Path,
-    classifier,
-    options: WatchOptions | None = None,
-    stop: threading.Event | None = None,
-    log=print,
-    classify=classify_plate,
-) -> None:
-    """Poll the inbox until stop is set."""
-    stop = stop or threading.Event()
-    with Watcher(inbox, out, classifier, options, stop=stop, log=log, classify=classify) as watcher:
-        done = sum(entry["status"] == DONE for entry in watcher.ledger.plates.values())
-        opts = watcher.options
-        log(
-            f"watching {watcher.inbox} (marker {opts.marker}, quiet {opts.quiet:g} s, poll {opts.poll:g} s); "
-            f"{done} plate(s) already done according to {watcher.ledger.path}"
-        )
-        while not stop.is_set():
-            watcher.poll(time.monotonic())
-            stop.wait(opts.poll)
-    log("stopped")
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from rich.console import Console
 from appliance.synth import write_dataset
 from export.benchmark import benchmark, table
 from export.exporter import export_run
+from export.quantize import Int8Options
 from training.run import read_run_info
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     console = Console()
 
     start = time.perf_counter()
-    exported = export_run(args.run, int8=True, log=console.print)
+    exported = export_run(args.run, int8=Int8Options(), log=console.print)
     export_s = time.perf_counter() - start
     data = args.data or held_out_plate(args.run)
     rows = benchmark(args.run / "export", fields=args.fields, data=data, log=console.print)

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail
-from appliance.layouts.base import MetadataError
+from appliance.tables import MetadataError
 
 commands = typer.Typer()
 
@@ -40,19 +40,11 @@ def export(
     """Export a run to ONNX and OpenVINO IR, checked against torch on real fields; --int8 adds an INT8 IR."""
     with extra_needed("export"):
         import export.exporter as exporter
+        from export.quantize import Int8Options
 
+    options = Int8Options(calibration, calibration_fields, gate_fields, max_drop, force) if int8 else None
     try:
-        summary = exporter.export_run(
-            run,
-            out,
-            int8=int8,
-            calibration=calibration,
-            calibration_fields=calibration_fields,
-            gate_fields=gate_fields,
-            max_drop=max_drop,
-            force=force,
-            log=console.print,
-        )
+        summary = exporter.export_run(run, out, int8=options, log=console.print)
     except (exporter.ExportError, MetadataError, FileNotFoundError) as exc:
         raise fail(exc) from None
     console.print(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")

@@ -4,7 +4,7 @@
                       and `embedding`; the model card as metadata_props
     OUT/model.xml     the same network taking RAW uint16 pixels (normalisation in the graph),
     OUT/model.bin     the model card in rt_info ["model_info", key]
-    OUT/model-int8.*  with int8=True: quantized with NNCF, kept if it passes the accuracy gate
+    OUT/model-int8.*  with int8 options: quantized with NNCF, kept if it passes the accuracy gate
     OUT/parity.json   torch vs ONNX Runtime vs OpenVINO on real fields of the run
                       (and, with int8, the quantization and its gate: export/quantize.py)
 
@@ -27,10 +27,11 @@ from appliance.fieldsets import SPLIT_CSV, from_split, read_raw
 from appliance.files import write_atomically, write_json
 from appliance.imageio import FieldError
 from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES, Classifier
+from appliance.ir_preprocessing import INPUT
 from appliance.model_card import ModelCard
 from export import ExportError
-from export.ir import INPUT, raw_input_model, save_with_card
-from export.quantize import CALIBRATION_FIELDS, GATE_FIELDS, quantize_export
+from export.ir import raw_input_model, save_with_card
+from export.quantize import Int8Options, quantize_export
 from training.predict import Predictor, load_predictor
 
 OPSET = 18
@@ -93,18 +94,9 @@ def parity_line(backend: str, figures: dict, fields: int) -> str:
 
 
 def export_run(
-    run_dir: Path,
-    out_dir: Path | None = None,
-    parity_fields: int = 4,
-    int8: bool = False,
-    calibration: Path | None = None,
-    calibration_fields: int = CALIBRATION_FIELDS,
-    gate_fields: int = GATE_FIELDS,
-    max_drop: float = 1.0,
-    force: bool = False,
-    log=print,
+    run_dir: Path, out_dir: Path | None = None, parity_fields: int = 4, int8: Int8Options | None = None, log=print
 ) -> dict:
-    """The f32 export with its parity checks, then (int8) the quantized model behind its accuracy gate."""
+    """The f32 export with its parity checks, then (with int8 options) the quantized model behind its accuracy gate."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
@@ -136,10 +128,8 @@ def export_run(
     log(parity_line("openvino", parity["openvino"], len(names)))
 
     summary = {"onnx": str(onnx_path), "xml": str(xml_path), "parity": parity}
-    if int8:
-        parity["quantization"] = quantize_export(
-            run_dir, out_dir, calibration, calibration_fields, gate_fields, max_drop, force, log
-        )
+    if int8 is not None:
+        parity["quantization"] = quantize_export(run_dir, out_dir, int8, log)
         summary["int8_xml"] = str(out_dir / MODEL_INT8_XML) if parity["quantization"]["kept"] else None
     write_json(out_dir / "parity.json", parity)
     return {**summary, "seconds": round(time.perf_counter() - start, 2)}

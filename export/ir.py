@@ -6,33 +6,13 @@ from pathlib import Path
 
 import openvino as ov
 
+from appliance.ir_preprocessing import raw_input
 from appliance.model_card import ModelCard
-
-INPUT = "fields"
 
 
 def raw_input_model(onnx_path: Path, card: ModelCard) -> ov.Model:
-    """The ONNX network behind a PrePostProcessor: uint16 in, conversion and normalisation in the graph.
-
-    The pixels go uint16 -> int32 -> float32. With a direct uint16 -> float32 Convert, the CPU
-    plugin's low-precision transformations read Convert-Subtract-Multiply as an int8
-    dequantisation and fold it into the first FakeQuantize of a quantized model, which oneDNN
-    cannot run on uint16 ("CPU plugin does not support u16"). The extra step costs nothing measurable.
-    """
-    model = ov.convert_model(onnx_path)
-    ppp = ov.preprocess.PrePostProcessor(model)
-    ppp.input(INPUT).tensor().set_element_type(ov.Type.u16).set_layout(ov.Layout("NCHW"))
-    ppp.input(INPUT).model().set_layout(ov.Layout("NCHW"))
-    norm = card.normalization
-    (
-        ppp.input(INPUT)
-        .preprocess()
-        .convert_element_type(ov.Type.i32)
-        .convert_element_type(ov.Type.f32)
-        .mean(list(norm.mean))
-        .scale(list(norm.std))
-    )
-    return ppp.build()
+    """The ONNX network taking raw uint16 pixels, normalised as the card says (appliance/ir_preprocessing.py)."""
+    return raw_input(ov.convert_model(onnx_path), card.normalization)
 
 
 def save_with_card(model: ov.Model, card: ModelCard, path: Path, extra: dict[str, str] | None = None) -> None:

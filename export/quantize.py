@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nncf
@@ -36,10 +36,20 @@ PRESET = nncf.QuantizationPreset.MIXED  # asymmetric activations: the normalised
 ADVANCED = nncf.AdvancedQuantizationParameters(disable_bias_correction=True)
 
 
-def choose_fields(
-    run_dir: Path, calibration: Path | None, calibration_fields: int, gate_fields: int
-) -> tuple[dict, list[Field], dict, list[Field]]:
+@dataclass(frozen=True)
+class Int8Options:
+    """What `export --int8` quantizes on and when it keeps the result."""
+
+    calibration: Path | None = None  # a BBBC021-layout folder; default: the run's training fields
+    calibration_fields: int = CALIBRATION_FIELDS  # stratified by class
+    gate_fields: int = GATE_FIELDS  # held-out fields the accuracy gate compares on
+    max_drop: float = 1.0  # the largest top-1 accuracy drop kept, in points
+    force: bool = False  # keep the INT8 model even if it fails the gate
+
+
+def choose_fields(run_dir: Path, options: Int8Options) -> tuple[dict, list[Field], dict, list[Field]]:
     """(calibration description, fields), (gate description, fields); never the same field in both."""
+    calibration, calibration_fields = options.calibration, options.calibration_fields
     rows = from_split(run_dir)
     train, val = [f for f in rows if f.split == "train"], [f for f in rows if f.split == "val"]
     if calibration is not None:
@@ -49,7 +59,7 @@ def choose_fields(
         source = f"{run_dir}/split.csv train rows"
     used = {tuple(p.resolve() for p in f.paths) for f in calib}
     unused_train = [f for f in train if tuple(p.resolve() for p in f.paths) not in used]
-    gate = stratified(val or unused_train, gate_fields)
+    gate = stratified(val or unused_train, options.gate_fields)
     gate_source = f"{run_dir}/split.csv " + ("val rows" if val else "train rows not used for calibration")
     if not calib:
         raise ExportError(f"no calibration fields in {source}")
@@ -94,16 +104,7 @@ def compare(float_xml: Path, int8_xml: Path, fields: list[Field], batch: int = 2
     }
 
 
-def quantize_export(
-    run_dir: Path,
-    export_dir: Path,
-    calibration: Path | None = None,
-    calibration_fields: int = CALIBRATION_FIELDS,
-    gate_fields: int = GATE_FIELDS,
-    max_drop: float = 1.0,
-    force: bool = False,
-    log=print,
-) -> dict:
+def quantize_export(run_dir: Path, export_dir: Path, options: Int8Options = Int8Options(), log=print) -> dict:
     """Write model-int8.xml next to model.xml if the gate passes (or force); returns parity.json's section."""
     start = time.perf_counter()
     export_dir = Path(export_dir)
@@ -111,7 +112,7 @@ def quantize_export(
     network = ov.Core().read_model(float_xml)  # the card only: compare() compiles the model
     card = read_card(network, str(float_xml))
     check_card(network, card, str(float_xml))
-    calib_info, calib, gate_info, gate = choose_fields(Path(run_dir), calibration, calibration_fields, gate_fields)
+    calib_info, calib, gate_info, gate = choose_fields(Path(run_dir), options)
     log(f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']})")
     model = quantize(export_dir / "model.onnx", card, calib)
     how = {
@@ -126,7 +127,8 @@ def quantize_export(
     calibrated = time.perf_counter() - start
 
     gate_info.update(compare(float_xml, candidate, gate))
-    kept = gate_info["drop_points"] <= max_drop or force
+    max_drop = options.max_drop
+    kept = gate_info["drop_points"] <= max_drop or options.force
     section = {
         **how,
         "gate": {**gate_info, "max_drop": max_drop},

@@ -113,6 +113,19 @@ def write_split(run_dir: Path, n_train: int = 2, n_val: int = 3, seed: int = 0) 
     return rows
 
 
+def command_line(*arguments, **options) -> list[str]:
+    """A command line as typed: the arguments, then `--name value` per option (underscores as dashes),
+    a True option as its flag alone (False and None left out)."""
+    line = [str(a) for a in arguments]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            line.append(flag)
+        elif value is not False and value is not None:
+            line += [flag, str(value)]
+    return line
+
+
 def truncate(path: Path, keep: float = 0.5) -> None:
     """Cut a file short, as an interrupted copy would."""
     with open(path, "r+b") as f:

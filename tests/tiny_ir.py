@@ -4,8 +4,8 @@ It is what `mcnn-appliance export` writes (export/ir.py), in miniature:
     the network    input `fields`, normalised float32 (N, 3, 128, 128), N dynamic; a 5x5 convolution,
                    max-pooling and two matmuls; outputs `probabilities` (softmax over the 3 LABELS)
                    and `embedding` (512 features after a ReLU, as the M-CNN's penultimate layer)
-    the IR         the same network behind the export's PrePostProcessor: raw uint16 pixels in,
-                   uint16 -> int32 -> float32, (x - mean) / std in the graph
+    the IR         the same network behind the export's preprocessing (appliance/ir_preprocessing.py):
+                   raw uint16 pixels in, uint16 -> int32 -> float32, (x - mean) / std in the graph
     the card       rt_info ["model_info", key], weights kept in f32
 quantized=True makes it look as NNCF's model-int8.xml does: FakeQuantize (256 levels) on the
 inputs of the convolution and the matmuls, weights stored as int8 with a per-channel scale
@@ -25,11 +25,11 @@ import openvino as ov
 import openvino.opset13 as ops
 
 from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES
+from appliance.ir_preprocessing import INPUT, raw_input
 from appliance.model_card import ModelCard
 from appliance.normalization import Normalization
 from tests.conftest import CHANNELS, LABELS, MEAN, SIZE, STD
 
-INPUT = "fields"  # export/ir.py's INPUT; the runtime reads input 0 whatever its name
 WIDTH, KERNEL, STRIDE, POOL = 8, 5, 4, 4  # 128x128 -> conv 32x32 -> pool 8x8: 8 x 8 x 8 = 512 features
 HIDDEN = 512  # the embedding's length, as the M-CNN's
 
@@ -129,22 +129,6 @@ def network(seed: int = 0, quantized: bool = False) -> ov.Model:
         node.output(0).get_tensor().set_names({name})
         results.append(ops.result(node))
     return ov.Model(results, [fields], "tiny-mcnn")
-
-
-def raw_input(model: ov.Model, normalization: Normalization) -> ov.Model:
-    """export/ir.py's raw_input_model on a network: uint16 in, int32 -> float32, mean and scale in the graph."""
-    ppp = ov.preprocess.PrePostProcessor(model)
-    ppp.input(INPUT).tensor().set_element_type(ov.Type.u16).set_layout(ov.Layout("NCHW"))
-    ppp.input(INPUT).model().set_layout(ov.Layout("NCHW"))
-    (
-        ppp.input(INPUT)
-        .preprocess()
-        .convert_element_type(ov.Type.i32)
-        .convert_element_type(ov.Type.f32)
-        .mean(list(normalization.mean))
-        .scale(list(normalization.std))
-    )
-    return ppp.build()
 
 
 def save(model: ov.Model, path: Path, model_card: ModelCard | None, extra: dict[str, str] | None = None) -> Path:

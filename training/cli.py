@@ -6,6 +6,7 @@ command runs, so `mcnn-appliance --help` stays fast and a runtime-only install n
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 
 from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size
-from appliance.layouts.base import MetadataError
+from appliance.tables import MetadataError
 
 commands = typer.Typer()
 SizeOption = Annotated[str, typer.Option(help="Field size HEIGHTxWIDTH (BBBC021: 1024x1280).")]
@@ -118,43 +119,14 @@ def train(
     ] = 0,
 ):
     """Train the M-CNN on labelled fields; writes weights, config, metrics, split and plan to --out."""
+    arguments = dict(locals())  # each option named as the TrainConfig or LaunchOptions field it sets, but fold
     with extra_needed("train"):
         from training.launch import LaunchOptions, OptionError, train_folds
         from training.recipes import DEFAULT_RECIPE, TrainConfig
 
-    cfg = TrainConfig(
-        data=str(data.resolve()),
-        out=str(out),
-        epochs=epochs,
-        batch_size=batch_size,
-        accumulation=accumulation,
-        size=parse_size(size),
-        seed=seed,
-        recipe=recipe or DEFAULT_RECIPE,
-        optimizer=optimizer,
-        lr=lr,
-        lr_scaling=lr_scaling,
-        lr_reference_batch=lr_reference_batch,
-        weight_decay=weight_decay,
-        warmup_epochs=warmup_epochs,
-        clip_grad=clip_grad,
-        precision=precision,
-        workers=workers,
-        gain_jitter=gain_jitter,
-        target_acc=target_acc,
-        split=split,
-        checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints,
-        resume=resume,
-    )
-    options = LaunchOptions(
-        nproc_per_node=nproc_per_node,
-        nnodes=nnodes,
-        rdzv_endpoint=rdzv_endpoint,
-        global_batch=global_batch,
-        memory_gb=memory_gb,
-        max_restarts=max_restarts,
-    )
+    del arguments["fold"]  # K or all: train_folds sets each run's fold
+    arguments.update(data=str(data.resolve()), out=str(out), size=parse_size(size), recipe=recipe or DEFAULT_RECIPE)
+    cfg, options = by_name(TrainConfig, arguments), by_name(LaunchOptions, arguments)
     try:
         code = train_folds(cfg, options, fold, console)
     except OptionError as exc:
@@ -162,6 +134,11 @@ def train(
     except ValueError as exc:  # a plan that does not fit, SplitError, MetadataError, a bad recipe: nothing ran
         raise fail(exc) from None
     raise typer.Exit(code)
+
+
+def by_name(cls, arguments: dict):
+    """A dataclass built from the arguments named as its fields."""
+    return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
 
 @commands.command()

@@ -1,15 +1,23 @@
 """Fields as training examples: read, normalise, augment without changing geometry; each rank's share
-of every epoch's shuffle."""
+of every epoch's shuffle; a run's fields as loaders (`load_data`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from appliance.fieldsets import SPLIT_CSV
 from appliance.imageio import read_field
 from appliance.layouts.base import Field
-from appliance.normalization import Normalization
+from appliance.layouts.bbbc021 import class_names, load_fields
+from appliance.normalization import Normalization, fit_normalization
+from training.distributed import Ranks
+from training.recipes import TrainConfig
+from training.splits import select_split, spread_sample, write_split
 
 
 class FieldDataset(Dataset):
@@ -68,3 +76,48 @@ class EpochSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
+
+
+@dataclass
+class Data:
+    """The run's fields as loaders: this rank's share of every epoch's shuffle, and of validation."""
+
+    labels: list[str]
+    normalization: Normalization
+    train_fields: int
+    val_fields: int
+    sampler: EpochSampler
+    train_loader: DataLoader
+    val_loader: DataLoader | list
+
+
+def load_data(cfg: TrainConfig, ranks: Ranks, out: Path) -> Data:
+    """Labelled fields, the held-out set (stratified, NSC or NSCB; rank 0 writes split.csv), the normalisation
+    fitted on training fields; each rank trains on its share of every epoch and validates every world-th field."""
+    fields = load_fields(Path(cfg.data))
+    if not fields:
+        raise ValueError(f"{cfg.data}: no labelled fields (image table joined with MoA table is empty)")
+    labels = class_names(fields)
+    train_fields, val_fields = select_split(fields, cfg.split, cfg.fold, cfg.val_fraction, cfg.seed)
+    if ranks.master:
+        write_split(out / SPLIT_CSV, train_fields, val_fields)
+    size = tuple(cfg.size)
+    normalization = fit_normalization(read_field(f.paths, size) for f in spread_sample(train_fields, cfg.norm_fields))
+    train_set = FieldDataset(
+        train_fields, labels, size, normalization, augment=True, gain_jitter=cfg.gain_jitter, seed=cfg.seed
+    )
+    val_set = FieldDataset(val_fields, labels, size, normalization)
+    sampler = EpochSampler(train_set, ranks.world, ranks.rank, seed=cfg.seed)
+    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    # The generator only seeds the loader's workers, which draw nothing: a checkpoint need not hold it.
+    train_loader = DataLoader(
+        train_set,
+        sampler=sampler,
+        drop_last=len(sampler) > cfg.batch_size,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        **loader_args,
+    )
+    val_loader = (
+        DataLoader(Subset(val_set, range(ranks.rank, len(val_set), ranks.world)), **loader_args) if val_fields else []
+    )
+    return Data(labels, normalization, len(train_fields), len(val_fields), sampler, train_loader, val_loader)

@@ -1,7 +1,7 @@
 """Starting training: the plan, the folds, one process or torchrun's ranks, and a rank's entry point.
 
     `mcnn-appliance train` -> train_folds(cfg, options, fold) -> plan_for (training/plan.py), planned_runs,
-        then per run: launch(cfg, plan)
+        then per run: launch(cfg, plan, ..., options)
             one process:  train(cfg)
             N ranks:      torchrun ... -m training.launch '{"config": {...}, "plan": {...}}'  (main() in each)
 
@@ -129,14 +129,7 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
             fold=held_out.index if held_out else None,
         )
         try:
-            returncode = launch(
-                run_cfg,
-                the_plan,
-                in_process=launched or ranks * nodes == 1,
-                console=console,
-                rdzv_endpoint=options.rdzv_endpoint,
-                max_restarts=options.max_restarts,
-            )
+            returncode = launch(run_cfg, the_plan, launched or ranks * nodes == 1, console, options)
         except ValueError as exc:  # ResumeError (nothing trained), a bad rendezvous, a bad config
             error(exc)
             returncode = EXIT_NOTHING_RAN
@@ -150,42 +143,26 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
     return code
 
 
-def launch(
-    cfg: TrainConfig,
-    plan: Plan,
-    in_process: bool,
-    console: Console,
-    rdzv_endpoint: str | None = None,
-    max_restarts: int = 0,
-) -> int:
+def launch(cfg: TrainConfig, plan: Plan, in_process: bool, console: Console, options: LaunchOptions) -> int:
     """Train cfg in this process (one process, or one rank of a torchrun you started), or launch torchrun
-    with the plan's ranks; returns the exit code. ResumeError and FloatingPointError come through."""
+    with the options' ranks and nodes (the plan's); returns the exit code. ResumeError and
+    FloatingPointError come through."""
     if in_process:
         train(cfg, console=console, plan=plan.to_dict(), after_step=hooks_from_environment())
         return 0
-    command = torchrun_command(
-        cfg, plan.ranks, plan.nodes, rdzv_endpoint, plan=plan.to_dict(), max_restarts=max_restarts
-    )
     # torchrun would set OMP_NUM_THREADS=1; each rank sets its threads from its own cores anyway.
     env = {**os.environ, "OMP_NUM_THREADS": str(plan.threads_per_rank)}
-    return subprocess.run(command, env=env).returncode
+    return subprocess.run(torchrun_command(cfg, options, plan.to_dict()), env=env).returncode
 
 
-def torchrun_command(
-    cfg: TrainConfig,
-    nproc_per_node: int,
-    nnodes: int = 1,
-    rdzv_endpoint: str | None = None,
-    plan: dict | None = None,
-    max_restarts: int = 0,
-) -> list[str]:
-    """The command that runs `train(cfg)` as nproc_per_node ranks on this node (of nnodes); after a failure
-    torchrun restarts the workers up to max_restarts times, and they resume from the last checkpoint."""
-    if nnodes > 1 and not rdzv_endpoint:
+def torchrun(options: LaunchOptions) -> list[str]:
+    """torchrun starting options.nproc_per_node ranks on this node (of options.nnodes); after a failure it
+    restarts them up to options.max_restarts times. The program and its arguments follow."""
+    if options.nnodes > 1 and not options.rdzv_endpoint:
         raise ValueError("training on several nodes needs a rendezvous endpoint HOST:PORT (any node's address)")
     rendezvous = (
-        ["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint]
-        if nnodes > 1
+        ["--nnodes", str(options.nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", options.rdzv_endpoint]
+        if options.nnodes > 1
         else ["--standalone"]
     )
     return [
@@ -193,14 +170,17 @@ def torchrun_command(
         "-m",
         "torch.distributed.run",
         "--nproc-per-node",
-        str(nproc_per_node),
+        str(options.nproc_per_node),
         *rendezvous,
         "--max-restarts",
-        str(max_restarts),
-        "-m",
-        "training.launch",
-        json.dumps({"config": asdict(cfg), "plan": plan}),
+        str(options.max_restarts),
     ]
+
+
+def torchrun_command(cfg: TrainConfig, options: LaunchOptions, plan: dict | None = None) -> list[str]:
+    """The command that runs `train(cfg)` as torchrun's ranks (main() in each); restarted ranks resume
+    from the last checkpoint."""
+    return [*torchrun(options), "-m", "training.launch", json.dumps({"config": asdict(cfg), "plan": plan})]
 
 
 def hooks_from_environment() -> list[AfterStep]:

@@ -3,9 +3,10 @@
     fields -> split (splits.py) -> normalisation fitted on training fields -> model
     -> epochs of (train_step x steps, evaluate, metrics row, save) -> a run folder export can read.
 
-The pieces: recipes.py (options, optimizer, schedule), distributed.py (ranks), step.py (one
-optimizer step, one evaluation pass), checkpoint.py (checkpoints, resume, the stop on a
-non-finite loss), launch.py (the plan, torchrun, folds, and a rank's entry point).
+The pieces: recipes.py (options, optimizer, schedule), dataset.py (the fields as loaders),
+distributed.py (ranks), step.py (one optimizer step, one evaluation pass), records.py (run.json,
+metrics.csv, steps.csv), checkpoint.py (checkpoints, resume, the stop on a non-finite loss),
+launch.py (the plan, torchrun, folds, and a rank's entry point).
 
 Checkpoints every --checkpoint-every optimizer steps and at every epoch's end let `--resume` (or
 torchrun restarting the workers after a failure) continue exactly where the run stopped. A
@@ -14,12 +15,9 @@ non-finite loss or weight stops the run, keeping the last good checkpoint.
 
 from __future__ import annotations
 
-import platform
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -27,15 +25,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Subset
 
-import appliance
-from appliance.fieldsets import SPLIT_CSV
 from appliance.files import write_json
-from appliance.imageio import read_field
 from appliance.layouts.base import CHANNELS
-from appliance.layouts.bbbc021 import class_names, load_fields
-from appliance.normalization import Normalization, fit_normalization
 from training.checkpoint import (
     STOPPED,
     ResumeError,
@@ -49,46 +41,17 @@ from training.checkpoint import (
     stop_non_finite,
 )
 from training.curves import draw_curves
-from training.dataset import EpochSampler, FieldDataset
+from training.dataset import Data, load_data
 from training.distributed import Ranks, end_ranks, restarted, start_ranks, sum_over_ranks
 from training.model import MCNN, MCNNConfig, count_parameters
 from training.process import keep_freed_memory, set_threads
 from training.recipes import TrainConfig, get_lr, make_loss, make_optimizer, peak_lr, resolve_recipe, warmup_steps
+from training.records import Setup, log_step, metrics_row, run_info, start_tables, write_metrics
 from training.run import save_run
-from training.splits import select_split, spread_sample, write_split
 from training.step import evaluate, resolve_precision, train_step
-from training.tables import append_row, read_csv, write_dicts
 
-METRICS_COLUMNS = (
-    "epoch",
-    "step",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "images_per_s",
-    "data_wait",
-    "epoch_s",
-    "wall_s",
-)  # data_wait: fraction of the epoch
-STEPS_COLUMNS = ("step", "epoch", "loss", "lr")  # steps.csv: every optimizer step's loss (mean over its fields)
-METRICS_CSV, STEPS_CSV, PLAN_JSON = "metrics.csv", "steps.csv", "plan.json"
-
+PLAN_JSON = "plan.json"
 AfterStep = Callable[[int], None]  # called with the optimizer step just taken (and checkpointed)
-
-
-@dataclass
-class Data:
-    """The run's fields as loaders: this rank's share of every epoch's shuffle, and of validation."""
-
-    labels: list[str]
-    normalization: Normalization
-    train_fields: int
-    val_fields: int
-    sampler: EpochSampler
-    train_loader: DataLoader
-    val_loader: DataLoader | list
 
 
 @dataclass
@@ -162,17 +125,7 @@ def train(
             )
         load_checkpoint(checkpoint, raw_model, optimizer)  # weights, optimizer state, RNG states
         start = time.time() - resumed["wall_s"]  # wall_s counts training time, not the time the run was stopped
-    info = run_info(
-        cfg,
-        ranks,
-        data,
-        resumed,
-        precision=precision,
-        threads=threads,
-        allocator=allocator,
-        global_batch=global_batch,
-        base_lr=base_lr,
-    )
+    info = run_info(cfg, ranks, data, Setup(precision, threads, allocator, global_batch, base_lr), resumed)
     loop = Loop(
         cfg,
         ranks,
@@ -209,13 +162,8 @@ def train(
         console.print(
             f"resuming run {info['run_id']} at step {resumed['step']} (epoch {resumed['epoch']}) from {checkpoint}"
         )
-    if ranks.master:  # a resumed run's files are cut back to its checkpoint: every epoch and step appears once
-        write_dicts(out / METRICS_CSV, METRICS_COLUMNS, loop.history)
-        write_dicts(
-            out / STEPS_CSV,
-            STEPS_COLUMNS,
-            [r for r in read_csv(out / STEPS_CSV) if int(r["step"]) <= loop.step] if resumed else [],
-        )
+    if ranks.master:
+        start_tables(out, loop.history, loop.step, bool(resumed))
 
     columns = (
         TextColumn("{task.description}"),
@@ -250,88 +198,6 @@ def prepare_folder(out: Path, resumed: dict | None, plan: dict | None) -> None:
         write_json(out / PLAN_JSON, plan)
 
 
-def load_data(cfg: TrainConfig, ranks: Ranks, out: Path) -> Data:
-    """Labelled fields, the held-out set (stratified, NSC or NSCB; rank 0 writes split.csv), the normalisation
-    fitted on training fields; each rank trains on its share of every epoch and validates every world-th field."""
-    fields = load_fields(Path(cfg.data))
-    if not fields:
-        raise ValueError(f"{cfg.data}: no labelled fields (image table joined with MoA table is empty)")
-    labels = class_names(fields)
-    train_fields, val_fields = select_split(fields, cfg.split, cfg.fold, cfg.val_fraction, cfg.seed)
-    if ranks.master:
-        write_split(out / SPLIT_CSV, train_fields, val_fields)
-    size = tuple(cfg.size)
-    normalization = fit_normalization(read_field(f.paths, size) for f in spread_sample(train_fields, cfg.norm_fields))
-    train_set = FieldDataset(
-        train_fields, labels, size, normalization, augment=True, gain_jitter=cfg.gain_jitter, seed=cfg.seed
-    )
-    val_set = FieldDataset(val_fields, labels, size, normalization)
-    sampler = EpochSampler(train_set, ranks.world, ranks.rank, seed=cfg.seed)
-    loader_args = dict(batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
-    # The generator only seeds the loader's workers, which draw nothing: a checkpoint need not hold it.
-    train_loader = DataLoader(
-        train_set,
-        sampler=sampler,
-        drop_last=len(sampler) > cfg.batch_size,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        **loader_args,
-    )
-    val_loader = (
-        DataLoader(Subset(val_set, range(ranks.rank, len(val_set), ranks.world)), **loader_args) if val_fields else []
-    )
-    return Data(labels, normalization, len(train_fields), len(val_fields), sampler, train_loader, val_loader)
-
-
-def run_info(
-    cfg: TrainConfig,
-    ranks: Ranks,
-    data: Data,
-    resumed: dict | None,
-    *,
-    precision: str,
-    threads: int,
-    allocator: str,
-    global_batch: int,
-    base_lr: float,
-) -> dict:
-    """run.json's content: a new run's, or the resumed run's (its id, its time to accuracy) with the resume added."""
-    config = {**asdict(cfg), "size": list(cfg.size)}
-    if resumed:
-        return {
-            **resumed["info"],
-            "train_config": config,
-            "threads": threads,
-            "allocator": allocator,
-            "resumes": resumed["info"].get("resumes", [])
-            + [
-                {
-                    "step": resumed["step"],
-                    "at": f"{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%SZ}",
-                    "elastic_restart": restarted(),
-                }
-            ],
-        }
-    return {
-        "run_id": f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}",
-        "labels": data.labels,
-        "channels": list(CHANNELS),
-        "normalization": data.normalization.to_dict(),
-        "train_config": config,
-        "precision": precision,
-        "threads": threads,
-        "allocator": allocator,
-        "ranks": ranks.world,
-        "global_batch": global_batch,
-        "peak_lr": base_lr,
-        "fields": {"train": data.train_fields, "val": data.val_fields},
-        "versions": {
-            "mcnn_appliance": appliance.__version__,
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
-    }
-
-
 def train_epoch(loop: Loop, epoch: int, resumed: dict | None, bar: Progress) -> None:
     """One epoch's optimizer steps (the rest of them, in the epoch a run resumes in), then its row and its save.
     Sums carried over the epoch: loss, correct, fields, seconds waiting for the loader, seconds."""
@@ -364,7 +230,7 @@ def train_epoch(loop: Loop, epoch: int, resumed: dict | None, bar: Progress) -> 
         loop.step += 1
         sums = [a + b for a, b in zip(sums, (stats.loss_sum, stats.correct, stats.seen, stats.data_wait), strict=True)]
         if ranks.master:
-            append_row(loop.out / STEPS_CSV, [loop.step, epoch, f"{stats.loss:.7g}", f"{loop.lr:.7g}"])
+            log_step(loop.out, loop.step, epoch, stats.loss, loop.lr)
         bar.update(task, advance=1, status=f"loss {stats.loss:.3f}  {sums[2] / (time.time() - epoch_start):.2f} img/s")
         if cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and epoch_steps < loop.steps_per_epoch:
             # The epoch's sums so far, over all ranks; a resumed rank 0 carries them on.
@@ -390,7 +256,7 @@ def train_epoch(loop: Loop, epoch: int, resumed: dict | None, bar: Progress) -> 
         ],
         ranks,
     )
-    row = metrics_row(loop, epoch, totals, elapsed_before + local_s)
+    row = metrics_row(epoch, loop.step, loop.lr, totals, elapsed_before + local_s, time.time() - loop.start)
     loop.history.append(row)
     if "target_reached" not in loop.info and row["val_acc"] >= cfg.target_acc:  # NaN (no validation) never is
         loop.info["target_reached"] = {k: row[k] for k in ("epoch", "step", "val_acc", "wall_s")}
@@ -402,29 +268,10 @@ def train_epoch(loop: Loop, epoch: int, resumed: dict | None, bar: Progress) -> 
     )
     check_finite_weights(loop.raw_model, loop.step, epoch, loop.out, ranks.master)  # before the weights are replaced
     if ranks.master:
-        write_dicts(loop.out / METRICS_CSV, METRICS_COLUMNS, loop.history)
+        metrics_csv = write_metrics(loop.out, loop.history)
         loop.info = save_run(loop.out, loop.raw_model, {**loop.info, "epochs_done": epoch, "metrics": row})
-        draw_curves(loop.out / METRICS_CSV, loop.out / "curves.png", cfg.target_acc)
+        draw_curves(metrics_csv, loop.out / "curves.png", cfg.target_acc)
         save(loop, {"epoch": epoch + 1, "epoch_steps": 0, "epoch_sums": [0.0] * 5, "epoch_elapsed": 0.0})
-
-
-def metrics_row(loop: Loop, epoch: int, totals: list[float], epoch_s: float) -> dict:
-    """metrics.csv's row from the epoch's sums over all ranks: training's, then validation's."""
-    loss_sum, correct, seen, wait_sum, epoch_sum, val_loss_sum, val_correct, val_seen = totals
-    val_loss, val_acc = (val_loss_sum / val_seen, val_correct / val_seen) if val_seen else (float("nan"),) * 2
-    return {
-        "epoch": epoch,
-        "step": loop.step,
-        "lr": round(loop.lr, 8),
-        "train_loss": round(loss_sum / seen, 5),
-        "train_acc": round(correct / seen, 4),
-        "val_loss": round(val_loss, 5),
-        "val_acc": round(val_acc, 4),
-        "images_per_s": round(seen / epoch_s, 3),
-        "data_wait": round(wait_sum / epoch_sum, 3),
-        "epoch_s": round(epoch_s, 1),
-        "wall_s": round(time.time() - loop.start, 1),
-    }
 
 
 def save(loop: Loop, where: dict) -> None:

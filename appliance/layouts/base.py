@@ -7,8 +7,6 @@ files and treatment; a labelled one also its mechanism of action (moa).
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,10 +15,6 @@ from pathlib import Path
 CHANNELS = ("DAPI", "Tubulin", "Actin")  # the model's channel order: a Field's paths follow it
 PROJECTIONS = ("max",)
 WELL = re.compile(r"^(?P<row>[A-Z]{1,2})0*(?P<column>\d{1,3})$", re.IGNORECASE)
-
-
-class MetadataError(ValueError):
-    """A metadata table is missing, unreadable or lacks a column; the message names the file."""
 
 
 class PlateError(ValueError):
@@ -88,6 +82,8 @@ class Layout:
     looks_for: str  # what detect() looks for, for the message when no layout recognises a plate
     detect: Callable[[Path], bool]
     discover: Callable[[Path, LayoutOptions], tuple[list[Field], list[Failure]]]
+    # The plate folder of a path given as the plate: itself, or the plate holding this imager sub-folder.
+    root: Callable[[Path], Path] = Path
 
 
 @dataclass(frozen=True)
@@ -118,22 +114,3 @@ def field_order(item: Field | Failure) -> tuple:
     match = WELL.match(item.well)
     row, column = (match["row"].upper(), int(match["column"])) if match else (item.well, 0)
     return len(row), row, column, item.site
-
-
-def read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
-    """Rows of a CSV as dicts with stripped keys and values; any line ending or quoting."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except OSError as exc:
-        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise MetadataError(f"{path}: not UTF-8 text ({exc})") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    if reader.fieldnames is None:
-        raise MetadataError(f"{path}: empty file")
-    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
-    header = {(k or "").strip() for k in reader.fieldnames}
-    missing = [c for c in required if c not in header]
-    if missing:
-        raise MetadataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return rows

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, Field, MetadataError, read_table
+from appliance.layouts.base import CHANNELS, Field
+from appliance.tables import MetadataError, read_table
 
 IMAGE_CSV = "BBBC021_v1_image.csv"
 MOA_CSV = "BBBC021_v1_moa.csv"

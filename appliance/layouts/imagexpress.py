@@ -4,27 +4,29 @@ bbbc021: `[prefix_]{well}_s{site}_w{n}{UUID}.tif` in the plate folder; w1 DAPI, 
 When BBBC021_v1_image.csv lies in the plate folder or one or two folders above it (the published
 tree is ROOT/WeekN/WeekN_PLATE/), compound and concentration come from it, matched by DAPI file name.
 metaxpress: `{name}_{well}[_s{site}]_w{n}[{UUID}].tif` in the plate folder or its TimePoint_1
-folder, as MetaXpress writes them; w1 DAPI, w2 Tubulin, w3 Actin; no site in the name means site 1.
-`_thumb` thumbnails and other wavelengths are ignored.
+folder, as MetaXpress writes them; no site in the name means site 1. Give the plate folder, or one
+`TimePoint_N` folder (the plate is then named after its parent). A MetaXpress export's `{name}.HTD`
+(in the plate folder, else in TimePoint_1) names the wavelengths (`"WaveName1", "DAPI"`): channels
+are then found by name (dapi/hoechst, tubulin, actin/phalloidin) and `--channels` takes a name as
+well as a number (`DAPI=DAPI,Tubulin=FITC,Actin=w3`); a channel no name points to is w1 DAPI,
+w2 Tubulin, w3 Actin, the default without an HTD. An .HTD that is not one is a PlateError.
+Not supported: more than one time point or z-step (TimePoint_2, ZStep_1, ...: give one
+TimePoint_N folder of single-plane images), single-wavelength plates (`"Waves", FALSE`: no `_w` in
+the names). `_thumb` thumbnails and other wavelengths are ignored.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import re
 from pathlib import Path
 
-from appliance.layouts.base import (
-    CHANNELS,
-    Failure,
-    Field,
-    Layout,
-    LayoutOptions,
-    MetadataError,
-    PlateError,
-    read_table,
-    well_name,
-)
+from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, well_name
 from appliance.layouts.bbbc021 import IMAGE_CSV
+from appliance.layouts.records import ChannelError, match_channels
+from appliance.tables import MetadataError, read_table
 
 FILE_NAME = re.compile(
     r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})(?:_s(?P<site>\d+))?_w(?P<wavelength>\d{1,2})"
@@ -36,7 +38,75 @@ DEFAULT_WAVELENGTHS = {
     "metaxpress": {"DAPI": 1, "Tubulin": 2, "Actin": 3},
 }
 EXAMPLE = {"bbbc021": "G10_s1_w1<UUID>.tif", "metaxpress": "NAME_G10_s1_w1.tif (or in TimePoint_1/)"}
+LOOKS_FOR = {
+    "metaxpress": "a TimePoint_1 folder, or the folder is one (MetaXpress)",
+    "bbbc021": "TIFF files in the folder (BBBC021 names)",
+}
 STACK_FOLDER = re.compile(r"^(TimePoint|ZStep)_\d+$", re.IGNORECASE)
+
+
+def plate_folder(folder: Path) -> Path:
+    """The plate folder of a plate given as itself or as one of its TimePoint_N / ZStep_N folders."""
+    while STACK_FOLDER.match(folder.name) and folder.parent != folder:
+        folder = folder.parent
+    return folder
+
+
+def find_htd(plate_dir: Path) -> Path | None:
+    """The plate's MetaXpress .HTD: in the plate folder, else in its TimePoint_1 folder; None if it has none."""
+    root = plate_folder(plate_dir)
+    for folder in dict.fromkeys((root, root / "TimePoint_1", plate_dir)):
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            found = sorted(Path(e.path) for e in entries if e.name.lower().endswith(".htd") and e.is_file())
+        if len(found) > 1:
+            raise PlateError(
+                f"{folder}: {len(found)} .HTD files ({', '.join(p.name for p in found)}); one plate per folder"
+            )
+        if found:
+            return found[0]
+    return None
+
+
+def read_htd(path: Path) -> dict[str, list[str]]:
+    """The lines of an .HTD file as key -> values (`"WaveName1", "DAPI"` -> {"WaveName1": ["DAPI"]})."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig", errors="replace")  # descriptions hold stray bytes
+    except OSError as exc:
+        raise PlateError(f"{path}: cannot read the MetaXpress .HTD file ({exc.strerror or exc})") from None
+    entries = {}
+    for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True):
+        if row and row[0].strip():
+            entries[row[0].strip()] = [value.strip() for value in row[1:]]
+    if "HTSInfoFile" not in entries:
+        raise PlateError(f'{path}: not a MetaXpress .HTD file (no "HTSInfoFile" line)')
+    return entries
+
+
+def wave_names(path: Path) -> dict[int, str]:
+    """Wavelength number -> its name (WaveName1..NWavelengths) from an .HTD file; {} if it names none."""
+    htd = read_htd(path)
+    if htd.get("Waves", ["TRUE"])[:1] == ["FALSE"]:
+        return {}
+    count = (htd.get("NWavelengths") or [""])[0]
+    if count and not count.isdigit():
+        raise PlateError(f"{path}: NWavelengths {count!r} is not a whole number")
+    named = sorted(int(key[8:]) for key in htd if re.fullmatch(r"WaveName\d+", key))
+    numbers = range(1, int(count) + 1) if count else named
+    return {n: (htd.get(f"WaveName{n}") or [""])[0] for n in numbers}
+
+
+def named_wavelengths(layout: str, mapping: dict[str, str], names: dict[int, str], htd: Path) -> dict[str, int]:
+    """Model channel -> wavelength number for a plate whose .HTD names its wavelengths: --channels by
+    number (w3, 3) or name, else by name (records.match_channels), else the layout's default."""
+    given = {c: m[1] if (m := re.fullmatch(r"w(\d{1,2})", v, re.IGNORECASE)) else v for c, v in mapping.items()}
+    defaults = {c: str(n) for c, n in DEFAULT_WAVELENGTHS[layout].items()}
+    try:
+        chosen = match_channels({str(n): name for n, name in names.items()}, given, defaults)
+    except ChannelError as exc:
+        raise PlateError(f"{htd}: {exc}") from None
+    return {c: int(chosen[c]) for c in CHANNELS}
 
 
 def wavelengths(layout: str, mapping: dict[str, str]) -> dict[str, int]:
@@ -95,8 +165,13 @@ def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
 
 
 def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
-    waves = wavelengths(layout, options.channels)
-    plate = plate_dir.parent.name if STACK_FOLDER.match(plate_dir.name) else plate_dir.name
+    htd = find_htd(plate_dir) if layout == "metaxpress" else None
+    named = wave_names(htd) if htd else {}
+    if named:
+        waves = named_wavelengths(layout, options.channels, named, htd)
+    else:
+        waves = wavelengths(layout, options.channels)
+    plate = plate_folder(plate_dir).name
     found: dict[tuple[str, int, int], dict[int, list[Path]]] = {}
     for folder in image_folders(plate_dir, layout):
         for path in sorted(folder.iterdir()):
@@ -144,19 +219,26 @@ def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list
     return fields, failures
 
 
+def discover_metaxpress(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
+    return discover(plate_dir, "metaxpress", options)
+
+
+def discover_bbbc021(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
+    return discover(plate_dir, "bbbc021", options)
+
+
 def is_tiff(path: Path) -> bool:
     return path.suffix.lower() in (".tif", ".tiff") and path.is_file()
 
 
-METAXPRESS = Layout(
-    "metaxpress",
-    "a TimePoint_1 folder (MetaXpress)",
-    lambda plate_dir: (plate_dir / "TimePoint_1").is_dir(),
-    lambda plate_dir, options: discover(plate_dir, "metaxpress", options),
-)
-BBBC021 = Layout(
-    "bbbc021",
-    "TIFF files in the folder (BBBC021 names)",
-    lambda plate_dir: any(is_tiff(p) for p in plate_dir.iterdir()),
-    lambda plate_dir, options: discover(plate_dir, "bbbc021", options),
-)
+def is_metaxpress(folder: Path) -> bool:
+    """A TimePoint_1 folder in the folder, or the folder is a TimePoint_N (or ZStep_N) folder."""
+    return (folder / "TimePoint_1").is_dir() or (STACK_FOLDER.match(folder.name) is not None and folder.is_dir())
+
+
+def is_bbbc021(folder: Path) -> bool:
+    return any(is_tiff(p) for p in folder.iterdir())
+
+
+METAXPRESS = Layout("metaxpress", LOOKS_FOR["metaxpress"], is_metaxpress, discover_metaxpress, plate_folder)
+BBBC021 = Layout("bbbc021", LOOKS_FOR["bbbc021"], is_bbbc021, discover_bbbc021)

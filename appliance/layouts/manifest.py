@@ -13,31 +13,68 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.layouts.base import (
-    CHANNELS,
-    Failure,
-    Field,
-    Layout,
-    LayoutOptions,
-    MetadataError,
-    PlateError,
-    parse_well,
-    read_table,
-    well_name,
-)
+from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, parse_well, well_name
+from appliance.tables import MetadataError, read_table
 
 MANIFEST = "manifest.csv"  # the file name `--layout auto` recognises in a plate folder
+NAME = "manifest"
+LOOKS_FOR = f"{MANIFEST} in the folder, or a manifest CSV"
 
 
-def resolve_inside(plate_root: Path, value: str) -> Path:
-    """The file a manifest cell names; ValueError when it is missing or outside the plate folder."""
+def inside_plate(plate_root: Path, value: str) -> Path:
+    """The file a table cell names (relative to the plate folder, or absolute), resolved, symlinks
+    included; ValueError when it lies outside the plate folder."""
     given = Path(value.replace("\\", "/"))
     path = (given if given.is_absolute() else plate_root / given).resolve()
     if not path.is_relative_to(plate_root):
         raise ValueError(f"{value}: outside the plate folder {plate_root} (resolves to {path}); refused")
+    return path
+
+
+def resolve_inside(plate_root: Path, value: str) -> Path:
+    """The file a manifest cell names; ValueError when it is missing or outside the plate folder."""
+    path = inside_plate(plate_root, value)
     if not path.is_file():
         raise ValueError(f"{value}: file not found")
     return path
+
+
+def read_rows(table: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a plate's table (manifest, LoadData CSV); PlateError naming it if it is unreadable or empty."""
+    try:
+        rows = read_table(table, required)
+    except MetadataError as exc:
+        raise PlateError(str(exc)) from None
+    if not rows:
+        raise PlateError(f"{table}: lists no fields")
+    return rows
+
+
+def bad_row(plate: str, well: str, site: str, where: str, problem: ValueError) -> Failure:
+    """A table line whose well, site or numbers cannot be read."""
+    return Failure(plate, well, int(site) if site.isdigit() else 0, where, f"bad row: {problem}")
+
+
+def once_each(
+    candidates: list[Field], lines: dict[tuple[str, int], list[int]], plate: str, table: str
+) -> tuple[list[Field], list[Failure]]:
+    """The fields whose well and site one line lists; a Failure for each well and site on several lines."""
+    failures = [
+        Failure(
+            plate,
+            well,
+            site,
+            f"{table} lines {', '.join(map(str, on))}",
+            "the same well and site listed more than once",
+        )
+        for (well, site), on in lines.items()
+        if len(on) > 1
+    ]
+    return [f for f in candidates if len(lines[(f.well, f.site)]) == 1], failures
+
+
+def is_plate(folder: Path) -> bool:
+    return folder.is_file() and folder.suffix.lower() == ".csv" or (folder / MANIFEST).is_file()
 
 
 def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list[Failure]]:
@@ -45,12 +82,7 @@ def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list
     manifest = plate_dir if plate_dir.is_file() else plate_dir / MANIFEST
     plate_root = manifest.parent.resolve()
     plate = plate_root.name
-    try:
-        rows = read_table(manifest, ("well", "site"))
-    except MetadataError as exc:
-        raise PlateError(str(exc)) from None
-    if not rows:
-        raise PlateError(f"{manifest}: lists no fields")
+    rows = read_rows(manifest, ("well", "site"))
     header = {key.lower(): key for key in (rows[0] if rows else {})}
     columns = {c: header.get(mapping.get(c, c).lower()) for c in CHANNELS}
     lacking = [f"{c} (column {mapping.get(c, c)!r})" for c, column in columns.items() if column is None]
@@ -69,9 +101,7 @@ def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list
             well_row, column = parse_well(row["well"])
             concentration = float(row["concentration"]) if row.get("concentration") else None
         except ValueError as exc:
-            failures.append(
-                Failure(plate, row["well"], int(row["site"]) if row["site"].isdigit() else 0, where, f"bad row: {exc}")
-            )
+            failures.append(bad_row(plate, row["well"], row["site"], where, exc))
             continue
         well = well_name(well_row, column)
         by_position.setdefault((well, site), []).append(line)
@@ -85,33 +115,11 @@ def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list
             continue
         candidates.append(
             Field(
-                plate,
-                well,
-                site,
-                paths,
-                compound=row.get("compound") or None,
-                concentration=concentration,
-                layout="manifest",
+                plate, well, site, paths, compound=row.get("compound") or None, concentration=concentration, layout=NAME
             )
         )
-    for (well, site), lines in by_position.items():
-        if len(lines) > 1:
-            failures.append(
-                Failure(
-                    plate,
-                    well,
-                    site,
-                    f"{manifest.name} lines {', '.join(map(str, lines))}",
-                    "the same well and site listed more than once",
-                )
-            )
-    fields = [f for f in candidates if len(by_position[(f.well, f.site)]) == 1]
-    return fields, failures
+    fields, repeated = once_each(candidates, by_position, plate, manifest.name)
+    return fields, failures + repeated
 
 
-LAYOUT = Layout(
-    "manifest",
-    f"{MANIFEST} in the folder, or a manifest CSV",
-    lambda plate_dir: plate_dir.is_file() and plate_dir.suffix.lower() == ".csv" or (plate_dir / MANIFEST).is_file(),
-    discover,
-)
+LAYOUT = Layout(NAME, LOOKS_FOR, is_plate, discover)

@@ -21,11 +21,17 @@ import tifffile
 from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, well_name
 from appliance.layouts.records import ChannelError, match_channels
 
+NAME = "ome-tiff"
+LOOKS_FOR = "*.ome.tif files (OME-TIFF)"
 FILE_NAME = re.compile(r"(?:^|_)(?P<row>[A-Z]{1,2})(?P<column>\d{1,3})_s(?P<site>\d+)(?=[_.])", re.IGNORECASE)
 
 
 def is_ome_tiff(path: Path) -> bool:
     return path.name.lower().endswith((".ome.tif", ".ome.tiff")) and path.is_file()
+
+
+def is_plate(folder: Path) -> bool:
+    return any(is_ome_tiff(p) for p in folder.iterdir())
 
 
 def read_ome(path: Path) -> tuple[list[str], int, tuple[str, int, int] | None]:
@@ -111,14 +117,7 @@ def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list
             continue
         seen[(well, site)] = path.name
         fields.append(
-            Field(
-                plate,
-                well,
-                site,
-                (path,) * len(CHANNELS),
-                planes=tuple(first_ifd + p for p in planes),
-                layout="ome-tiff",
-            )
+            Field(plate, well, site, (path,) * len(CHANNELS), planes=tuple(first_ifd + p for p in planes), layout=NAME)
         )
     # A channel map that fits no file is a wrong map, not a plate of failed fields.
     if channel_failures == len(files):
@@ -128,9 +127,4 @@ def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list
     return fields, failures
 
 
-LAYOUT = Layout(
-    "ome-tiff",
-    "*.ome.tif files (OME-TIFF)",
-    lambda plate_dir: any(is_ome_tiff(p) for p in plate_dir.iterdir()),
-    discover,
-)
+LAYOUT = Layout(NAME, LOOKS_FOR, is_plate, discover)

@@ -7,11 +7,15 @@ projection (`--project max`), matches the imager's channels to the model's (matc
 and groups the records into Fields. What cannot make a field (a channel missing, a file listed
 twice, a path outside the plate) is a Failure; what makes no sense for the whole plate (several
 time points and no `--timepoint`, a channel map that fits nothing) is a PlateError.
+well_at, whole_numbers, read_xml, read_json and stream_xml (a large index read as a stream) serve the layouts' parsers.
 """
 
 from __future__ import annotations
 
+import json
+import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +40,94 @@ class ImageRecord:
     frame: int | None = None  # page in a multi-page file; None: the file holds this plane only
 
 
-def match_channels(channels: dict[str, str], mapping: dict[str, str]) -> dict[str, str]:
+def well_at(row: int, column: int) -> str:
+    """A well from 1-based row and column numbers, as imagers' indexes give them: (2, 3) -> 'B03', (27, 1) -> 'AA01'."""
+    if not (1 <= row <= 26 * 27 and column >= 1):
+        raise ValueError(f"no well at row {row}, column {column} (both count from 1)")
+    letters = chr(ord("A") + (row - 1) % 26)
+    if row > 26:
+        letters = chr(ord("A") + (row - 1) // 26 - 1) + letters
+    return f"{letters}{column:02d}"
+
+
+def whole_numbers(values: dict[str, str], keys: tuple[str, ...], where: str) -> dict[str, int]:
+    """values[key] as ints, for an index record's numbers; PlateError naming `where` if one is missing or not whole."""
+    numbers = {}
+    for key in keys:
+        text = values.get(key, "")
+        try:
+            numbers[key] = int(text)
+        except ValueError:
+            problem = f"{key} {text!r} is not a whole number" if text else f"no {key}"
+            raise PlateError(f"{where}: {problem}") from None
+    return numbers
+
+
+def local(name: str) -> str:
+    """An XML tag or attribute name without its namespace: '{http://...}Image' -> 'Image'."""
+    return name.rpartition("}")[2]
+
+
+def read_xml(path: Path, what: str) -> ET.Element:
+    """The root of a small XML file (any namespace, UTF-8 BOM or not); PlateError naming the file otherwise."""
+    try:
+        return ET.parse(path).getroot()
+    except OSError as exc:
+        raise PlateError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except ET.ParseError as exc:
+        raise PlateError(f"{path}: {what} is not readable XML ({exc})") from None
+
+
+def read_json(path: Path, what: str) -> object:
+    """A small JSON document (UTF-8, BOM or not); PlateError naming the file if it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8-sig"))
+    except OSError as exc:
+        raise PlateError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise PlateError(f"{path}: {what} is not readable JSON ({exc})") from None
+
+
+def stream_xml(path: Path, root: str, depth: int, what: str) -> Iterator[tuple[tuple[str, ...], ET.Element]]:
+    """Every element `depth` levels below the root of an XML index, as (tag names from the root down, element).
+
+    Read as a stream: an element is dropped once the caller has seen it, so an index of a million
+    images never sits in memory whole. Tags are without namespace. PlateError naming the file if it
+    cannot be read, is not XML or its root is not `root`; junk after the root has closed is ignored
+    (a CellVoyager .mlf is known to end in '>>').
+    """
+    stack: list[ET.Element] = []
+    closed = False
+    try:
+        for event, element in ET.iterparse(path, events=("start", "end")):
+            if event == "start":
+                if not stack and local(element.tag) != root:
+                    raise PlateError(f"{path}: not {what} (its root element is <{local(element.tag)}>, not <{root}>)")
+                stack.append(element)
+                continue
+            stack.pop()
+            closed = not stack
+            if len(stack) == depth:
+                yield (*(local(e.tag) for e in stack), local(element.tag)), element
+                if len(stack[-1]) and stack[-1][0] is element:  # earlier siblings are gone: it is the first child
+                    del stack[-1][0]
+    except OSError as exc:
+        raise PlateError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    except ET.ParseError as exc:
+        if not closed:
+            raise PlateError(f"{path}: {what} is not readable XML ({exc})") from None
+
+
+def match_channels(
+    channels: dict[str, str], mapping: dict[str, str], defaults: dict[str, str] | None = None
+) -> dict[str, str]:
     """Model channel -> the imager's channel id. `channels` is id -> name, in the imager's order.
 
     --channels gives an id or a name (any case); channels it leaves out are found by name
-    (NAME_HINTS); three channels with no recognisable names are taken in their order.
+    (NAME_HINTS), else take the layout's `defaults` id (MetaXpress: w1, w2, w3) where it has
+    one; three channels with no recognisable names and no defaults are taken in their order.
     """
-    ids, listed = list(channels), ", ".join(f"{i} ({n})" if n else i for i, n in channels.items())
+    ids, listed = list(channels), ", ".join(f"{i} ({n})" if n and n != i else i for i, n in channels.items())
     chosen = {}
     for channel in CHANNELS:
         value = mapping.get(channel)
@@ -64,8 +149,11 @@ def match_channels(channels: dict[str, str], mapping: dict[str, str]) -> dict[st
                 f"channels {', '.join(f'{channels[i]!r} ({i})' for i in hits)} all look like {channel}; "
                 f"pick one with --channels {channel}=NAME (or its id)"
             )
-    if guesses and not any(guesses.values()) and not chosen and len(ids) == 3:
+    if guesses and not any(guesses.values()) and not chosen and len(ids) == 3 and not defaults:
         return dict(zip(CHANNELS, ids))  # three channels, no recognisable names: the documented default order
+    for channel, hits in guesses.items():
+        if not hits and (defaults or {}).get(channel) in channels:
+            hits.append(defaults[channel])
     unmatched = [c for c, hits in guesses.items() if not hits]
     if unmatched:
         raise ChannelError(
@@ -91,14 +179,11 @@ def choose(values: set[int], given: int | None, what: str, option: str, plate: s
 
 
 def assemble(
-    records: list[ImageRecord],
-    names: dict[str, str],
-    options: LayoutOptions,
-    plate: str,
-    layout: str,
-    root: Path,
+    records: list[ImageRecord], names: dict[str, str], options: LayoutOptions, layout: str, root: Path
 ) -> tuple[list[Field], list[Failure]]:
-    """Fields and Failures from every record of a plate; `names` is the imager's channel id -> name."""
+    """Fields and Failures from every record of a plate; `names` is the imager's channel id -> name.
+    `root` is the plate folder: the Fields' plate is its name, and their files must lie inside it."""
+    plate = root.name
     if not records:
         raise PlateError(f"{root}: the {layout} index lists no images")
     timepoint = choose({r.timepoint for r in records}, options.timepoint, "time point", "--timepoint", plate)
@@ -146,17 +231,15 @@ def assemble(
             failures.append(Failure(plate, well, site, "; ".join(Path(f).name for f in files[:3]), problem))
             continue
         first = tuple(stack[0] for stack in stacks)
-        frames = tuple(frame for _, frame in first)
-        fields.append(
-            Field(
-                plate,
-                well,
-                site,
-                tuple(path for path, _ in first),
-                planes=None if all(f is None for f in frames) else tuple(f or 0 for f in frames),
-                stack=tuple(stacks) if options.project else None,
-                layout=layout,
-                source=source,
-            )
-        )
+        stack = tuple(stacks) if options.project else None
+        fields.append(field_of(plate, well, site, first, layout, stack=stack, source=source))
     return fields, failures
+
+
+def field_of(
+    plate: str, well: str, site: int, files: tuple[tuple[Path, int | None], ...], layout: str, **more
+) -> Field:
+    """A Field from the (file, page or None) of each model channel, in CHANNELS order."""
+    frames = [frame for _, frame in files]
+    planes = None if all(f is None for f in frames) else tuple(f or 0 for f in frames)
+    return Field(plate, well, site, tuple(path for path, _ in files), planes=planes, layout=layout, **more)

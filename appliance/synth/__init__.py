@@ -10,7 +10,7 @@ spatial distribution), so that a small CNN trained briefly on one set of weeks c
 plates of another week. Each plate is one week, with its own stain gains and illumination.
 
 phenotypes: what each mechanism of action looks like, and a week's batch effects;
-rendering: drawing one field from a phenotype (numpy only);
+rendering: drawing one field from a phenotype (numpy only), its cells drawn by cells;
 dataset: writing plates, file names and CSVs in the BBBC021 layout.
 """
 

@@ -24,7 +24,7 @@ from appliance.report import write_report
 from appliance.result_files import read_results
 from appliance.result_rows import field_columns, probability_column
 from appliance.results import ResultsError
-from tests.appliance.test_result_files import renamed_into_place
+from tests.appliance.test_result_files import RESULT_SET, renamed_into_place
 from tests.conftest import CHANNELS, LABELS, truncate, write_field, write_plate
 
 PROBABILITIES = [probability_column(label) for label in LABELS]
@@ -77,7 +77,7 @@ def test_classify_plate(classifier, damaged_plate):
     with open(out / "fields.csv", newline="") as f:
         header = next(csv.reader(f))
     assert header == field_columns(LABELS, CHANNELS)
-    assert header[11:14] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
+    assert header[19:22] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
     fields = read_csv(out / "fields.csv")
     assert [(f["Metadata_Well"], f["Metadata_Row"], f["Metadata_Column"], f["Metadata_Site"]) for f in fields] == [
         ("B02", "B", "2", "1"),
@@ -85,6 +85,8 @@ def test_classify_plate(classifier, damaged_plate):
         ("C02", "C", "2", "1"),
     ]
     assert fields[0]["FileName_DAPI"] == written[("B02", 1)]["DAPI"].name
+    assert fields[0]["PathName_DAPI"] == str(written[("B02", 1)]["DAPI"].parent.resolve())
+    assert (fields[0]["Frame_DAPI"], fields[0]["Metadata_Layout"], fields[0]["Metadata_Source"]) == ("", "bbbc021", "")
     assert fields[0]["Metadata_Compound"] == "" and fields[0]["Model_Precision"] == "f32"
     assert fields[0]["Model_SHA256"] == classifier.card.weights_sha256
     for row in fields:
@@ -120,20 +122,10 @@ def test_one_classify_writes_each_result_file_once_and_the_summary_last(classifi
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03"), sites=(1, 2))
     replaced = renamed_into_place(monkeypatch, out)
-    expected = [
-        "fields.csv",
-        "fields.parquet",
-        "wells.csv",
-        "failures.csv",
-        "embeddings.parquet",
-        "plate_map.png",
-        "report.html",
-        "summary.json",
-    ]
     for run in range(2):  # the second run finds every field done and writes the set again, once
         classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)
         final = [name for name in replaced if "/" not in name]  # not .partial/'s chunks
-        assert sorted(final) == sorted(expected) and final[-1] == "summary.json", run
+        assert sorted(final) == sorted(RESULT_SET) and final[-1] == "summary.json", run
         replaced.clear()
 
 

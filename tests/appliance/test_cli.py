@@ -3,6 +3,7 @@ runtime-only virtualenv, no torch (the torch-side path: tests/export/test_end_to
 
 import csv
 import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -17,13 +18,14 @@ import appliance
 from appliance.cli import app
 from appliance.console import EXTRAS
 from tests.appliance.conftest import RUNTIME_ONLY, console_script
+from tests.conftest import command_line
 
 runner = CliRunner()
 
 
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
+def invoke(*args, **options):
+    """The command line of args, then options as --name value (tests/conftest.py's command_line)."""
+    return runner.invoke(app, command_line(*args, **options))
 
 
 def test_version_and_help_of_every_command():
@@ -31,6 +33,22 @@ def test_version_and_help_of_every_command():
     for command in ("synth", "train", "export", "classify", "merge", "benchmark", "demo"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Usage" in result.stdout, command
+
+
+def test_classify_and_watch_take_the_shared_options_and_classify_plate_every_one_it_passes_on():
+    from appliance.classify import classify_plate
+    from appliance.cli import SHARED_OPTIONS, classify, watch
+    from appliance.watch import PLATE_OPTIONS
+
+    function = inspect.signature(classify_plate).parameters
+    assert set(SHARED_OPTIONS) == {"precision", *PLATE_OPTIONS}  # the config file knows every one
+    for command in (classify, watch):
+        options = inspect.signature(command).parameters
+        assert all(name in options for name in SHARED_OPTIONS) and "shared" not in options
+    for name in (*PLATE_OPTIONS, "force", "chunk_fields"):
+        assert function[name].kind == inspect.Parameter.KEYWORD_ONLY, name
+    help_text = " ".join(invoke("watch", "--help").output.split())
+    assert "--project" in help_text and "--timepoint" in help_text and "--embeddings" in help_text
 
 
 def test_classify_refuses_a_field_of_another_size(tmp_path, tiny_model):
@@ -117,62 +135,22 @@ def test_classify_a_folder_of_plates_in_other_layouts(tmp_path, tiny_model):
         planes,
         metadata={"axes": "CYX", "Channel": {"Name": ["Tubulin", "Hoechst 33342", "Phalloidin"]}},
     )
-    (tmp_path / "map.csv").write_text("well,compound,concentration\nC03,taxol,0.3\n")
+    platemap = tmp_path / "map.csv"
+    platemap.write_text("well,compound,concentration\nC03,taxol,0.3\n")
 
-    result = invoke(
-        "classify",
-        tmp_path / "plates",
-        "--model",
-        tiny_model,
-        "--out",
-        tmp_path / "out",
-        "--json",
-        "--channels",
-        "DAPI=nuclei",
-        "--fit",
-        "pad",
-        "--platemap",
-        tmp_path / "map.csv",
-        "--layout",
-        "manifest",
-    )
+    options = {"model": tiny_model, "out": tmp_path / "out", "fit": "pad", "platemap": platemap, "json": True}
+    result = invoke("classify", tmp_path / "plates", channels="DAPI=nuclei", layout="manifest", **options)
     assert result.exit_code == 1, result.output  # P2 has no manifest: --layout applies to every plate
     assert "P2/manifest.csv:cannotread" in "".join(result.output.split())  # rich wraps long paths
-    result = invoke(
-        "classify",
-        manifest_plate,
-        ome_plate,
-        "--model",
-        tiny_model,
-        "--out",
-        tmp_path / "out",
-        "--fit",
-        "pad",
-        "--platemap",
-        tmp_path / "map.csv",
-        "--json",
-    )
+    result = invoke("classify", manifest_plate, ome_plate, **options)
     assert result.exit_code == 1, result.output  # P1's manifest names its DAPI column "nuclei": a PlateError
     assert "no path column for DAPI" in " ".join(result.output.split())
     manifest = manifest_plate / "manifest.csv"
     manifest.write_text(manifest.read_text().replace("nuclei,", "DAPI,", 1))
     # P1 was classified by the first command with another --channels: a rerun must not mix them.
-    args = (
-        "classify",
-        tmp_path / "plates",
-        "--model",
-        tiny_model,
-        "--out",
-        tmp_path / "out",
-        "--fit",
-        "pad",
-        "--platemap",
-        tmp_path / "map.csv",
-        "--json",
-    )
-    result = invoke(*args)
+    result = invoke("classify", tmp_path / "plates", **options)
     assert result.exit_code == 1 and "--force" in result.output
-    result = invoke(*args, "--force")
+    result = invoke("classify", tmp_path / "plates", **options, force=True)
     assert result.exit_code == 0, result.output
     summaries = json.loads(result.stdout)
     assert [(s["plate"], s["layout"], s["counts"]["classified"], s["counts"]["failed"]) for s in summaries] == [
@@ -257,3 +235,21 @@ def test_the_runtime_install_names_the_extra_a_command_needs(tmp_path, args, pac
         f"error: `mcnn-appliance {args[0]}` needs {package}: pip install 'mcnn-appliance[{extra}]'"
         in result.stderr.splitlines()
     ), result.stderr
+
+
+def test_classify_reads_a_z_stack_by_plane_or_projection_and_refuses_to_guess(tmp_path, tiny_model):
+    from tests.appliance.layouts import write_harmony
+    from tests.appliance.layouts.same_fields import random_images
+
+    plate = write_harmony.write_plate(tmp_path / "P1", random_images(wells=("B02",), sites=(1,), shape=(3, 128, 128)))
+    dyes = "DAPI=HOECHST 33342,Tubulin=Alexa 488,Actin=Alexa 568"
+    refused = invoke("classify", plate, model=tiny_model, out=tmp_path / "none", channels=dyes)
+    assert refused.exit_code == 2
+    assert "3 planes (1, 2, 3); choose one with --plane N, or project them with --project max" in refused.output
+    for options, source in (({"plane": 2}, "plane 2"), ({"project": "max"}, "max projection of 3 planes")):
+        out = tmp_path / source.replace(" ", "-")
+        result = invoke("classify", plate, model=tiny_model, out=out, channels=dyes, quiet=True, **options)
+        assert result.exit_code == 0, result.output
+        with open(out / "fields.csv", newline="") as f:
+            (row,) = csv.DictReader(f)
+        assert (row["Metadata_Layout"], row["Metadata_Source"]) == ("harmony", source)

@@ -134,3 +134,106 @@ def test_fit_resize_scales_a_small_field_up(tmp_path):
 def test_unknown_fit_is_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown fit 'crop'"):
         read_plate_field(field_of([tmp_path / "a.tif"] * 3), SIZE, fit="crop")
+
+
+# Zarr arrays (OME-Zarr): a Field's path is the array's folder, its plane a flat index over the leading axes.
+
+
+def zarr_array(tmp_path, data, zarr_format=3, name="0", **kwargs):
+    import zarr
+
+    array = zarr.create_array(
+        tmp_path / name,
+        shape=data.shape,
+        chunks=(1,) * (data.ndim - 2) + data.shape[-2:],
+        dtype=data.dtype,
+        zarr_format=zarr_format,
+        **kwargs,
+    )
+    array[...] = data
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_planes_are_decoded_in_place(tmp_path, zarr_format):
+    from appliance.imageio import read_zarr_into
+
+    data = np.stack([noise(i) for i in range(6)]).reshape(2, 3, *SIZE)  # (c, z, y, x)
+    path = zarr_array(tmp_path, data, zarr_format)
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of([path] * 3, planes=(5, 0, 3)), SIZE, out) == ""
+    np.testing.assert_array_equal(out, np.stack([data[1, 2], data[0, 0], data[1, 0]]))
+    assert read_zarr_into(path, 4, out[0]) and (out[0] == data[1, 1]).all()
+    stack = tuple((path, z) for z in range(3))
+    read_plate_field(Field("P1", "B02", 1, (path,) * 3, planes=(0, 0, 0), stack=(stack,) * 3), SIZE, out)
+    np.testing.assert_array_equal(out[0], data[0].max(axis=0))
+
+
+def test_zarr_sharded_planes(tmp_path):
+    import zarr
+
+    data = np.stack([noise(i) for i in range(4)])
+    array = zarr.create_array(tmp_path / "0", shape=data.shape, chunks=(1, 32, 40), shards=(2, *SIZE), dtype="uint16")
+    array[...] = data
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of([tmp_path / "0"] * 3, planes=(3, 0, 2)), SIZE, out) == ""
+    np.testing.assert_array_equal(out, data[[3, 0, 2]])
+
+
+def test_zarr_big_endian_pixels_read_as_their_values(tmp_path):
+    data = np.stack([noise(i) for i in range(3)]).astype(">u2")
+    path = zarr_array(tmp_path, data, zarr_format=2)
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of([path] * 3, planes=(2, 1, 0)), SIZE, out) == ""
+    np.testing.assert_array_equal(out, data[::-1].astype(np.uint16))
+
+
+def test_zarr_wrong_bit_depth_or_plane(tmp_path):
+    path = zarr_array(tmp_path, np.zeros((3, *SIZE), np.uint8))
+    with pytest.raises(FieldError, match="expected 16-bit unsigned pixels, found uint8") as error:
+        read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE, fit="pad")
+    assert error.value.path == str(path)
+    path = zarr_array(tmp_path, np.stack([noise(i) for i in range(3)]), name="1")
+    with pytest.raises(FieldError, match=r"has 3 planes \(shape \(3, 64, 80\)\), plane 7 was asked for"):
+        read_plate_field(field_of([path] * 3, planes=(0, 1, 7)), SIZE)
+
+
+def test_zarr_size_is_checked_before_reading(tmp_path):
+    import zarr
+
+    path = zarr_array(tmp_path, np.stack([noise(i, (32, 40)) for i in range(3)]))
+    with pytest.raises(FieldError, match=r"field is 40x32 \(WxH\), the model takes 80x64 \(--fit pad"):
+        read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE)
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE, out, fit="pad") == "pad 40x32 -> 80x64"
+    # Metadata alone declaring a huge plane (no chunk is stored): refused from the metadata, nothing allocated.
+    huge = tmp_path / "huge"
+    zarr.create_array(huge, shape=(3, 100_000, 100_000), chunks=(1, 1024, 1024), dtype="uint16")
+    for fit, message in (
+        (None, "field is 100000x100000"),
+        ("pad", "padding cannot shrink it"),
+        ("resize", "more than"),
+    ):
+        with pytest.raises(FieldError, match=message):
+            read_plate_field(field_of([huge] * 3, planes=(0, 1, 2)), SIZE, fit=fit)
+    zarr.create_array(tmp_path / "chunky", shape=(3, *SIZE), chunks=(3, 20_000, 20_000), dtype="uint16")
+    with pytest.raises(FieldError, match=r"stores chunks of shape \(3, 20000, 20000\) \(2288 MiB\), more than"):
+        read_plate_field(field_of([tmp_path / "chunky"] * 3, planes=(0, 1, 2)), SIZE)
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_missing_or_damaged_chunks(tmp_path, zarr_format):
+    data = np.stack([noise(i) for i in range(3)])
+    path = zarr_array(tmp_path, data, zarr_format)
+    chunks = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".z", "zarr.json")))
+    assert len(chunks) == 3
+    chunks[1].unlink()
+    with pytest.raises(FieldError, match=r"no pixel data stored for plane \[1\]"):
+        read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE)
+    chunks[2].write_bytes(b"\x00" * 10)
+    with pytest.raises(FieldError, match="unreadable Zarr chunk"):
+        read_plate_field(field_of([path] * 3, planes=(0, 2, 0)), SIZE)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FieldError, match="unreadable Zarr array") as error:
+        read_plate_field(field_of([tmp_path / "empty"] * 3, planes=(0, 1, 2)), SIZE)
+    assert error.value.path == str(tmp_path / "empty")

@@ -8,6 +8,7 @@ import pytest
 
 from appliance.classify import classify_plate
 from appliance.inference import Classifier
+from appliance.ir_preprocessing import raw_input
 from appliance.model_card import ModelCardError
 from tests import tiny_ir
 from tests.conftest import write_plate
@@ -25,9 +26,7 @@ def save_copy(tiny_model, folder, edit):
 def test_refuses_an_ir_without_a_card(tiny_model, tmp_path):
     folder = tmp_path / "bare"
     folder.mkdir()
-    tiny_ir.save(
-        tiny_ir.raw_input(tiny_ir.network(), Classifier(tiny_model).card.normalization), folder / "model.xml", None
-    )
+    tiny_ir.save(raw_input(tiny_ir.network(), Classifier(tiny_model).card.normalization), folder / "model.xml", None)
     with pytest.raises(ModelCardError, match=r"model\.xml: model card incomplete"):
         Classifier(folder)
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from appliance.classify import classify_plate
 from appliance.cli import app
 from appliance.inference import Classifier
-from appliance.watch import LEDGER, Watcher, WatchError, WatchOptions, snapshot, watch
+from appliance.watch import LEDGER, Watcher, WatchError, WatchOptions, snapshot
 from tests.conftest import write_plate
 
 FAST = WatchOptions(quiet=1.0, poll=0.1, attempts=3, retry_delay=5.0)
@@ -78,11 +79,8 @@ def test_a_slowly_written_plate_is_classified_once_after_the_writer_finishes(tmp
         finished["at"] = time.monotonic()
 
     stop = threading.Event()
-    watcher = threading.Thread(
-        target=watch,
-        args=(inbox, out, classifier, FAST),
-        kwargs={"stop": stop, "log": lambda line: None, "classify": counting},
-    )
+    watching = Watcher(inbox, out, classifier, FAST, stop=stop, log=lambda line: None, classify=counting)
+    watcher = threading.Thread(target=watching.run)
     watcher.start()
     try:
         copier = threading.Thread(target=writer)
@@ -95,6 +93,7 @@ def test_a_slowly_written_plate_is_classified_once_after_the_writer_finishes(tmp
     finally:
         stop.set()
         watcher.join(timeout=30)
+        watching.close()
 
     assert not watcher.is_alive()
     assert [name for name, _, _ in seen] == ["Week1_22123"]
@@ -317,3 +316,53 @@ def test_a_damaged_ledger_stops_the_watcher_with_a_clear_error(tmp_path, classif
     (tmp_path / "out" / LEDGER).unlink()
     with Watcher(tmp_path / "inbox", tmp_path / "out", classifier) as watcher:  # the lock was released
         assert watcher.poll(0) == []
+
+
+def test_the_inbox_config_sets_how_plates_are_read_and_the_command_line_wins(tmp_path, classifier):
+    """An imager's outbox set up once: mcnn-watch.toml names the layout and channels; a z-stacked Harmony
+    plate is max-projected as it says; what the command line gives wins over the file."""
+    from appliance.watch import plate_options
+    from tests.appliance.layouts import write_harmony
+    from tests.appliance.layouts.same_fields import random_images
+
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    (inbox / "mcnn-watch.toml").write_text(
+        'layout = "harmony"\nchannels = "DAPI=HOECHST 33342,Tubulin=Alexa 488,Actin=Alexa 568"\nplane = 2\n'
+        'precision = "bf16"\n'
+    )
+    assert plate_options(inbox, {"precision": "f32", "embeddings": True})[0] == "f32"
+    precision, options = plate_options(inbox, {"project": "max"})
+    assert precision == "bf16" and options["plane"] == 2 and options["project"] == "max"
+    del options["plane"]  # a projection excludes a plane: a user gives --project where the file says no plane
+    write_harmony.write_plate(inbox / "P1", random_images(wells=("B02",), sites=(1,), shape=(3, 128, 128)))
+    (inbox / "P1" / "COMPLETE").touch()
+    stop = threading.Event()
+    watching = Watcher(
+        inbox, out, classifier, replace(FAST, quiet=0.0, classify=options), stop=stop, log=lambda line: None
+    )
+    watcher = threading.Thread(target=watching.run)
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and ledger(out).get("P1", {}).get("status") != "done":
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        watcher.join(timeout=30)
+        watching.close()
+    (row,) = rows(out / "P1" / "fields.csv")
+    assert (row["Metadata_Layout"], row["Metadata_Source"]) == ("harmony", "max projection of 3 planes")
+
+
+def test_a_bad_inbox_config_is_refused_naming_the_file_and_key(tmp_path):
+    from appliance.watch import read_watch_config
+
+    (tmp_path / "mcnn-watch.toml").write_text('layout = "harmony"\nplanes = 2\n')
+    with pytest.raises(WatchError, match=r"mcnn-watch.toml: unknown key 'planes'; the keys are layout, "):
+        read_watch_config(tmp_path)
+    (tmp_path / "mcnn-watch.toml").write_text("plane = '2'\n")
+    with pytest.raises(WatchError, match=r"mcnn-watch.toml: plane = '2' should be a int"):
+        read_watch_config(tmp_path)
+    (tmp_path / "mcnn-watch.toml").write_text('platemap = "map.csv"\nembeddings = true\n')
+    assert read_watch_config(tmp_path) == {"platemap": tmp_path / "map.csv", "embeddings": True}

@@ -61,7 +61,8 @@ def int8_run(tiny_run, tmp_path_factory) -> tuple[Path, dict]:
     """A copy of the tiny run exported with --int8 and a gate it cannot fail (drop <= 100 points):
     (run folder, export_run's summary)."""
     from export.exporter import export_run
+    from export.quantize import Int8Options
 
     run = tmp_path_factory.mktemp("int8") / "run"
     shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("export"))
-    return run, export_run(run, parity_fields=3, int8=True, max_drop=100.0, log=lambda line: None)
+    return run, export_run(run, parity_fields=3, int8=Int8Options(max_drop=100.0), log=lambda line: None)

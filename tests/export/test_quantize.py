@@ -15,7 +15,7 @@ from appliance.inference import Classifier
 from appliance.model_card import ModelCard
 from appliance.synth import write_dataset
 from export import ExportError
-from export.quantize import choose_fields, quantize_export
+from export.quantize import Int8Options, choose_fields, quantize_export
 from tests.conftest import LABELS, SIZE
 
 
@@ -93,7 +93,7 @@ def test_int8_classifier_follows_the_float_model(int8_run):
 def test_gate_with_an_impossible_max_drop(tiny_run, tiny_model, tmp_path, force):
     """No INT8 model can lose less than -100 points: refused, unless forced."""
     export = copy_export(tiny_model, tmp_path / "export")
-    section = quantize_export(tiny_run, export, max_drop=-101, force=force, log=lambda line: None)
+    section = quantize_export(tiny_run, export, Int8Options(max_drop=-101, force=force), log=lambda line: None)
     assert section["kept"] is force and section["forced"] is force
     names = sorted(p.name for p in export.iterdir())
     assert names == sorted(
@@ -116,7 +116,7 @@ def test_without_val_rows_the_gate_gets_the_training_rows_calibration_left(tiny_
     with open(tiny_run / "split.csv", newline="") as f:
         rows = [{**r, "split": "train"} for r in csv.DictReader(f)]
     write_split(run / "split.csv", rows)
-    calib_info, calib, gate_info, gate = choose_fields(run, None, calibration_fields=128, gate_fields=130)
+    calib_info, calib, gate_info, gate = choose_fields(run, Int8Options(calibration_fields=128, gate_fields=130))
     assert (len(calib), len(gate)) == (2, 3)  # half of the five training rows calibrate
     assert not {f.paths for f in calib} & {f.paths for f in gate}
     assert {f.moa for f in calib} == {LABELS[0], LABELS[1]}  # one field of each of two classes
@@ -126,7 +126,9 @@ def test_without_val_rows_the_gate_gets_the_training_rows_calibration_left(tiny_
 def test_calibration_from_a_folder_is_stratified(tiny_run, tmp_path):
     data = tmp_path / "data"
     write_dataset(data, plates=1, fields_per_class=2, size=(128, 128), seed=1)  # 13 classes x 2 fields
-    calib_info, calib, gate_info, gate = choose_fields(tiny_run, data, calibration_fields=13, gate_fields=130)
+    calib_info, calib, gate_info, gate = choose_fields(
+        tiny_run, Int8Options(data, calibration_fields=13, gate_fields=130)
+    )
     assert len(calib) == 13 and len({f.moa for f in calib}) == 13  # one of every class first
     assert calib_info["source"] == str(data)
     assert sorted(f.name for f in gate) == sorted(f.name for f in from_split(tiny_run) if f.split == "val")
@@ -152,4 +154,4 @@ def test_a_missing_gate_field_is_an_error_naming_it(tiny_run, tmp_path):
     rows[-1]["path_actin"] = str(tmp_path / "gone.tif")  # a val row: the gate's
     write_split(run / "split.csv", rows)
     with pytest.raises(ExportError, match=r"gate field .*gone\.tif .*val rows\): file not found"):
-        choose_fields(run, None, calibration_fields=128, gate_fields=130)
+        choose_fields(run, Int8Options(calibration_fields=128, gate_fields=130))

@@ -11,12 +11,13 @@ from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import IMAGE_CSV, load_fields
 from appliance.synth import write_dataset
 from export.exporter import export_run
-from tests.conftest import truncate
+from tests.conftest import command_line, truncate
 from training.evaluate import EvaluationError, Predictions, score, write_evaluation
 from training.splits import SplitError, chosen_folds
 
 LABELS = ("Actin disruptors", "Eg5 inhibitors", "DMSO")
 SIZE = (128, 128)
+ONE_EPOCH = {"epochs": 1, "batch_size": 2, "size": "128x128", "precision": "fp32", "workers": 0}  # train's options
 
 
 def field(compound: str, concentration: float, moa: str, site: int = 1) -> Field:
@@ -129,29 +130,7 @@ def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
     run = tmp_path / "nscb"
     runner = CliRunner()
     result = runner.invoke(
-        app,
-        [
-            "train",
-            str(three_classes),
-            "--out",
-            str(run),
-            "--split",
-            "nscb",
-            "--fold",
-            "all",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "2",
-            "--size",
-            "128x128",
-            "--precision",
-            "fp32",
-            "--workers",
-            "0",
-            "--target-acc",
-            "0",
-        ],
+        app, command_line("train", three_classes, out=run, split="nscb", fold="all", target_acc=0, **ONE_EPOCH)
     )
     assert result.exit_code == 0, result.output
     folds = sorted(p.name for p in run.glob("fold-*"))
@@ -186,29 +165,7 @@ def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
 def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
     run = tmp_path / "nsc"
     runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "train",
-            str(three_classes),
-            "--out",
-            str(run),
-            "--split",
-            "nsc",
-            "--fold",
-            "0",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "2",
-            "--size",
-            "128x128",
-            "--precision",
-            "fp32",
-            "--workers",
-            "0",
-        ],
-    )
+    result = runner.invoke(app, command_line("train", three_classes, out=run, split="nsc", fold=0, **ONE_EPOCH))
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["evaluate", str(run), "--split", "all"])
     assert result.exit_code == 0, result.output
@@ -245,18 +202,6 @@ def test_evaluate_names_what_is_wrong(tmp_path, three_classes):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path)])
     assert result.exit_code == 2 and "run.json" in result.output
     result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            str(three_classes),
-            "--out",
-            str(tmp_path / "r"),
-            "--split",
-            "nscb",
-            "--fold",
-            "9",
-            "--size",
-            "128x128",
-        ],
+        app, command_line("train", three_classes, out=tmp_path / "r", split="nscb", fold=9, size="128x128")
     )
     assert result.exit_code == 2 and "0 to 3" in result.output

@@ -1,7 +1,8 @@
 """Starting training: plan, folds, exit codes, torchrun's command line, a rank's entry point (no training here)."""
 
+import inspect
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import pytest
 from rich.console import Console
@@ -51,7 +52,7 @@ def launched(monkeypatch):
     """launch() replaced: the runs train_folds starts, and what each returns or raises."""
     runs, outcomes = [], {}
 
-    def fake_launch(cfg, plan, in_process, console, rdzv_endpoint=None, max_restarts=0):
+    def fake_launch(cfg, plan, in_process, console, options):
         runs.append({"cfg": cfg, "plan": plan, "in_process": in_process})
         outcome = outcomes.get(cfg.fold, 0)
         if isinstance(outcome, Exception):
@@ -128,11 +129,20 @@ def test_under_a_torchrun_you_launched_the_plan_takes_its_layout(launched, tmp_p
     assert torchrun_layout(LaunchOptions(nproc_per_node=3, nnodes=2)) == (False, 3, 2)
 
 
+def test_every_train_option_is_a_field_of_the_config_or_the_launch_options():
+    """`train` builds TrainConfig and LaunchOptions from its options by name: one named otherwise would be lost."""
+    from training.cli import train as train_command
+
+    options = set(inspect.signature(train_command).parameters) - {"fold"}  # fold: chosen per run
+    config, launch = {f.name for f in fields(TrainConfig)}, {f.name for f in fields(LaunchOptions)}
+    assert options <= config | launch and not config & launch
+
+
 def test_several_nodes_need_a_rendezvous_endpoint():
     cfg = TrainConfig(data="d", out="o")
     with pytest.raises(ValueError, match="HOST:PORT"):
-        torchrun_command(cfg, 2, nnodes=2)
-    command = torchrun_command(cfg, 4, nnodes=2, rdzv_endpoint="node1:29500", max_restarts=3)
+        torchrun_command(cfg, LaunchOptions(nproc_per_node=2, nnodes=2))
+    command = torchrun_command(cfg, LaunchOptions(4, nnodes=2, rdzv_endpoint="node1:29500", max_restarts=3))
     assert command[command.index("--rdzv-endpoint") + 1] == "node1:29500" and "--standalone" not in command
     assert command[command.index("--max-restarts") + 1] == "3"
 
@@ -140,7 +150,7 @@ def test_several_nodes_need_a_rendezvous_endpoint():
 def test_the_ranks_torchrun_starts_train_the_config_and_plan_given(monkeypatch):
     """torchrun_command's last argument is what main(), each rank's entry point, trains."""
     cfg = TrainConfig(data="d", out="o", size=(128, 256), batch_size=2, accumulation=3, lr=0.01)
-    command = torchrun_command(cfg, 2, plan={"ranks": 2})
+    command = torchrun_command(cfg, LaunchOptions(nproc_per_node=2), plan={"ranks": 2})
     assert command[command.index("-m", command.index("--max-restarts")) + 1] == "training.launch"
     trained = []
     monkeypatch.setattr(launch_module, "train", lambda cfg, console, plan, after_step: trained.append((cfg, plan)))

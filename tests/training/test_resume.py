@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 import training.train as train_module
 from appliance.cli import app
+from tests.conftest import command_line
+from tests.training.conftest import torchrun_the_command
 from training.checkpoint import (
     STATE_KEY,
     ResumeError,
@@ -139,17 +141,8 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_good_checkpoints(
 
 def cli_options(data: Path, out: Path, **changes) -> list[str]:
     """`train` options equal to small_config's, but for `changes`."""
-    options = {
-        "epochs": 2,
-        "batch-size": 4,
-        "size": "128x128",
-        "precision": "fp32",
-        "workers": 0,
-        "checkpoint-every": 2,
-        "target-acc": 0,
-        **{k.replace("_", "-"): v for k, v in changes.items()},
-    }
-    return ["train", str(data), "--out", str(out), *(a for k, v in options.items() for a in (f"--{k}", str(v)))]
+    options = dict(epochs=2, batch_size=4, size="128x128", precision="fp32", workers=0, checkpoint_every=2)
+    return command_line("train", data, out=out, **{**options, "target_acc": 0, **changes})
 
 
 def test_resume_refuses_a_run_without_checkpoints_or_with_other_options(data, uninterrupted, tmp_path):
@@ -198,19 +191,7 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_finishes(data, tmp_path):
 def test_ranks_of_a_torchrun_you_launch_resume_after_its_restart(data, tmp_path):
     """torchrun --max-restarts 1 --no-python mcnn-appliance train ...: the restarted ranks resume by themselves."""
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "--max-restarts",
-        "1",
-        "--no-python",
-        str(Path(sys.executable).parent / "mcnn-appliance"),
-        *cli_options(data, run, checkpoint_every=1, batch_size=2),
-    ]
+    command = torchrun_the_command(2, cli_options(data, run, checkpoint_every=1, batch_size=2), max_restarts=1)
     result = subprocess.run(command, env={**os.environ, "MCNN_TEST_KILL_AT": "1:4"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [int(r["epoch"]) for r in rows(run / "metrics.csv")] == [1, 2]

@@ -3,7 +3,6 @@
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,8 @@ import training.train as train_module
 from appliance.cli import app
 from appliance.layouts.bbbc021 import load_fields
 from appliance.normalization import Normalization
+from tests.conftest import command_line
+from tests.training.conftest import torchrun_the_command
 from training.dataset import FieldDataset
 from training.model import MCNN, MCNNConfig
 from training.recipes import RECIPES, TrainConfig, get_lr, warmup_steps
@@ -114,31 +115,9 @@ def test_two_ranks_under_torchrun_write_one_run(two_per_class, tmp_path):
     """`train --nproc-per-node 2` launches torchrun: DDP over gloo with gradient accumulation (no_sync),
     rank 0 writes, metrics summed over ranks."""
     run = tmp_path / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            str(two_per_class),
-            "--out",
-            str(run),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "1",
-            "--accumulation",
-            "2",
-            "--lr-scaling",
-            "linear",
-            "--size",
-            "128x128",
-            "--precision",
-            "fp32",
-            "--workers",
-            "0",
-            "--nproc-per-node",
-            "2",
-        ],
-    )
+    options = {"epochs": 1, "batch_size": 1, "accumulation": 2, "lr_scaling": "linear", "nproc_per_node": 2}
+    line = command_line("train", two_per_class, out=run, size="128x128", precision="fp32", workers=0, **options)
+    result = CliRunner().invoke(app, line)
     assert result.exit_code == 0, result.output
     [row] = rows(run / "metrics.csv")
     assert int(row["step"]) == 3  # 13 fields -> 7 per rank (one padded) -> 3 steps of 2 micro-batches of 1
@@ -163,29 +142,8 @@ def test_two_ranks_under_torchrun_write_one_run(two_per_class, tmp_path):
 def test_the_command_runs_as_ranks_of_a_torchrun_launch(one_per_class, tmp_path):
     """torchrun ... mcnn-appliance train: each rank plans with torchrun's layout; rank 0 writes the run."""
     run = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "--no-python",
-        str(Path(sys.executable).parent / "mcnn-appliance"),
-        "train",
-        str(one_per_class),
-        "--out",
-        str(run),
-        "--epochs",
-        "1",
-        "--global-batch",
-        "4",
-        "--size",
-        "128x128",
-        "--workers",
-        "0",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True)
+    train = command_line("train", one_per_class, out=run, epochs=1, global_batch=4, size="128x128", workers=0)
+    result = subprocess.run(torchrun_the_command(2, train), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("plan: 1 node(s) x 2 rank(s)") == 1  # printed by rank 0 only
     plan = json.loads((run / "plan.json").read_text())
@@ -229,29 +187,9 @@ def test_accumulated_micro_batches_train_as_one_big_batch(one_per_class, tmp_pat
 
 def test_the_train_command_takes_a_recipe_and_records_it(one_per_class, tmp_path):
     run = tmp_path / "run"
-    result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            str(one_per_class),
-            "--out",
-            str(run),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--size",
-            "128x128",
-            "--workers",
-            "0",
-            "--recipe",
-            "paper",
-            "--weight-decay",
-            "1e-4",
-            "--clip-grad",
-            "1.0",
-        ],
-    )
+    recipe = {"recipe": "paper", "weight_decay": "1e-4", "clip_grad": "1.0"}
+    line = command_line("train", one_per_class, out=run, epochs=1, batch_size=4, size="128x128", workers=0, **recipe)
+    result = CliRunner().invoke(app, line)
     assert result.exit_code == 0, result.output
     info = json.loads((run / "run.json").read_text())
     recorded, paper = info["train_config"], RECIPES["paper"]

@@ -3,8 +3,9 @@ import re
 
 import pytest
 
-from appliance.layouts.base import CHANNELS, MetadataError
+from appliance.layouts.base import CHANNELS
 from appliance.layouts.bbbc021 import IMAGE_CSV, MOA_CSV, class_names, concentration_key, load_fields
+from appliance.tables import MetadataError
 
 
 def test_join_of_the_published_tables(shared_bbbc021):

@@ -1,0 +1,34 @@
+"""Reading the CSV tables users and imagers write (metadata, manifests, LoadData, plate maps).
+
+Copies found in the wild differ in line endings (LF, CRLF, CR), quoting and a UTF-8 BOM; the csv
+module with newline="" and utf-8-sig reads them all. Errors name the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+
+class MetadataError(ValueError):
+    """A metadata table is missing, unreadable or lacks a column; the message names the file."""
+
+
+def read_table(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    """Rows of a CSV as dicts with stripped keys and values; any line ending or quoting."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise MetadataError(f"{path}: not UTF-8 text ({exc})") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        raise MetadataError(f"{path}: empty file")
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    header = {(k or "").strip() for k in reader.fieldnames}
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise MetadataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
