@@ -228,7 +228,9 @@ def assemble(
                 problem = problem or f"more than one image for channel {channel} ({ids[channel]}) in one plane"
             stacks.append(tuple((r.path, r.frame) for r in found))
         if problem:
-            failures.append(Failure(plate, well, site, "; ".join(Path(f).name for f in files[:3]), problem))
+            failures.append(
+                Failure(plate, well, site, "; ".join(dict.fromkeys(Path(f).name for f in files[:3])), problem)
+            )
             continue
         first = tuple(stack[0] for stack in stacks)
         stack = tuple(stacks) if options.project else None

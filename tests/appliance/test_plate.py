@@ -86,13 +86,6 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def write_ome(path: Path, names: list[str], planes=None, **kwargs) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    planes = np.stack([blank(10 * (i + 1)) for i in range(len(names))]) if planes is None else planes
-    tifffile.imwrite(path, planes, metadata={"axes": "CYX", "Channel": {"Name": names}}, **kwargs)
-    return path
-
-
 def test_bbbc021_compound_and_concentration_from_the_image_csv_two_folders_up(tmp_path):
     plate = tmp_path / "Week1" / "Week1_22123"
     written = write_plate(plate, wells=("B02", "B03"), sites=(1,))
@@ -168,78 +161,6 @@ def test_channels_option_must_suit_the_layout(tmp_path):
         discover_fields(tmp_path, channels="DAPI=Hoechst")
     with pytest.raises(PlateError, match="one wavelength for two channels"):
         discover_fields(tmp_path, channels="Tubulin=w1")
-
-
-def test_ome_tiff_channels_found_by_name_in_any_order(tmp_path):
-    path = write_ome(tmp_path / "P1_B02_s3.ome.tif", ["Phalloidin 568", "Hoechst 33342", "alpha-Tubulin"])
-    assert detect_layout(tmp_path) == "ome-tiff"
-    fields, failures = discover_fields(tmp_path)
-    assert failures == []
-    (field,) = fields
-    assert (field.well, field.site, field.paths, field.planes) == ("B02", 3, (path,) * 3, (1, 2, 0))
-
-
-def test_ome_tiff_channels_by_option_names_or_planes_and_unnamed_three_channels(tmp_path):
-    write_ome(tmp_path / "B02_s1.ome.tif", ["ch a", "ch b", "ch c", "ch d"])
-    fields, _ = discover_fields(tmp_path, channels="DAPI=CH D,Tubulin=0,Actin=ch b")
-    assert fields[0].planes == (3, 0, 1)
-    (tmp_path / "B02_s1.ome.tif").unlink()
-    write_ome(tmp_path / "B02_s1.ome.tif", ["Channel:0:0", "Channel:0:1", "Channel:0:2"])
-    fields, _ = discover_fields(tmp_path)
-    assert fields[0].planes == (0, 1, 2)
-
-
-def test_ome_tiff_ambiguous_channels_fail_the_file_or_the_plate(tmp_path):
-    write_ome(tmp_path / "B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
-    write_ome(tmp_path / "B02_s2.ome.tif", ["DAPI", "Hoechst", "Tubulin", "Actin"])
-    fields, failures = discover_fields(tmp_path)
-    assert [(f.well, f.site) for f in fields] == [("B02", 1)]
-    assert failures[0].file == "B02_s2.ome.tif"
-    assert "'DAPI' (0), 'Hoechst' (1) all look like DAPI; pick one with --channels DAPI=NAME" in failures[0].reason
-    (tmp_path / "B02_s1.ome.tif").unlink()
-    with pytest.raises(PlateError, match="the channels of no file match"):
-        discover_fields(tmp_path)
-    fields, failures = discover_fields(tmp_path, channels="DAPI=Hoechst")
-    assert fields[0].planes == (1, 2, 3)
-
-
-def test_ome_tiff_well_and_site_from_the_ome_plate_metadata(tmp_path):
-    xml = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
-        '<Plate ID="Plate:0"><Well ID="Well:0" Row="2" Column="10">'
-        '<WellSample ID="WellSample:0" Index="0"><ImageRef ID="Image:9"/></WellSample>'
-        '<WellSample ID="WellSample:1" Index="1"><ImageRef ID="Image:0"/></WellSample></Well></Plate>'
-        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
-        'SizeC="3" SizeZ="1" SizeT="1"><Channel ID="Channel:0:0" Name="DAPI"/><Channel ID="Channel:0:1" '
-        'Name="Tubulin"/><Channel ID="Channel:0:2" Name="Actin"/><TiffData IFD="0" PlaneCount="3"/></Pixels>'
-        "</Image></OME>"
-    )
-    tifffile.imwrite(
-        tmp_path / "scan0001.ome.tif", np.stack([blank()] * 3), description=xml, metadata=None, photometric="minisblack"
-    )
-    fields, failures = discover_fields(tmp_path)
-    assert failures == []
-    assert [(f.well, f.row, f.column, f.site) for f in fields] == [("C11", "C", 11, 2)]
-
-
-def test_ome_tiff_failures_corrupt_no_position_z_stack_duplicate(tmp_path):
-    write_ome(tmp_path / "B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
-    (tmp_path / "B03_s1.ome.tif").write_bytes(b"not a TIFF at all")
-    write_ome(tmp_path / "scan.ome.tif", ["DAPI", "Tubulin", "Actin"])
-    tifffile.imwrite(
-        tmp_path / "B04_s1.ome.tif",
-        np.zeros((2, 3, *SMALL), np.uint16),
-        metadata={"axes": "ZCYX", "Channel": {"Name": ["DAPI", "Tubulin", "Actin"]}},
-    )
-    write_ome(tmp_path / "x_B02_s1.ome.tif", ["DAPI", "Tubulin", "Actin"])
-    fields, failures = discover_fields(tmp_path)
-    assert fields == []  # B02 s1 is given twice
-    reasons = {f.file: f.reason for f in failures}
-    assert reasons["B03_s1.ome.tif"].startswith("unreadable TIFF")
-    assert reasons["scan.ome.tif"].startswith("no well and site in the file name")
-    assert reasons["B04_s1.ome.tif"] == "has 2 z-planes and 1 time points; one of each is supported"
-    assert reasons["B02_s1.ome.tif; x_B02_s1.ome.tif"] == "more than one file for this well and site"
 
 
 def write_manifest_plate(plate: Path, rows: list[dict]) -> Path:
@@ -370,25 +291,3 @@ def test_plate_folders_expands_a_folder_of_plates(tmp_path):
 def test_unknown_layout_is_a_plate_error(tmp_path):
     with pytest.raises(PlateError, match="unknown layout 'phenix'"):
         discover_fields(tmp_path, layout="phenix")
-
-
-def test_ome_tiff_of_a_multi_file_dataset_keeps_the_image_stored_in_the_file(tmp_path):
-    """Each file of a multi-file OME dataset may carry the XML of all images; UUID FileName says whose pixels."""
-    images = "".join(
-        f'<Image ID="Image:{i}"><Pixels ID="Pixels:{i}" DimensionOrder="XYCZT" Type="uint16" SizeX="80" SizeY="64" '
-        f'SizeC="{c}" SizeZ="1" SizeT="1">'
-        + "".join(f'<Channel ID="Channel:{i}:{k}" Name="{n}"/>' for k, n in enumerate(names[:c]))
-        + f'<TiffData IFD="0" PlaneCount="{c}"><UUID FileName="{file}">urn:uuid:{i}</UUID></TiffData></Pixels></Image>'
-        for i, (file, c, names) in enumerate(
-            [
-                ("B02_s1.ome.tif", 4, ["x", "Actin", "Tubulin", "DAPI"]),
-                ("B02_s2.ome.tif", 3, ["DAPI", "Tubulin", "Actin"]),
-            ]
-        )
-    )
-    xml = f'<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">{images}</OME>'
-    tifffile.imwrite(
-        tmp_path / "B02_s1.ome.tif", np.stack([blank()] * 4), description=xml, metadata=None, photometric="minisblack"
-    )
-    fields, failures = discover_fields(tmp_path)
-    assert failures == [] and fields[0].planes == (3, 2, 1)

@@ -85,3 +85,29 @@ def classified_as_bbbc021(plate: Path, images: Images, tiny_model: Path, tmp_pat
     assert summary["counts"]["classified"] == len(got)
     with open(tmp_path / "out" / "failures.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def check_planes(plate: Path, images: Images, channels: str, numbers: tuple[int, ...]) -> None:
+    """A z-stacked plate: refused without a choice, each plane read as written (`numbers`: the imager's plane
+    numbers, in order), and --project max the brightest value of each pixel over them."""
+    import pytest
+
+    from appliance.layouts.base import PlateError
+    from appliance.plate import discover_fields
+
+    listed = ", ".join(map(str, numbers))
+    with pytest.raises(
+        PlateError, match=rf"{len(numbers)} planes \({listed}\); choose one with --plane N.*--project max"
+    ):
+        discover_fields(plate, channels=channels)
+    with pytest.raises(PlateError, match=rf"--plane {max(numbers) + 1}: the plate has planes {listed}"):
+        discover_fields(plate, channels=channels, plane=max(numbers) + 1)
+    for index, plane in enumerate(numbers):
+        fields, failures = discover_fields(plate, channels=channels, plane=plane)
+        assert failures == [] and {f.source for f in fields} == {f"plane {plane}"}
+        for field in fields:
+            assert np.array_equal(pixels(field), np.stack([a[index] for a in images[field.well, field.site]]))
+    fields, _ = discover_fields(plate, channels=channels, project="max")
+    assert fields[0].source == f"max projection of {len(numbers)} planes" and len(fields[0].stack[0]) == len(numbers)
+    for field in fields:
+        assert np.array_equal(pixels(field), np.stack([a.max(axis=0) for a in images[field.well, field.site]]))

@@ -22,6 +22,7 @@ from tests.appliance.layouts import (
     write_loaddata,
     write_metaxpress,
     write_metaxpress_ai,
+    write_ome_tiff,
     write_ome_zarr,
 )
 from tests.appliance.layouts.same_fields import probabilities, random_images, write_bbbc021
@@ -38,6 +39,10 @@ LAYOUTS = {  # layout -> (writer, its options, --channels)
     "loaddata": (write_loaddata.write_plate, {}, "DAPI=OrigDNA,Tubulin=OrigTubulin,Actin=OrigActin"),
     "ome-zarr": (write_ome_zarr.write_plate, {"version": "0.5"}, DYES),
     "ome-zarr (0.4)": (write_ome_zarr.write_plate, {"version": "0.4"}, DYES),
+    "ome-tiff": (write_ome_tiff.write_plate, {"mode": "single"}, DYES),
+    "ome-tiff (companion)": (write_ome_tiff.write_plate, {"mode": "companion"}, DYES),
+    "ome-tiff (multi-file)": (write_ome_tiff.write_plate, {"mode": "multifile"}, DYES),
+    "ome-tiff (per field)": (write_ome_tiff.write_plate, {"mode": "fields"}, DYES),
 }
 # A folder the imager writes inside a plate that, given alone, is read as that plate (named after the plate folder)
 READ_AS_ITS_PLATE = {

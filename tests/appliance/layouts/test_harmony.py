@@ -11,6 +11,7 @@ import pytest
 from appliance.layouts.base import PlateError
 from appliance.plate import detect_layout, discover_fields
 from tests.appliance.layouts.same_fields import (
+    check_planes,
     classified_as_bbbc021,
     discovered_with_a_file_gone,
     pixels,
@@ -90,19 +91,7 @@ def test_channels_by_id_or_by_name_in_any_order_beside_another_channel(tmp_path,
 def test_planes_refused_unless_one_is_chosen_or_projected(tmp_path):
     images = random_images(shape=(3, *SIZE))
     plate = write_plate(tmp_path / "plate", images, version="V5")
-    with pytest.raises(PlateError, match=r"plate: 3 planes \(1, 2, 3\); choose one with --plane N.*--project max"):
-        discover_fields(plate, channels=DYES)
-    with pytest.raises(PlateError, match=r"--plane 4: the plate has planes 1, 2, 3"):
-        discover_fields(plate, channels=DYES, plane=4)
-    for plane in (1, 2, 3):
-        fields, failures = discover_fields(plate, channels=DYES, plane=plane)
-        assert failures == [] and {f.source for f in fields} == {f"plane {plane}"}
-        for field in fields:
-            assert np.array_equal(pixels(field), np.stack([a[plane - 1] for a in images[field.well, field.site]]))
-    fields, _ = discover_fields(plate, channels=DYES, project="max")
-    assert fields[0].source == "max projection of 3 planes" and len(fields[0].stack[0]) == 3
-    for field in fields:
-        assert np.array_equal(pixels(field), np.stack([a.max(axis=0) for a in images[field.well, field.site]]))
+    check_planes(plate, images, DYES, (1, 2, 3))
 
 
 @pytest.mark.parametrize(("version", "timepoints"), [("V5", (0, 1)), ("V7", (1, 2))])
