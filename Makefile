@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # Re-install when the package's dependencies change.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[train,export,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[train,export,formats,dev]'
 	touch $@
 
 $(RUNTIME_BIN)/python:

@@ -33,10 +33,6 @@ def error(message: str) -> None:
     console.print(f"[red]error:[/] {escape(str(message))}", highlight=False)
 
 
-def warn(message: str) -> None:
-    console.print(f"[yellow]{escape(str(message))}", highlight=False)
-
-
 def fail(message: str, code: int = EXIT_NOTHING_RAN) -> typer.Exit:
     """Print the error and return the Exit to raise: `raise fail(...) from None`."""
     error(message)

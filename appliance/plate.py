@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from appliance.layouts import (
+    bioio_files,
     cellvoyager,
     harmony,
     imagexpress,
@@ -49,6 +50,7 @@ KNOWN_LAYOUTS: tuple[Layout, ...] = (
     incell.LAYOUT,
     metaxpress_ai.LAYOUT,
     imagexpress.METAXPRESS,
+    bioio_files.LAYOUT,
     imagexpress.BBBC021,
 )
 LAYOUTS = ("auto", *(layout.name for layout in KNOWN_LAYOUTS))

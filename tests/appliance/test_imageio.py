@@ -1,5 +1,6 @@
 """Reading fields: compressed TIFFs, OME-TIFF planes, every kind of bad file, and --fit pad/resize."""
 
+import imagecodecs
 import numpy as np
 import pytest
 import tifffile
@@ -169,6 +170,31 @@ def test_zarr_planes_are_decoded_in_place(tmp_path, zarr_format):
     np.testing.assert_array_equal(out[0], data[0].max(axis=0))
 
 
+@pytest.mark.parametrize("zarr_format", [2, 3])
+@pytest.mark.parametrize("codec", ["zstd", "blosc", "gzip", "none"])
+def test_zarr_codecs_read_alike(tmp_path, zarr_format, codec):
+    """Planes compressed by zstd alone (ome-zarr-py's default) imageio decodes itself, any other codec zarr does."""
+    import numcodecs
+    import zarr
+
+    from appliance.imageio import zstd_planes
+
+    codecs = {
+        2: {"zstd": numcodecs.Zstd(level=3, checksum=True), "blosc": numcodecs.Blosc(), "gzip": numcodecs.GZip()},
+        3: {
+            "zstd": zarr.codecs.ZstdCodec(level=3, checksum=True),
+            "blosc": zarr.codecs.BloscCodec(),
+            "gzip": zarr.codecs.GzipCodec(),
+        },
+    }
+    data = np.stack([noise(i) for i in range(4)])
+    path = zarr_array(tmp_path, data, zarr_format, compressors=codecs[zarr_format].get(codec))
+    assert zstd_planes(zarr.open_array(path, mode="r")) == (codec == "zstd")
+    out = np.zeros((3, *SIZE), np.uint16)
+    assert read_plate_field(field_of([path] * 3, planes=(3, 0, 2)), SIZE, out) == ""
+    np.testing.assert_array_equal(out, data[[3, 0, 2]])
+
+
 def test_zarr_sharded_planes(tmp_path):
     import zarr
 
@@ -233,6 +259,9 @@ def test_zarr_missing_or_damaged_chunks(tmp_path, zarr_format):
     chunks[2].write_bytes(b"\x00" * 10)
     with pytest.raises(FieldError, match="unreadable Zarr chunk"):
         read_plate_field(field_of([path] * 3, planes=(0, 2, 0)), SIZE)
+    chunks[0].write_bytes(imagecodecs.zstd_encode(bytes(10)))  # a whole zstd frame, too short for a plane
+    with pytest.raises(FieldError, match=r"unreadable Zarr chunk \(ValueError: 10 bytes decoded"):
+        read_plate_field(field_of([path] * 3, planes=(0, 0, 0)), SIZE)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FieldError, match="unreadable Zarr array") as error:
         read_plate_field(field_of([tmp_path / "empty"] * 3, planes=(0, 1, 2)), SIZE)
