@@ -87,7 +87,12 @@ def synth(
 # How a plate is read and classified: the options classify and watch share (SHARED_OPTIONS below; watch
 # also reads them from mcnn-watch.toml in its inbox). classify_plate takes them under the same names.
 PrecisionOption = Annotated[
-    str | None, typer.Option(help="f32 (the default), bf16 (where the CPU has it) or int8 (model-int8.xml).")
+    str | None,
+    typer.Option(
+        help="auto (the default: int8 if the export's INT8 model passed its accuracy gate, else bf16 where the "
+        "CPU computes it natively, else f32), f32, bf16 or int8 (model-int8.xml). The choice is printed and "
+        "recorded in summary.json."
+    ),
 ]
 LayoutOption = Annotated[str | None, typer.Option(help=f"{', '.join(LAYOUTS)} (the default: auto); see README.")]
 ChannelsOption = Annotated[
@@ -167,7 +172,7 @@ def classify(
     **shared,
 ):
     """Classify every field of one or more plates with OpenVINO; rerun the same command to resume."""
-    precision = shared.pop("precision") or "f32"
+    precision = shared.pop("precision") or "auto"
     passed_on = {"force": force, "chunk_fields": chunk_fields, **shared}
     passed_on["layout"] = check_plate_options(shared["layout"] or "auto", shared["fit"])
     try:
@@ -179,6 +184,8 @@ def classify(
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
+    if not quiet:
+        console.print(f"precision {classifier.choice.precision}: {escape(classifier.choice.reason)}")
     summaries, code = [], EXIT_OK
     with stop_on_signal() as stop:
         for plate in plates:
@@ -301,6 +308,7 @@ def watch(
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
+    log(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
     options = WatchOptions(
         marker=marker, quiet=quiet, poll=poll, attempts=attempts, retry_delay=retry_delay, classify=options
     )

@@ -88,7 +88,7 @@ def read_watch_config(inbox: Path) -> dict:
 def plate_options(inbox: Path, given: dict) -> tuple[str, dict]:
     """(precision, classify_plate's options): the inbox config's, those given on the command line winning."""
     options = {**read_watch_config(inbox), **given}
-    return options.pop("precision", "f32"), options
+    return options.pop("precision", "auto"), options
 
 
 def snapshot(plate_dir: Path) -> Snapshot:

@@ -147,12 +147,11 @@ def write_model(folder: Path, seed: int = 0) -> Path:
     return save(raw_input(network(seed), the_card.normalization), Path(folder) / MODEL_XML, the_card)
 
 
-def write_int8_model(folder: Path, seed: int = 0) -> Path:
-    """folder/model-int8.xml: the same weights behind FakeQuantize ops, card precision int8."""
+def write_int8_model(folder: Path, seed: int = 0, gate: dict | None = None) -> Path:
+    """folder/model-int8.xml: the same weights behind FakeQuantize ops, card precision int8; gate is the
+    accuracy gate's record as export/quantize.py writes it (None: an INT8 model exported without one)."""
     the_card = card(seed, "int8")
+    extra = {"quantization": json.dumps(QUANTIZATION)} | ({"int8_gate": json.dumps(gate)} if gate else {})
     return save(
-        raw_input(network(seed, quantized=True), the_card.normalization),
-        Path(folder) / MODEL_INT8_XML,
-        the_card,
-        {"quantization": json.dumps(QUANTIZATION)},
+        raw_input(network(seed, quantized=True), the_card.normalization), Path(folder) / MODEL_INT8_XML, the_card, extra
     )

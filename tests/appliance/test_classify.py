@@ -37,7 +37,7 @@ def read_csv(path):
 
 @pytest.fixture(scope="module")
 def classifier(tiny_model):
-    return Classifier(tiny_model)
+    return Classifier(tiny_model, "f32")  # the same figures on every CPU kind
 
 
 @pytest.fixture
