@@ -102,8 +102,9 @@ def time_once(run_all, run_one, timing: np.ndarray) -> tuple[float, float]:
     return fields_per_s, 1000 * (time.perf_counter() - start)
 
 
-def benchmark_app_fps(xml: Path, precision: str, shape: tuple[int, ...], seconds: int) -> float | None:
-    """Throughput OpenVINO's own benchmark_app (shipped in the openvino wheel) reaches on the IR."""
+def benchmark_app_fps(xml: Path, precision: str | None, shape: tuple[int, ...], seconds: int) -> float | None:
+    """Throughput OpenVINO's own benchmark_app (shipped in the openvino wheel) reaches on the IR; precision None:
+    benchmark_app's own default (the CPU plugin's: bf16 where the CPU computes it natively)."""
     command = [
         sys.executable,
         "-c",
@@ -118,9 +119,9 @@ def benchmark_app_fps(xml: Path, precision: str, shape: tuple[int, ...], seconds
         str(seconds),
         "-data_shape",
         "[" + ",".join(map(str, shape)) + "]",
-        "-infer_precision",
-        PRECISIONS[precision].get_type_name(),
     ]
+    if precision is not None:
+        command += ["-infer_precision", PRECISIONS[precision].get_type_name()]
     result = subprocess.run(command, capture_output=True, text=True)
     found = re.search(r"Throughput:\s+([\d.]+) FPS", result.stdout + result.stderr)
     return float(found.group(1)) if found else None
