@@ -72,6 +72,14 @@ def benchmark(
         Path | None, typer.Option(help="Run folder, for the torch baseline and val rows (default: MODEL_DIR's parent).")
     ] = None,
     as_json: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON here.")] = None,
+    torch_modes: Annotated[
+        str,
+        typer.Option(
+            "--torch",
+            help="Torch peers, comma-separated: f32 (eager), bf16 (eager, channels_last), "
+            "compiled (torch.compile of the bf16 model).",
+        ),
+    ] = "f32,bf16,compiled",
 ):
     """Throughput, latency and accuracy of torch, ONNX Runtime and OpenVINO f32/bf16/int8, side by side."""
     with extra_needed("benchmark"):
@@ -80,9 +88,18 @@ def benchmark(
 
     if fields < 1:
         raise typer.BadParameter("--fields must be at least 1")
+    modes = tuple(m.strip() for m in torch_modes.split(",") if m.strip())
+    if not set(modes) <= {"f32", "bf16", "compiled"}:
+        raise typer.BadParameter(f"--torch {torch_modes}: choose from f32, bf16, compiled")
     try:
         rows = run_benchmark(
-            model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run, log=console.print
+            model_dir,
+            fields=fields,
+            data=data,
+            app_seconds=app_seconds,
+            run_dir=run,
+            log=console.print,
+            torch_modes=modes,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
         raise fail(exc) from None
