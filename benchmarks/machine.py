@@ -116,9 +116,16 @@ def compiled_precision(xml: Path, precision: str | None) -> str:
     return ov.Core().compile_model(network, "CPU", config).get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
+def announce() -> dict:
+    """Print the CPU line and the peaks measured now; returns both, for the benchmark's JSON."""
+    cpu, peaks = cpu_description(), gemm_peaks()
+    print(cpu_line(cpu))
+    print(peaks_line(peaks), flush=True)
+    return {"cpu": cpu, "gemm_peaks_gop_per_s": peaks}
+
+
 def main() -> None:
-    print(cpu_line(cpu_description()))
-    print(peaks_line(gemm_peaks()))
+    announce()
 
 
 if __name__ == "__main__":
