@@ -51,6 +51,14 @@ def extra_needed(command: str):
         raise fail(f"`mcnn-appliance {command}` needs {top}: pip install 'mcnn-appliance[{EXTRAS[top]}]'") from None
 
 
+def print_table(table) -> None:
+    """A table on stdout at no less than its natural width: no cell is cut short to fit a narrow terminal
+    or COLUMNS (a table wider than the terminal wraps there, whole)."""
+    out = Console()
+    out.width = max(out.width, out.measure(table).maximum)
+    out.print(table)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))
