@@ -55,7 +55,8 @@ def print_table(table) -> None:
     """A table on stdout at no less than its natural width: no cell is cut short to fit a narrow terminal
     or COLUMNS (a table wider than the terminal wraps there, whole)."""
     out = Console()
-    out.width = max(out.width, out.measure(table).maximum)
+    natural = out.measure(table, options=out.options.update_width(10_000)).maximum  # unbounded by the terminal
+    out.width = max(out.width, natural)
     out.print(table)
 
 

@@ -349,3 +349,17 @@ def test_classify_reads_a_z_stack_by_plane_or_projection_and_refuses_to_guess(tm
         with open(out / "fields.csv", newline="") as f:
             (row,) = csv.DictReader(f)
         assert (row["Metadata_Layout"], row["Metadata_Source"]) == ("harmony", source)
+
+
+def test_a_table_is_printed_whole_in_a_narrow_terminal(capsys, monkeypatch):
+    """benchmark's and evaluate's tables: at COLUMNS=40 no cell is cut short with an ellipsis."""
+    from rich.table import Table
+
+    from appliance.console import print_table
+
+    monkeypatch.setenv("COLUMNS", "40")
+    table = Table("backend", "fields/s", "of benchmark_app", title="M-CNN inference")
+    table.add_row("openvino bf16 (AVX-512, 2 threads)", "7.26", "98 %")
+    print_table(table)
+    printed = capsys.readouterr().out
+    assert "openvino bf16 (AVX-512, 2 threads)" in printed and "of benchmark_app" in printed and "…" not in printed
