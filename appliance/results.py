@@ -30,14 +30,17 @@ OLD_DEFAULT_SUFFIX = "-results"  # before results/<plate>/, classify wrote <plat
 
 
 def is_results_folder(folder: Path) -> bool:
-    """A folder of our results (by its marker files or the old default name), or one holding only such folders."""
+    """A folder of our results (by its marker files or the old default name), or one holding only such
+    folders (results/ itself)."""
     folder = Path(folder)
+
+    def marked(path: Path) -> bool:
+        return path.name.endswith(OLD_DEFAULT_SUFFIX) or any((path / marker).exists() for marker in RESULTS_MARKERS)
+
     if not folder.is_dir():
         return False
-    if folder.name.endswith(OLD_DEFAULT_SUFFIX) or any((folder / marker).exists() for marker in RESULTS_MARKERS):
-        return True
     inside = [p for p in folder.iterdir() if p.is_dir()]
-    return bool(inside) and all(is_results_folder(p) for p in inside)
+    return marked(folder) or (bool(inside) and all(map(marked, inside)))
 
 
 class ResultsError(RuntimeError):
