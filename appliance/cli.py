@@ -9,13 +9,12 @@ runtime-only install still lists them and names the extra each needs (appliance/
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import signal
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -37,7 +36,8 @@ from appliance.console import (
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.model_card import ModelCardError
-from appliance.plate import LAYOUTS, PlateError, plate_folders, plate_name
+from appliance.plate import PlateError, plate_folders, plate_name
+from appliance.plate_options import JsonOption, QuietOption, check_plate_options, with_plate_options
 from appliance.results import ResultsError
 from appliance.synth import write_dataset
 from appliance.synth.dataset import clear_folder
@@ -94,72 +94,6 @@ def synth(
     console.print(
         f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} in {summary['seconds']:.0f} s"
     )
-
-
-# How a plate is read and classified: the options classify and watch share (SHARED_OPTIONS below; watch
-# also reads them from mcnn-watch.toml in its inbox). classify_plate takes them under the same names.
-PRECISIONS = ("f32", "bf16", "int8")  # the one spelling of every command (train adds auto)
-PrecisionOption = Annotated[
-    Literal[PRECISIONS] | None,
-    typer.Option(help="f32 (the default), bf16 (where the CPU has it) or int8 (model-int8.xml)."),
-]
-LayoutOption = Annotated[
-    Literal[LAYOUTS] | None,
-    typer.Option(metavar="LAYOUT", help=f"{', '.join(LAYOUTS)} (the default: auto, recognised); see README."),
-]
-ChannelsOption = Annotated[
-    str | None,
-    typer.Option(
-        metavar="MAP", help="Plate channel (id or name) of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4."
-    ),
-]
-PlatemapOption = Annotated[
-    Path | None, typer.Option(metavar="CSV", help="CSV with columns well, compound, concentration (optional plate).")
-]
-FitOption = Annotated[
-    Literal["pad", "resize"] | None,
-    typer.Option(
-        help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
-        "recorded per field in Metadata_Fit."
-    ),
-]
-PlaneOption = Annotated[int | None, typer.Option(help="The z-plane to read, as the imager numbers them.")]
-TimepointOption = Annotated[int | None, typer.Option(help="The time point to read, as the imager numbers them.")]
-ProjectOption = Annotated[
-    Literal["max"] | None, typer.Option(help="max: maximum-intensity projection over every z-plane.")
-]
-EmbeddingsOption = Annotated[
-    bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
-]
-SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
-    "precision": (PrecisionOption, None),
-    "layout": (LayoutOption, None),
-    "channels": (ChannelsOption, None),
-    "platemap": (PlatemapOption, None),
-    "fit": (FitOption, None),
-    "plane": (PlaneOption, None),
-    "timepoint": (TimepointOption, None),
-    "project": (ProjectOption, None),
-    "embeddings": (EmbeddingsOption, False),
-}
-
-
-QuietOption = Annotated[bool, typer.Option("--quiet", help="No progress lines; problems are still printed.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")]
-
-
-def with_plate_options(command):
-    """Give a command the options classify and watch share (SHARED_OPTIONS), as keyword parameters: Typer reads
-    a command's options from its signature, so they are added to it here instead of written out twice."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]  # not **shared
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        for name, (annotation, default) in SHARED_OPTIONS.items()
-    ]
-    command.__signature__ = signature.replace(parameters=[*own, *shared])
-    command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in shared}}
-    return command
 
 
 @app.command(
@@ -239,8 +173,10 @@ def classify(
             counts = summary["counts"]
             if summary.get("nothing_to_do") and not quiet:
                 console.print(
-                    f"{summary['plate']}: nothing to do, its {counts['classified']} fields were classified "
-                    f"on {summary['finished']}; results as they were -> {summary['out']}"
+                    escape(
+                        f"{summary['plate']}: nothing to do, its {counts['classified']} fields were classified "
+                        f"on {summary['finished']}; results as they were -> {summary['out']}"
+                    )
                 )
             elif not quiet:
                 console.print(
@@ -378,14 +314,6 @@ def watch(
             raise fail(exc) from None
         with watcher:
             watcher.run()
-
-
-def check_plate_options(layout: str, fit: str | None) -> str:
-    if layout not in LAYOUTS:
-        raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
-    if fit not in (None, "pad", "resize"):
-        raise typer.BadParameter(f"{fit!r}: choose pad or resize", param_hint="--fit")
-    return layout
 
 
 def run_with_progress(function, *args, **kwargs):

@@ -81,7 +81,8 @@ def test_shell_completion_is_offered():
 
 def test_classify_and_watch_take_the_shared_options_and_classify_plate_every_one_it_passes_on():
     from appliance.classify import classify_plate
-    from appliance.cli import SHARED_OPTIONS, classify, watch
+    from appliance.cli import classify, watch
+    from appliance.plate_options import SHARED_OPTIONS
     from appliance.watch import PLATE_OPTIONS
 
     function = inspect.signature(classify_plate).parameters
