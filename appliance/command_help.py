@@ -22,7 +22,7 @@ def value_name(param, ctx) -> str:
         return param.metavar
     if param.type_descriptor.is_choice:
         return "[" + "|".join(str(c) for c in param.type_descriptor.choices) + "]"
-    label = TyperArgument.display_type(param, ctx).strip("<>")
+    label = param.display_type(ctx).strip("<>")  # Typer's <int>, <path>, <list[Path]>
     return TYPE_NAMES.get(label.removeprefix("list[").removesuffix("]"), label.upper())
 
 
