@@ -29,9 +29,9 @@ from appliance.inference import Classifier
 from appliance.layouts.base import CHANNELS, Failure, Field
 from appliance.model_card import ModelCardError
 from appliance.plate import detect_layout, discover_fields, plate_name, plate_root
-from appliance.result_files import write_results
+from appliance.result_files import read_results, read_summary, write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
-from appliance.results import PlateResults, utc_now
+from appliance.results import SUMMARY_JSON, PlateResults, ResultsError, utc_now
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
 CHUNK_SECONDS = 30.0
@@ -39,9 +39,8 @@ READERS = 2  # decoding threads; TIFF reading releases the GIL
 
 
 def default_out(plate_dir: Path) -> Path:
-    """`<plate>-results` beside the plate folder."""
-    folder = plate_root(plate_dir)
-    return folder.parent / f"{folder.name}-results"
+    """results/<plate> under the working directory: never a plate, never inside the imager's tree."""
+    return Path.cwd() / "results" / plate_name(plate_dir)
 
 
 def check_out_dir(plate_dir: Path, out_dir: Path) -> None:
@@ -150,6 +149,36 @@ def plate_results(out_dir: Path, store: ChunkStore, failures: list[Failure], car
     return PlateResults(out_dir, card.labels, card.channels, fields, failed, run, embeddings)
 
 
+def finished_earlier(out_dir: Path, run_key: dict, fields: list[Field]) -> dict | None:
+    """The summary of an earlier run that classified exactly these fields with the same run key, none
+    failed: a rerun then has nothing to do and leaves that run's files (figures, report) as they are."""
+    try:
+        earlier = read_results(out_dir) if (out_dir / SUMMARY_JSON).is_file() else None
+    except ResultsError:
+        return None
+    if earlier is None or earlier.failures or earlier.run.get("interrupted") or earlier.run.get("run_key") != run_key:
+        return None
+    if {field_key(row) for row in earlier.fields} != {(f.plate, f.well, f.site) for f in fields}:
+        return None
+    return {**read_summary(out_dir / SUMMARY_JSON), "nothing_to_do": True}
+
+
+def earlier_summary(out_dir: Path) -> dict | None:
+    try:
+        return read_summary(out_dir / SUMMARY_JSON)
+    except ResultsError:
+        return None
+
+
+def figures(previous: dict | None, new: int, timings: dict, fields_per_s: float) -> dict:
+    """This run's timings and fields/s; a rerun that classified no new field (only failures tried again)
+    keeps the earlier run's figures and is listed under reruns, rather than reporting 0 fields/s."""
+    if new or not previous or "fields_per_s" not in previous:
+        return {"timings": timings, "fields_per_s": fields_per_s}
+    reruns = [*previous.get("reruns", []), {"finished": utc_now(), "timings": timings}]
+    return {"timings": previous["timings"], "fields_per_s": previous["fields_per_s"], "reruns": reruns}
+
+
 def classify_plate(
     plate_dir: Path,
     model: Classifier | Path,
@@ -217,6 +246,10 @@ def classify_plate(
         "project": project,
         "embeddings": embeddings,
     }
+    earlier = None if force or incomplete else finished_earlier(out_dir, run_key, fields)
+    if earlier:
+        return earlier
+    previous = None if force else earlier_summary(out_dir)
     store = ChunkStore(out_dir, run_key, force=force)
     done = {field_key(row) for row in store.records}
     todo = [f for f in fields if (f.plate, f.well, f.site) not in done]
@@ -251,12 +284,16 @@ def classify_plate(
             "model": {"xml": str(classifier.xml), "run_id": card.run_id, "weights_sha256": card.weights_sha256},
             "versions": versions(),
             "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},
-            "timings": {
-                "discover_s": round(discovered - discovering, 3),
-                "classify_s": round(classified - classifying, 3),
-                "total_s": round(time.perf_counter() - start, 3),
-            },
-            "fields_per_s": round(new / (classified - classifying), 3) if classified > classifying else 0.0,
+            **figures(
+                previous,
+                new,
+                {
+                    "discover_s": round(discovered - discovering, 3),
+                    "classify_s": round(classified - classifying, 3),
+                    "total_s": round(time.perf_counter() - start, 3),
+                },
+                round(new / (classified - classifying), 3) if classified > classifying else 0.0,
+            ),
             "interrupted": processed < len(todo),
             "finished": utc_now(),
             "run_key": run_key,

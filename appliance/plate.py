@@ -37,6 +37,7 @@ from appliance.layouts.base import (
     parse_well,
     well_name,
 )
+from appliance.results import is_results_folder
 from appliance.tables import MetadataError, read_table
 
 # In the order `--layout auto` tries them: the most specific sign first, bare TIFF names last.
@@ -173,12 +174,16 @@ def looks_like_plate(folder: Path) -> bool:
     return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
 
 
-def plate_folders(paths: list[Path]) -> list[Path]:
-    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates."""
+def plate_folders(paths: list[Path], note=lambda message: None) -> list[Path]:
+    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates.
+
+    A results folder (a glob such as data/*/* also matches them) is skipped, with a note, not refused."""
     plates = []
     for path in map(Path, paths):
         if path.is_file() and path.suffix.lower() == ".csv":
             plates.append(path)
+        elif is_results_folder(path) and not looks_like_plate(path):
+            note(f"{path}: skipped, a results folder rather than a plate")
         elif not path.is_dir():
             raise PlateError(f"{path}: not a folder")
         elif looks_like_plate(path):

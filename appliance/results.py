@@ -23,6 +23,26 @@ PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
 SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
 
 
+# Files that mark a folder as one this project wrote results into: a plate's results (a partial one
+# too), a training run, a watcher's results.
+RESULTS_MARKERS = (SUMMARY_JSON, ".partial", "run.json", "watch-ledger.json")
+OLD_DEFAULT_SUFFIX = "-results"  # before results/<plate>/, classify wrote <plate>-results beside the plate
+
+
+def is_results_folder(folder: Path) -> bool:
+    """A folder of our results (by its marker files or the old default name), or one holding only such
+    folders (results/ itself)."""
+    folder = Path(folder)
+
+    def marked(path: Path) -> bool:
+        return path.name.endswith(OLD_DEFAULT_SUFFIX) or any((path / marker).exists() for marker in RESULTS_MARKERS)
+
+    if not folder.is_dir():
+        return False
+    inside = [p for p in folder.iterdir() if p.is_dir()]
+    return marked(folder) or (bool(inside) and all(map(marked, inside)))
+
+
 class ResultsError(RuntimeError):
     """A results folder that is not this run's to use: another run's results, or an incomplete set."""
 
