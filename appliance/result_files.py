@@ -23,18 +23,22 @@ from appliance.report import write_report
 from appliance.result_rows import (
     EMBEDDING_PREFIX,
     FAILURE_COLUMNS,
+    OLD_EMBEDDING_PREFIX,
     channels_of,
     embedding_columns,
     field_columns,
     field_key,
+    profile_columns,
     treatment_columns,
     well_columns,
+    well_profiles,
 )
 from appliance.results import (
     EMBEDDINGS_PARQUET,
     FAILURES_CSV,
     FIELDS_CSV,
     FIELDS_PARQUET,
+    PROFILES_PARQUET,
     SUMMARY_JSON,
     TREATMENTS_CSV,
     WELLS_CSV,
@@ -42,15 +46,23 @@ from appliance.results import (
     ResultsError,
 )
 
-INTEGER_COLUMNS = {"Metadata_Column", "Metadata_Site", "Count_Fields", "Count_Wells"}
+INTEGER_COLUMNS = {
+    "ImageNumber",
+    "Metadata_Column",
+    "Metadata_Site",
+    "Count_Fields",
+    "Count_Wells",
+    "Metadata_Count_Fields",
+}
 KEY_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
 
 def csv_value(value) -> str:
+    """A cell: numbers exactly (the shortest text that reads back as the same float: 1e-07, 0.1), NaN and None empty."""
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.6f}" if value == value else ""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if value == value else ""
     return str(value)
 
 
@@ -83,11 +95,23 @@ def write_parquet(path: Path, table: pa.Table) -> Path:
     return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def embeddings_table(fields: list[dict], vectors: np.ndarray) -> pa.Table:
-    columns = embedding_columns(vectors.shape[1])
-    arrays = [pa.array([row[c] for row in fields], type=arrow_type(c)) for c in KEY_COLUMNS]
+def features_table(columns: list[str], rows: list[dict], vectors: np.ndarray) -> pa.Table:
+    """The Metadata_ columns of columns from rows, then the features, one float32 column each."""
+    names = [c for c in columns if not c.startswith(EMBEDDING_PREFIX)]
+    arrays = [pa.array([row[c] for row in rows], type=arrow_type(c)) for c in names]
     arrays += [pa.array(np.ascontiguousarray(vectors[:, i], dtype=np.float32)) for i in range(vectors.shape[1])]
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+def embeddings_table(fields: list[dict], vectors: np.ndarray, labels, channels) -> pa.Table:
+    """embeddings.parquet: a field per row, every Metadata_ column of fields.csv, Image_MCNN_000... features."""
+    return features_table(embedding_columns(labels, channels, vectors.shape[1]), fields, vectors)
+
+
+def profiles_table(fields: list[dict], vectors: np.ndarray) -> pa.Table:
+    """profiles.parquet: a well per row, the median of its fields' features."""
+    rows, medians = well_profiles(fields, vectors)
+    return features_table(profile_columns(vectors.shape[1]), rows, medians)
 
 
 def write_results(results: PlateResults) -> dict:
@@ -95,16 +119,18 @@ def write_results(results: PlateResults) -> dict:
     out, labels = results.out_dir, results.labels
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_JSON).unlink(missing_ok=True)  # an earlier run's summary would vouch for a half-written set
-    columns = field_columns(labels, results.channels)
-    write_csv(out / FIELDS_CSV, columns, results.fields)
-    write_parquet(out / FIELDS_PARQUET, to_table(columns, results.fields))
+    columns, fields = field_columns(labels, results.channels), results.fields
+    write_csv(out / FIELDS_CSV, columns, fields)
+    write_parquet(out / FIELDS_PARQUET, to_table(columns, fields))
     write_csv(out / WELLS_CSV, well_columns(labels), results.wells)
     write_csv(out / FAILURES_CSV, FAILURE_COLUMNS, results.failures)
     if results.treatments:
         write_csv(out / TREATMENTS_CSV, treatment_columns(labels), results.treatments)
     if results.embeddings is not None:
-        write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(results.fields, results.embeddings))
-    for name in {TREATMENTS_CSV, EMBEDDINGS_PARQUET} - set(results.files.values()):
+        vectors = results.embeddings
+        write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(fields, vectors, labels, results.channels))
+        write_parquet(out / PROFILES_PARQUET, profiles_table(fields, vectors))
+    for name in {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET} - set(results.files.values()):
         (out / name).unlink(missing_ok=True)  # an earlier run's file must not pass for this run's
     write_report(results)
     summary = results.summary
@@ -134,7 +160,9 @@ def read_failures(path: Path) -> list[dict]:
 def read_embeddings(path: Path, fields: list[dict]) -> np.ndarray:
     """embeddings.parquet as a (fields, width) matrix in the order of fields."""
     table = pq.read_table(path)
-    names = [n for n in table.column_names if n.startswith(EMBEDDING_PREFIX)]
+    names = [n for n in table.column_names if n.startswith(EMBEDDING_PREFIX)] or [
+        n for n in table.column_names if n.startswith(OLD_EMBEDDING_PREFIX)
+    ]
     vectors = (
         np.column_stack([table.column(n).to_numpy() for n in names]).astype(np.float32)
         if names

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.result_rows import treatment_rows, well_rows
+from appliance.result_rows import cellprofiler_rows, treatment_rows, well_rows
 
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV, TREATMENTS_CSV = "fields.csv", "fields.parquet", "wells.csv", "treatments.csv"
-FAILURES_CSV, EMBEDDINGS_PARQUET = "failures.csv", "embeddings.parquet"
+FAILURES_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET = "failures.csv", "embeddings.parquet", "profiles.parquet"
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
 SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
 
@@ -43,7 +43,7 @@ class PlateResults:
     out_dir: Path
     labels: tuple[str, ...]
     channels: tuple[str, ...]
-    fields: list[dict]  # field rows in plate order (result_rows.field_columns)
+    fields: list[dict]  # field rows in plate order (result_rows.field_columns; numbered here)
     failures: list[dict]  # failure rows in plate order
     run: dict
     embeddings: np.ndarray | None = None  # (fields, width) float32, row i belongs to fields[i]
@@ -55,6 +55,7 @@ class PlateResults:
         self.labels, self.channels = tuple(self.labels), tuple(self.channels)
         if self.embeddings is not None and len(self.embeddings) != len(self.fields):
             raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.fields)} fields")
+        self.fields = cellprofiler_rows(self.fields, self.channels)  # ImageNumber in plate order, URL_
         self.wells = well_rows(self.fields, self.labels)
         self.treatments = treatment_rows(self.wells, self.labels)
 
@@ -66,6 +67,7 @@ class PlateResults:
             files["treatments"] = TREATMENTS_CSV
         if self.embeddings is not None:
             files["embeddings"] = EMBEDDINGS_PARQUET
+            files["profiles"] = PROFILES_PARQUET  # well-level medians of the embeddings
         files["report"] = REPORT_HTML
         return files
 

@@ -24,7 +24,7 @@ def rows_of(path):
 
 
 # The files of a results set with embeddings (treatments.csv too when compounds are known), in no order.
-TABLES = ("fields.csv", "fields.parquet", "wells.csv", "failures.csv", "embeddings.parquet")
+TABLES = ("fields.csv", "fields.parquet", "wells.csv", "failures.csv", "embeddings.parquet", "profiles.parquet")
 RESULT_SET = (*TABLES, "plate_map.png", "report.html", "summary.json")
 
 
@@ -55,7 +55,7 @@ def test_read_results_rebuilds_what_was_written(tmp_path):
 
     fields = rows_of(tmp_path / "fields.csv")
     assert len(fields) == 6 and fields[4]["Metadata_Compound"] == ""
-    assert fields[0]["Metadata_Concentration"] == "0.100000"
+    assert fields[0]["Metadata_Concentration"] == "0.1"  # exactly: the shortest text of the float
     assert pq.read_table(tmp_path / "fields.parquet").column("Metadata_Compound").to_pylist()[4] is None
     assert list(rows_of(tmp_path / "treatments.csv")[0]) == [
         "Metadata_Compound",
