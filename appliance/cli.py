@@ -94,7 +94,11 @@ ChannelsOption = Annotated[
     str | None, typer.Option(help="Plate channel (id or name) of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")
 ]
 PlatemapOption = Annotated[
-    Path | None, typer.Option(help="CSV with columns well, compound, concentration (optional plate).")
+    Path | None,
+    typer.Option(
+        help="CSV with columns well, compound, concentration (optional plate), or a pycytominer/JUMP platemap "
+        "(plate_map_name, well_position, broad_sample, mmoles_per_liter, solvent)."
+    ),
 ]
 FitOption = Annotated[
     str | None,
