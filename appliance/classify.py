@@ -166,6 +166,7 @@ def classify_plate(
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     embeddings: bool = False,
+    cpa: bool = False,
     stop: threading.Event | None = None,
     progress=None,
     readers: int = READERS,
@@ -247,7 +248,14 @@ def classify_plate(
             "shard": f"{index}/{count}",
             "precision": classifier.precision,
             "fit": fit,
-            "model": {"xml": str(classifier.xml), "run_id": card.run_id, "weights_sha256": card.weights_sha256},
+            "model": {
+                "xml": str(classifier.xml),
+                "run_id": card.run_id,
+                "weights_sha256": card.weights_sha256,
+                "input_height": card.input_height,
+                "input_width": card.input_width,
+            },
+            "cpa": cpa,
             "versions": versions(),
             "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},
             "timings": {

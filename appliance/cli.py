@@ -111,7 +111,15 @@ PlaneOption = Annotated[int | None, typer.Option(help="The z-plane to read, as t
 TimepointOption = Annotated[int | None, typer.Option(help="The time point to read, as the imager numbers them.")]
 ProjectOption = Annotated[str | None, typer.Option(help="max: maximum-intensity projection over every z-plane.")]
 EmbeddingsOption = Annotated[
-    bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
+    bool,
+    typer.Option(
+        "--embeddings",
+        help="Also write embeddings.parquet (512 features per field) and profiles.parquet (well medians), "
+        "as pycytominer reads them.",
+    ),
+]
+CpaOption = Annotated[
+    bool, typer.Option("--cpa", help="Also write cpa.properties and cpa.db: the plate in CellProfiler Analyst.")
 ]
 SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
     "precision": (PrecisionOption, None),
@@ -123,6 +131,7 @@ SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
     "timepoint": (TimepointOption, None),
     "project": (ProjectOption, None),
     "embeddings": (EmbeddingsOption, False),
+    "cpa": (CpaOption, False),
 }
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from appliance.cpa import write_cpa
 from appliance.files import write_atomically, write_json
 from appliance.report import write_report
 from appliance.result_rows import (
@@ -25,6 +26,7 @@ from appliance.result_rows import (
     FAILURE_COLUMNS,
     OLD_EMBEDDING_PREFIX,
     channels_of,
+    column_kind,
     embedding_columns,
     field_columns,
     field_key,
@@ -34,6 +36,8 @@ from appliance.result_rows import (
     well_profiles,
 )
 from appliance.results import (
+    CPA_DB,
+    CPA_PROPERTIES,
     EMBEDDINGS_PARQUET,
     FAILURES_CSV,
     FIELDS_CSV,
@@ -46,14 +50,6 @@ from appliance.results import (
     ResultsError,
 )
 
-INTEGER_COLUMNS = {
-    "ImageNumber",
-    "Metadata_Column",
-    "Metadata_Site",
-    "Count_Fields",
-    "Count_Wells",
-    "Metadata_Count_Fields",
-}
 KEY_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
 
@@ -77,12 +73,11 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
 
 
 def arrow_type(column: str):
-    if column in INTEGER_COLUMNS or column.startswith("Frame_"):
+    kind = column_kind(column)
+    if kind is int:
         return pa.int64()
-    if column.startswith(("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")):
-        return pa.float64()
-    if column.startswith(EMBEDDING_PREFIX):
-        return pa.float32()
+    if kind is float:  # the embedding's features stay float32, as the model gives them
+        return pa.float32() if column.startswith(EMBEDDING_PREFIX) else pa.float64()
     return pa.string()
 
 
@@ -130,7 +125,10 @@ def write_results(results: PlateResults) -> dict:
         vectors = results.embeddings
         write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(fields, vectors, labels, results.channels))
         write_parquet(out / PROFILES_PARQUET, profiles_table(fields, vectors))
-    for name in {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET} - set(results.files.values()):
+    if results.run.get("cpa"):
+        write_cpa(results)
+    optional = {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET, CPA_PROPERTIES, CPA_DB}
+    for name in optional - set(results.files.values()):
         (out / name).unlink(missing_ok=True)  # an earlier run's file must not pass for this run's
     write_report(results)
     summary = results.summary

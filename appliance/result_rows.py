@@ -25,6 +25,26 @@ EMBEDDING_PREFIX = "Image_MCNN_"
 OLD_EMBEDDING_PREFIX = "Embedding_"  # embeddings.parquet before 0.2
 
 
+INTEGER_COLUMNS = {
+    "ImageNumber",
+    "Metadata_Column",
+    "Metadata_Site",
+    "Count_Fields",
+    "Count_Wells",
+    "Metadata_Count_Fields",
+}
+FLOAT_PREFIXES = ("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")
+
+
+def column_kind(column: str) -> type:
+    """What a column holds, whatever file it is written to: int, float or str (embedding features: float)."""
+    if column in INTEGER_COLUMNS or column.startswith("Frame_"):
+        return int
+    if column.startswith((*FLOAT_PREFIXES, EMBEDDING_PREFIX)):
+        return float
+    return str
+
+
 def probability_column(label: str) -> str:
     """'Actin disruptors' -> 'Probability_Actin_disruptors'."""
     return "Probability_" + re.sub(r"[^0-9A-Za-z]+", "_", label)

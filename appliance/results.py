@@ -20,6 +20,7 @@ from appliance.result_rows import cellprofiler_rows, treatment_rows, well_rows
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV, TREATMENTS_CSV = "fields.csv", "fields.parquet", "wells.csv", "treatments.csv"
 FAILURES_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET = "failures.csv", "embeddings.parquet", "profiles.parquet"
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
+CPA_PROPERTIES, CPA_DB = "cpa.properties", "cpa.db"  # CellProfiler Analyst's, with classify --cpa
 SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
 
 
@@ -68,6 +69,8 @@ class PlateResults:
         if self.embeddings is not None:
             files["embeddings"] = EMBEDDINGS_PARQUET
             files["profiles"] = PROFILES_PARQUET  # well-level medians of the embeddings
+        if self.run.get("cpa"):
+            files["cpa_properties"], files["cpa_db"] = CPA_PROPERTIES, CPA_DB
         files["report"] = REPORT_HTML
         return files
 

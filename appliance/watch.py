@@ -45,6 +45,7 @@ PLATE_OPTIONS = {
     "timepoint": int,
     "project": str,
     "embeddings": bool,
+    "cpa": bool,
 }
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 
