@@ -32,6 +32,7 @@ from appliance.plate import detect_layout, discover_fields, plate_name, plate_ro
 from appliance.result_files import write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
 from appliance.results import PlateResults, utc_now
+from appliance.wells import format_of
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
 CHUNK_SECONDS = 30.0
@@ -166,6 +167,7 @@ def classify_plate(
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     embeddings: bool = False,
+    plate_wells: int | None = None,
     cpa: bool = False,
     stop: threading.Event | None = None,
     progress=None,
@@ -184,6 +186,8 @@ def classify_plate(
     index, count = check_shard(shard)
     if chunk_fields < 1 or readers < 1:
         raise ValueError("chunk_fields and readers must be at least 1")
+    if plate_wells is not None:
+        format_of(plate_wells)  # a plate size no plate has stops the run before any field is read
     stop = stop or threading.Event()
     classifier = model if isinstance(model, Classifier) else Classifier(model, precision=precision)
     card = classifier.card
@@ -255,6 +259,7 @@ def classify_plate(
                 "input_height": card.input_height,
                 "input_width": card.input_width,
             },
+            "plate_wells": plate_wells,
             "cpa": cpa,
             "versions": versions(),
             "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},

@@ -118,6 +118,13 @@ EmbeddingsOption = Annotated[
         "as pycytominer reads them.",
     ),
 ]
+PlateWellsOption = Annotated[
+    int | None,
+    typer.Option(
+        help="The plate's size, 6 to 1536 wells, for the plate map and CPA (default: the smallest of 96, 384, "
+        "1536 holding every well)."
+    ),
+]
 CpaOption = Annotated[
     bool, typer.Option("--cpa", help="Also write cpa.properties and cpa.db: the plate in CellProfiler Analyst.")
 ]
@@ -131,6 +138,7 @@ SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
     "timepoint": (TimepointOption, None),
     "project": (ProjectOption, None),
     "embeddings": (EmbeddingsOption, False),
+    "plate_wells": (PlateWellsOption, None),
     "cpa": (CpaOption, False),
 }
 

@@ -10,7 +10,6 @@ are in the `dev` extra (not the runtime's): the test is skipped, saying so, wher
 """
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from appliance.layouts.base import Field
@@ -20,6 +19,7 @@ from appliance.results import PlateResults
 
 pycytominer = pytest.importorskip("pycytominer", reason="pycytominer is in the dev extra, not the runtime's")
 copairs_map = pytest.importorskip("copairs.map", reason="copairs is in the dev extra, not the runtime's")
+pd = pytest.importorskip("pandas")  # pycytominer's
 
 LABELS = ("Actin disruptors", "DMSO", "Microtubule stabilizers")
 CHANNELS = ("DAPI", "Tubulin", "Actin")

@@ -60,3 +60,16 @@ def test_the_map_draws_every_plate_size(tmp_path, plate_wells):
     ys, xs = np.nonzero(well)  # the disc of the last well: bottom right of the plate
     assert len(ys) > 20 and ys.mean() > image.shape[0] * 0.5
     assert np.abs(blank - image).max(axis=2)[:, : int(xs.min())].max() < 0.5  # nothing else changed left of it
+
+
+def test_classify_plate_wells_draws_the_plate_named(tiny_model, tmp_path):
+    from appliance.classify import classify_plate
+    from tests.conftest import write_plate
+
+    write_plate(tmp_path / "plate", wells=("A01", "D06"), sites=(1,))
+    summary = classify_plate(tmp_path / "plate", tiny_model, tmp_path / "out", plate_wells=24)
+    assert summary["plate_wells"] == 24
+    assert "24-well plate" in (tmp_path / "out" / "report.html").read_text()
+    with pytest.raises(ValueError, match="1000-well plates are not known"):
+        classify_plate(tmp_path / "plate", tiny_model, tmp_path / "out2", plate_wells=1000)
+    assert not (tmp_path / "out2").exists()
