@@ -1,7 +1,8 @@
 """The rows of a plate's result tables: one per field, per well, per treatment, per failure.
 
 Everything starts from "field rows": one dict per classified field with the columns of
-fields.csv, in order (see `field_columns`). Wells and treatments are aggregated from those rows
+fields.csv (see `field_columns`); ImageNumber and URL_ are added when a PlateResults is built
+(`cellprofiler_rows`), so they number and locate the whole plate, merged or not. Wells and treatments are aggregated from those rows
 alone, so the same rows always give the same wells, whether classify has just made them, merge
 has joined them from shards, or they were read back from fields.parquet. No file I/O here.
 """
@@ -22,7 +23,7 @@ FAILURE_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "File", "
 # The embedding is a measurement of the whole field, so a CellProfiler image measurement: Image_<category>_<n>,
 # the names pycytominer infers as features with image_features=True (its infer_cp_features).
 EMBEDDING_PREFIX = "Image_MCNN_"
-OLD_EMBEDDING_PREFIX = "Embedding_"  # embeddings.parquet before 0.2
+OLD_EMBEDDING_PREFIX = "Embedding_"  # what older results folders' embeddings.parquet named them
 
 
 INTEGER_COLUMNS = {
