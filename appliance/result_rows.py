@@ -2,9 +2,10 @@
 
 Everything starts from "field rows": one dict per classified field with the columns of
 fields.csv (see `field_columns`); ImageNumber and URL_ are added when a PlateResults is built
-(`cellprofiler_rows`), so they number and locate the whole plate, merged or not. Wells and treatments are aggregated from those rows
-alone, so the same rows always give the same wells, whether classify has just made them, merge
-has joined them from shards, or they were read back from fields.parquet. No file I/O here.
+(`cellprofiler_rows`), so they number and locate the whole plate, merged or not. Wells and
+treatments are aggregated from those rows alone, so the same rows always give the same wells,
+whether classify has just made them, merge has joined them from shards, or they were read back
+from fields.parquet. No file I/O here.
 """
 
 from __future__ import annotations
