@@ -1,7 +1,9 @@
 """A PlateResults on disk: `write_results` writes the set once, `read_results` rebuilds the object from it.
 
 The set: fields.csv + fields.parquet, wells.csv, failures.csv, treatments.csv (when compounds are
-known), embeddings.parquet (when asked for), plate_map.png + report.html, and summary.json. Each
+known), embeddings.parquet + profiles.parquet (when asked for), cpa.properties + cpa.db (with
+--cpa, appliance.cpa), plate_map.png + report.html, and summary.json. Numbers in the CSVs are
+written exactly (shortest round-trip text), column types come from result_rows.column_kind. Each
 file is written once through appliance.files (a reader or a crash never sees half a file), and
 summary.json comes last and is removed first: while it is missing the set is incomplete, once it
 is there every file beside it belongs to it. fields.parquet keeps the types, so it is what
