@@ -32,6 +32,7 @@ from appliance.plate import detect_layout, discover_fields, plate_name, plate_ro
 from appliance.result_files import read_results, read_summary, write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
 from appliance.results import SUMMARY_JSON, PlateResults, ResultsError, utc_now
+from appliance.wells import format_of
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
 CHUNK_SECONDS = 30.0
@@ -195,6 +196,8 @@ def classify_plate(
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     embeddings: bool = False,
+    plate_wells: int | None = None,
+    cpa: bool = False,
     stop: threading.Event | None = None,
     progress=None,
     readers: int = READERS,
@@ -212,6 +215,8 @@ def classify_plate(
     index, count = check_shard(shard)
     if chunk_fields < 1 or readers < 1:
         raise ValueError("chunk_fields and readers must be at least 1")
+    if plate_wells is not None:
+        format_of(plate_wells)  # a plate size no plate has stops the run before any field is read
     stop = stop or threading.Event()
     classifier = model if isinstance(model, Classifier) else Classifier(model, precision=precision)
     card = classifier.card
@@ -281,7 +286,15 @@ def classify_plate(
             "precision": classifier.precision,
             "precision_reason": classifier.choice.reason,
             "fit": fit,
-            "model": {"xml": str(classifier.xml), "run_id": card.run_id, "weights_sha256": card.weights_sha256},
+            "model": {
+                "xml": str(classifier.xml),
+                "run_id": card.run_id,
+                "weights_sha256": card.weights_sha256,
+                "input_height": card.input_height,
+                "input_width": card.input_width,
+            },
+            "plate_wells": plate_wells,
+            "cpa": cpa,
             "versions": versions(),
             "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},
             **figures(

@@ -118,6 +118,8 @@ def merge_results(out_dirs: list[Path], merged: Path) -> dict:
                 "precision": first["precision"],
                 "fit": first.get("fit"),
                 "model": first["model"],
+                "cpa": any(r.get("cpa") for r in runs),
+                "plate_wells": first.get("plate_wells"),  # shards classified with --cpa: the plate's in CPA too
                 "versions": first.get("versions", {}),
                 "counts": {
                     "fields": sum(r["counts"]["fields"] for r in runs),

@@ -35,7 +35,12 @@ ChannelsOption = Annotated[
     ),
 ]
 PlatemapOption = Annotated[
-    Path | None, typer.Option(metavar="CSV", help="CSV with columns well, compound, concentration (optional plate).")
+    Path | None,
+    typer.Option(
+        metavar="CSV",
+        help="CSV with columns well, compound, concentration (optional plate), or a pycytominer/JUMP platemap "
+        "(plate_map_name, well_position, broad_sample, mmoles_per_liter, solvent).",
+    ),
 ]
 FitOption = Annotated[
     Literal["pad", "resize"] | None,
@@ -50,7 +55,23 @@ ProjectOption = Annotated[
     Literal["max"] | None, typer.Option(help="max: maximum-intensity projection over every z-plane.")
 ]
 EmbeddingsOption = Annotated[
-    bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
+    bool,
+    typer.Option(
+        "--embeddings",
+        help="Also write embeddings.parquet (512 features per field) and profiles.parquet (well medians), "
+        "as pycytominer reads them.",
+    ),
+]
+PlateWellsOption = Annotated[
+    int | None,
+    typer.Option(
+        metavar="WELLS",
+        help="The plate's size, 6 to 1536 wells, for the plate map and CPA (default: the smallest of 96, 384, "
+        "1536 holding every well).",
+    ),
+]
+CpaOption = Annotated[
+    bool, typer.Option("--cpa", help="Also write cpa.properties and cpa.db: the plate in CellProfiler Analyst.")
 ]
 SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
     "precision": (PrecisionOption, None),
@@ -62,6 +83,8 @@ SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
     "timepoint": (TimepointOption, None),
     "project": (ProjectOption, None),
     "embeddings": (EmbeddingsOption, False),
+    "plate_wells": (PlateWellsOption, None),
+    "cpa": (CpaOption, False),
 }
 
 

@@ -236,17 +236,19 @@ def model_section(run: dict, labels: list[str]) -> str:
     return "<h2>Model</h2>" + key_values(pairs)
 
 
-def plate_map_section(png: Path, plate: str, wells: list[dict], labels: list[str], failures: list[dict]) -> str:
+def plate_map_section(
+    png: Path, plate: str, wells: list[dict], labels: list[str], failures: list[dict], plate_wells: int | None = None
+) -> str:
     """Draws the map to png and returns its section, the picture inline; without a map when it cannot be drawn."""
     failed = Counter(str(f.get("Metadata_Well", "")).strip().upper() for f in failures)
     mapped = {name: n for name, n in failed.items() if on_plate(name)}
     unmapped = sum(failed.values()) - sum(mapped.values())
     try:
-        layout = map_layout(wells, mapped)
+        layout = map_layout(wells, mapped, plate_wells)
     except ValueError as exc:
         png.unlink(missing_ok=True)  # a map of an earlier run would contradict these tables
         return f'<h2>Plate map</h2><p class="bad">No plate map: {escape(str(exc))}.</p>'
-    draw_plate_map(wells, labels, png, failed=mapped, title=plate)
+    draw_plate_map(wells, labels, png, failed=mapped, title=plate, plate_wells=plate_wells)
     image = base64.b64encode(png.read_bytes()).decode("ascii")
     note = f" {unmapped} failure(s) name no well on the plate; they are in the failures table." if unmapped else ""
     return (
@@ -267,7 +269,7 @@ def write_report(results: PlateResults) -> Path:
         [
             f'<h1>Plate {escape(plate)}</h1><p class="muted">M-CNN classification report</p>',
             summary_section(run, wells, failures),
-            plate_map_section(out_dir / PLATE_MAP_PNG, plate, wells, labels, failures),
+            plate_map_section(out_dir / PLATE_MAP_PNG, plate, wells, labels, failures, run.get("plate_wells")),
             class_section(labels, fields, wells),
             treatments_section(results.treatments, labels) if results.treatments else "",
             failures_section(failures),

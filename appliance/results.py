@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.result_rows import treatment_rows, well_rows
+from appliance.result_rows import cellprofiler_rows, treatment_rows, well_rows
 
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV, TREATMENTS_CSV = "fields.csv", "fields.parquet", "wells.csv", "treatments.csv"
-FAILURES_CSV, EMBEDDINGS_PARQUET = "failures.csv", "embeddings.parquet"
+FAILURES_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET = "failures.csv", "embeddings.parquet", "profiles.parquet"
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
+CPA_PROPERTIES, CPA_DB = "cpa.properties", "cpa.db"  # CellProfiler Analyst's, with classify --cpa
 SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
 
 
@@ -63,7 +64,7 @@ class PlateResults:
     out_dir: Path
     labels: tuple[str, ...]
     channels: tuple[str, ...]
-    fields: list[dict]  # field rows in plate order (result_rows.field_columns)
+    fields: list[dict]  # field rows in plate order (result_rows.field_columns; numbered here)
     failures: list[dict]  # failure rows in plate order
     run: dict
     embeddings: np.ndarray | None = None  # (fields, width) float32, row i belongs to fields[i]
@@ -75,6 +76,7 @@ class PlateResults:
         self.labels, self.channels = tuple(self.labels), tuple(self.channels)
         if self.embeddings is not None and len(self.embeddings) != len(self.fields):
             raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.fields)} fields")
+        self.fields = cellprofiler_rows(self.fields, self.channels)  # ImageNumber in plate order, URL_
         self.wells = well_rows(self.fields, self.labels)
         self.treatments = treatment_rows(self.wells, self.labels)
 
@@ -86,6 +88,9 @@ class PlateResults:
             files["treatments"] = TREATMENTS_CSV
         if self.embeddings is not None:
             files["embeddings"] = EMBEDDINGS_PARQUET
+            files["profiles"] = PROFILES_PARQUET  # well-level medians of the embeddings
+        if self.run.get("cpa"):
+            files["cpa_properties"], files["cpa_db"] = CPA_PROPERTIES, CPA_DB
         files["report"] = REPORT_HTML
         return files
 

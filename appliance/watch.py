@@ -45,6 +45,8 @@ PLATE_OPTIONS = {
     "timepoint": int,
     "project": str,
     "embeddings": bool,
+    "plate_wells": int,
+    "cpa": bool,
 }
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 

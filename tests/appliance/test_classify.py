@@ -79,7 +79,7 @@ def test_classify_plate(classifier, damaged_plate, tmp_path, monkeypatch):
     with open(out / "fields.csv", newline="") as f:
         header = next(csv.reader(f))
     assert header == field_columns(LABELS, CHANNELS)
-    assert header[19:22] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
+    assert header[23:26] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
     fields = read_csv(out / "fields.csv")
     assert [(f["Metadata_Well"], f["Metadata_Row"], f["Metadata_Column"], f["Metadata_Site"]) for f in fields] == [
         ("B02", "B", "2", "1"),
@@ -88,6 +88,8 @@ def test_classify_plate(classifier, damaged_plate, tmp_path, monkeypatch):
     ]
     assert fields[0]["FileName_DAPI"] == written[("B02", 1)]["DAPI"].name
     assert fields[0]["PathName_DAPI"] == str(written[("B02", 1)]["DAPI"].parent.resolve())
+    assert fields[2]["URL_Actin"] == written[("C02", 1)]["Actin"].resolve().as_uri()
+    assert [f["ImageNumber"] for f in fields] == ["1", "2", "3"]
     assert (fields[0]["Frame_DAPI"], fields[0]["Metadata_Layout"], fields[0]["Metadata_Source"]) == ("", "bbbc021", "")
     assert fields[0]["Metadata_Compound"] == "" and fields[0]["Model_Precision"] == "f32"
     assert fields[0]["Model_SHA256"] == classifier.card.weights_sha256
@@ -102,9 +104,9 @@ def test_classify_plate(classifier, damaged_plate, tmp_path, monkeypatch):
 
     wells = read_csv(out / "wells.csv")
     assert [(w["Metadata_Well"], w["Count_Fields"], w["Classify_Agreement"]) for w in wells] == [
-        ("B02", "1", "1.000000"),
-        ("B03", "1", "1.000000"),
-        ("C02", "1", "1.000000"),
+        ("B02", "1", "1.0"),
+        ("B03", "1", "1.0"),
+        ("C02", "1", "1.0"),
     ]
     assert not (out / "treatments.csv").exists()  # no compound known
 
@@ -142,8 +144,9 @@ def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_pa
     fields = pq.read_table(tmp_path / "out" / "fields.parquet").to_pylist()
     vectors = pq.read_table(tmp_path / "out" / "embeddings.parquet")
     assert summary["files"]["embeddings"] == "embeddings.parquet" and len(fields) == 9
-    assert vectors.column_names[:4] == ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Embedding_000"]
-    assert vectors.num_columns == 3 + 512
+    metadata = [c for c in vectors.column_names if c.startswith("Metadata_")]
+    assert vectors.column_names == [*metadata, *(f"Image_MCNN_{i:03d}" for i in range(512))]
+    assert {"Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Compound", "Metadata_Layout"} <= set(metadata)
     import tifffile
 
     raw = np.stack(
@@ -155,7 +158,7 @@ def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_pa
     probabilities, embedding = classifier.predict(raw)
     np.testing.assert_allclose([[f[c] for c in PROBABILITIES] for f in fields], probabilities, atol=1e-6)
     np.testing.assert_allclose(
-        np.stack([vectors.column(f"Embedding_{i:03d}").to_numpy() for i in range(512)], 1), embedding, atol=1e-6
+        np.stack([vectors.column(f"Image_MCNN_{i:03d}").to_numpy() for i in range(512)], 1), embedding, atol=1e-6
     )
 
 
@@ -342,7 +345,7 @@ def test_kill_9_then_rerun_gives_every_field_exactly_once(tiny_model, tmp_path):
         np.testing.assert_allclose([a[c] for c in PROBABILITIES], [b[c] for c in PROBABILITIES], atol=1e-6)
     embedded = [pq.read_table(d / "embeddings.parquet") for d in (out, reference)]
     assert embedded[0].num_rows == 24
-    vectors = [np.stack([table.column(i).to_numpy() for i in range(3, 3 + 512)], axis=1) for table in embedded]
+    vectors = [np.stack([table.column(f"Image_MCNN_{i:03d}").to_numpy() for i in range(512)], 1) for table in embedded]
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
 
 

@@ -132,8 +132,10 @@ def test_failures_off_the_map_and_plates_too_large_to_draw(tmp_path):
     html = html_of(write_report(made_results(tmp_path, ["B02"], failures=failures)))
     assert "1 failure(s) name no well on the plate" in html and "no well in the file name" in html
 
-    html = html_of(write_report(made_results(tmp_path, ["B02", "AF48"])))  # a 1536-well plate
-    assert "No plate map: wells AF48 lie outside a 384-well plate" in html and "<img" not in html
+    html = html_of(write_report(made_results(tmp_path, ["B02", "AF48"])))
+    assert "1536-well plate; 2 wells with a result" in html and "<img" in html
+    html = html_of(write_report(made_results(tmp_path, ["B02", "AG01"])))  # past the last row of 1536 wells
+    assert "No plate map: wells AG01 lie outside a 1536-well plate" in html and "<img" not in html
     assert not (tmp_path / "plate_map.png").exists()  # the earlier map would contradict the tables
 
 
@@ -151,10 +153,11 @@ def test_plate_layout_from_wells():
     assert plate_layout([("A", 1), ("H", 12)]) == PLATE_96
     assert plate_layout([("B", 2), ("I", 1)]) == PLATE_384
     assert plate_layout([("A", 13)]) == PLATE_384
-    with pytest.raises(ValueError, match="Q01"):
-        plate_layout([("Q", 1)])
-    with pytest.raises(ValueError, match="A25"):
-        plate_layout([("A", 25)])
+    assert plate_layout([("Q", 1)]).wells == plate_layout([("A", 25)]).wells == 1536
+    with pytest.raises(ValueError, match="AG01"):
+        plate_layout([("AG", 1)])
+    with pytest.raises(ValueError, match="A49"):
+        plate_layout([("A", 49)])
     # a well with failures only still decides the plate
     assert map_layout([{"Metadata_Well": "B02", "Classify_Class": "DMSO"}], failed=["M20"]) == PLATE_384
 
