@@ -16,7 +16,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from appliance.model_card import KEYS, ModelCard, ModelCardError
+from appliance.model_card import KEYS, OPTIONAL_KEYS, ModelCard, ModelCardError
 from appliance.threads import compute_threads
 
 MODEL_XML, MODEL_INT8_XML = "model.xml", "model-int8.xml"
@@ -55,7 +55,7 @@ def compile_model(network: ov.Model, precision: str, threads: int, hint: str | N
 def read_card(network: ov.Model, source: str) -> ModelCard:
     meta = {
         key: network.get_rt_info(["model_info", key]).astype(str)
-        for key in KEYS
+        for key in (*KEYS, *OPTIONAL_KEYS)
         if network.has_rt_info(["model_info", key])
     }
     return ModelCard.from_metadata(meta, source=source)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from appliance.files import write_atomically, write_json
+from appliance.gallery import read_gallery, write_gallery
 from appliance.report import write_report
 from appliance.result_rows import (
     EMBEDDING_PREFIX,
@@ -35,6 +36,7 @@ from appliance.results import (
     FAILURES_CSV,
     FIELDS_CSV,
     FIELDS_PARQUET,
+    GALLERY_NPZ,
     SUMMARY_JSON,
     TREATMENTS_CSV,
     WELLS_CSV,
@@ -59,7 +61,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
-            writer.writerows([csv_value(row[c]) for c in columns] for row in rows)
+            writer.writerows([csv_value(row.get(c)) for c in columns] for row in rows)
 
     return write_atomically(path, write)
 
@@ -67,7 +69,9 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
 def arrow_type(column: str):
     if column in INTEGER_COLUMNS or column.startswith("Frame_"):
         return pa.int64()
-    if column.startswith(("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")):
+    if column.startswith(
+        ("Probability_", "Classify_Confidence", "Classify_Agreement", "Classify_Distance", "Metadata_Concentration")
+    ):
         return pa.float64()
     if column.startswith(EMBEDDING_PREFIX):
         return pa.float32()
@@ -76,7 +80,7 @@ def arrow_type(column: str):
 
 def to_table(columns: list[str], rows: list[dict]) -> pa.Table:
     schema = pa.schema([(c, arrow_type(c)) for c in columns])
-    return pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows], schema=schema)
+    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema=schema)
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:
@@ -104,7 +108,9 @@ def write_results(results: PlateResults) -> dict:
         write_csv(out / TREATMENTS_CSV, treatment_columns(labels), results.treatments)
     if results.embeddings is not None:
         write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(results.fields, results.embeddings))
-    for name in {TREATMENTS_CSV, EMBEDDINGS_PARQUET} - set(results.files.values()):
+    if results.thumbnails:
+        write_gallery(out / GALLERY_NPZ, results.thumbnails)
+    for name in {TREATMENTS_CSV, EMBEDDINGS_PARQUET, GALLERY_NPZ} - set(results.files.values()):
         (out / name).unlink(missing_ok=True)  # an earlier run's file must not pass for this run's
     write_report(results)
     summary = results.summary
@@ -152,7 +158,8 @@ def read_results(out_dir: Path) -> PlateResults:
     out_dir = Path(out_dir)
     summary = read_summary(out_dir / SUMMARY_JSON)
     listed = summary.get("files") or {}
-    for name in (FIELDS_PARQUET, FAILURES_CSV, *([EMBEDDINGS_PARQUET] if "embeddings" in listed else [])):
+    optional = [name for kind, name in (("embeddings", EMBEDDINGS_PARQUET), ("gallery", GALLERY_NPZ)) if kind in listed]
+    for name in (FIELDS_PARQUET, FAILURES_CSV, *optional):
         if not (out_dir / name).is_file():
             raise ResultsError(f"{out_dir / name}: missing, though {SUMMARY_JSON} lists it")
     try:
@@ -160,9 +167,17 @@ def read_results(out_dir: Path) -> PlateResults:
         fields = table.to_pylist()
         failures = read_failures(out_dir / FAILURES_CSV)
         embeddings = read_embeddings(out_dir / EMBEDDINGS_PARQUET, fields) if "embeddings" in listed else None
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        thumbnails = read_gallery(out_dir / GALLERY_NPZ) if "gallery" in listed else None
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # a damaged .npz raises ValueError or OSError
         raise ResultsError(f"{out_dir}: results unreadable ({exc})") from exc
     run = {k: v for k, v in summary.items() if k not in ("out", "files")}  # derived again by PlateResults
     return PlateResults(
-        out_dir, summary["model"]["labels"], channels_of(table.column_names), fields, failures, run, embeddings
+        out_dir,
+        summary["model"]["labels"],
+        channels_of(table.column_names),
+        fields,
+        failures,
+        run,
+        embeddings,
+        thumbnails,
     )

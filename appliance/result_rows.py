@@ -37,7 +37,17 @@ def field_columns(labels, channels) -> list[str]:
     # they were read: the layout, the plane / time point / projection, the fit.
     read = [f"{kind}_{c}" for c in channels for kind in ("FileName", "PathName", "Frame")]
     read += ["Metadata_Layout", "Metadata_Source", "Metadata_Fit"]
-    return [*PLACE, "Metadata_Site", *TREATMENT, *read, *call_columns(labels), "Model_SHA256", "Model_Precision"]
+    # Classify_Distance: how far the field lies from the training fields (appliance/embedding_reference.py)
+    return [
+        *PLACE,
+        "Metadata_Site",
+        *TREATMENT,
+        *read,
+        *call_columns(labels),
+        "Classify_Distance",
+        "Model_SHA256",
+        "Model_Precision",
+    ]
 
 
 def well_columns(labels) -> list[str]:
@@ -68,9 +78,16 @@ def call(probabilities: np.ndarray, labels) -> dict:
 
 
 def field_row(
-    field: Field, fit_note: str, probabilities: np.ndarray, labels, channels, model_sha256: str, precision: str
+    field: Field,
+    fit_note: str,
+    probabilities: np.ndarray,
+    labels,
+    channels,
+    model_sha256: str,
+    precision: str,
+    distance: float | None = None,
 ) -> dict:
-    """One classified field, keys in fields.csv's column order."""
+    """One classified field, keys in fields.csv's column order; distance None when the model has no reference."""
     row = {
         "Metadata_Plate": field.plate,
         "Metadata_Well": field.well,
@@ -86,6 +103,7 @@ def field_row(
     row.update({"Metadata_Layout": field.layout, "Metadata_Source": field.source, "Metadata_Fit": fit_note})
     row.update({probability_column(label): float(p) for label, p in zip(labels, probabilities, strict=True)})
     row.update(call(probabilities, labels))
+    row["Classify_Distance"] = distance
     row.update({"Model_SHA256": model_sha256, "Model_Precision": precision})
     return row
 

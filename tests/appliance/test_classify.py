@@ -63,7 +63,7 @@ def test_classify_plate(classifier, damaged_plate):
     assert summary["precision"] == "f32" and summary["fields_per_s"] > 0 and not summary["interrupted"]
     assert seen[-1] == (5, 5)  # complete fields read; the one missing a channel never gets that far
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "report"}
+    assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "gallery", "report"}
     assert not (out / ".partial").exists() and (out / "report.html").is_file()
 
     failures = read_csv(out / "failures.csv")
@@ -125,7 +125,7 @@ def test_one_classify_writes_each_result_file_once_and_the_summary_last(classifi
     for run in range(2):  # the second run finds every field done and writes the set again, once
         classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)
         final = [name for name in replaced if "/" not in name]  # not .partial/'s chunks
-        assert sorted(final) == sorted(RESULT_SET) and final[-1] == "summary.json", run
+        assert sorted(final) == sorted([*RESULT_SET, "gallery.npz"]) and final[-1] == "summary.json", run
         replaced.clear()
 
 

@@ -1,0 +1,124 @@
+"""Thumbnails of a plate's most and least confident fields per class, for the report's gallery.
+
+classify makes a thumbnail of every field from the planes it has just decoded (block means of
+the raw uint16 pixels, the longest side at most THUMB_SIDE), while the field's buffer is still
+in memory, and keeps it only while the field is among its class's PER_SIDE most or PER_SIDE
+least confident: memory stays at classes x 2 x PER_SIDE thumbnails (plus the few fields in
+flight) whatever the plate's size. The kept thumbnails are written beside the results
+(gallery.npz, no pickle) so a report rebuilt from the folder shows the same gallery.
+The report turns each into a false-colour composite (DAPI blue, Tubulin green, Actin red), each
+channel stretched from its 1st to its 99.5th percentile, as a PNG.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from appliance.files import write_atomically
+
+THUMB_SIDE = 128  # pixels, the longest side of a thumbnail
+PER_SIDE = 3  # fields per class at each end: the most and the least confident
+STRETCH = (1.0, 99.5)  # percentiles mapped to black and full colour, per channel of each thumbnail
+COLOURS = {"DAPI": 2, "Tubulin": 1, "Actin": 0}  # channel -> RGB index: blue, green, red
+BY_ORDER = (2, 1, 0)  # other channel names: the first blue, the second green, the third red
+
+Key = tuple[str, str, int]  # plate, well, site (result_rows.field_key)
+
+
+def thumbnail(planes: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """(C, H, W) uint16 -> (C, h, w) uint16 means of f x f blocks, f the least making max(h, w) <= side.
+
+    The last H % f rows and W % f columns fall outside every block: under f pixels at the edge of a
+    picture for the eye, never of anything measured."""
+    channels, height, width = planes.shape
+    f = max(1, -(-max(height, width) // side))
+    h, w = height // f, width // f
+    blocks = planes[:, : h * f, : w * f].reshape(channels, h, f, w, f)
+    return blocks.mean(axis=(2, 4), dtype=np.float32).round().astype(np.uint16)
+
+
+def composite(thumb: np.ndarray, channels) -> np.ndarray:
+    """(C, h, w) uint16 -> (h, w, 3) uint8 RGB, each channel contrast-stretched on its own."""
+    rgb = np.zeros((*thumb.shape[1:], 3), dtype=np.uint8)
+    named = all(c in COLOURS for c in channels)
+    for i, plane in enumerate(thumb[:3]):
+        low, high = np.percentile(plane, STRETCH)
+        scaled = (plane.astype(np.float32) - low) / max(high - low, 1.0)
+        rgb[..., COLOURS[channels[i]] if named else BY_ORDER[i]] = (scaled.clip(0, 1) * 255).round().astype(np.uint8)
+    return rgb
+
+
+def png_data_uri(rgb: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def ends(rows: list[dict], per_side: int = PER_SIDE) -> tuple[list[dict], list[dict]]:
+    """The most confident rows (highest first) and the least (lowest first); no row in both."""
+    ranked = sorted(rows, key=lambda r: (-float(r["Classify_Confidence"]), r["Metadata_Well"], r["Metadata_Site"]))
+    most = ranked[:per_side]
+    least = [r for r in reversed(ranked[per_side:])][:per_side]
+    return most, least
+
+
+class GalleryKeeper:
+    """During classification: thumbnails of the fields read, kept while among their class's ends."""
+
+    def __init__(self, per_side: int = PER_SIDE):
+        self.per_side = per_side
+        self.pending: dict[Key, np.ndarray] = {}  # read, not yet classified: at most the fields in flight
+        self.most: dict[str, list] = {}  # class -> min-heap of (confidence, key): the most confident
+        self.least: dict[str, list] = {}  # class -> min-heap of (-confidence, key): the least confident
+        self.thumbnails: dict[Key, np.ndarray] = {}
+
+    def read(self, key: Key, planes: np.ndarray) -> None:
+        self.pending[key] = thumbnail(planes)
+
+    def classified(self, key: Key, label: str, confidence: float) -> None:
+        thumb = self.pending.pop(key, None)
+        if thumb is not None:
+            self.offer(key, label, confidence, thumb)
+
+    def offer(self, key: Key, label: str, confidence: float, thumb: np.ndarray) -> None:
+        dropped = []
+        for heaps, score in ((self.most, confidence), (self.least, -confidence)):
+            heap = heaps.setdefault(label, [])
+            if len(heap) < self.per_side:
+                heapq.heappush(heap, (score, key))
+            elif (score, key) > heap[0]:
+                dropped.append(heapq.heapreplace(heap, (score, key))[1])
+            else:
+                dropped.append(key)
+        self.thumbnails[key] = thumb
+        kept = {k for heaps in (self.most, self.least) for _, k in heaps[label]}
+        for k in set(dropped) - kept:
+            self.thumbnails.pop(k, None)
+
+
+def write_gallery(path: Path, thumbnails: dict[Key, np.ndarray]) -> Path:
+    """thumbnails as an .npz: `keys` (plate, well, site as text) and one array per thumbnail."""
+    keys = sorted(thumbnails)
+    arrays = {f"t{i}": thumbnails[key] for i, key in enumerate(keys)}
+    names = np.array([[plate, well, str(site)] for plate, well, site in keys], dtype=str).reshape(-1, 3)
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, keys=names, **arrays)
+
+    return write_atomically(path, write)
+
+
+def read_gallery(path: Path) -> dict[Key, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {(plate, well, int(site)): data[f"t{i}"] for i, (plate, well, site) in enumerate(data["keys"])}
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"{path}: not a readable gallery ({exc})") from exc
