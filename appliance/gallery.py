@@ -16,6 +16,7 @@ import base64
 import heapq
 import io
 import zipfile
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,43 @@ def read_gallery(path: Path) -> dict[Key, np.ndarray]:
             return {(plate, well, int(site)): data[f"t{i}"] for i, (plate, well, site) in enumerate(data["keys"])}
     except (zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a readable gallery ({exc})") from exc
+
+
+def gallery_html(fields: list[dict], labels, channels, thumbnails: dict[Key, np.ndarray], swatch, threshold) -> str:
+    """Per class: its most and least confident fields with a thumbnail, as <figure>s (escaped by the caller's rules).
+
+    swatch(i) gives a class's colour dot; threshold: Classify_Distance beyond which a field is flagged, or None."""
+    by_class: dict[str, list[dict]] = {}
+    for row in fields:
+        by_class.setdefault(row["Classify_Class"], []).append(row)
+    names = [*labels, *sorted(set(by_class) - set(labels))]
+    blocks = []
+    for i, name in enumerate(names):
+        rows = by_class.get(name, [])
+        shown = [r for r in rows if (r["Metadata_Plate"], r["Metadata_Well"], int(r["Metadata_Site"])) in thumbnails]
+        if not shown:
+            continue
+        most, least = ends(shown)
+        note = f" ({len(shown)} of its {len(rows)} fields had a thumbnail)" if len(shown) < len(rows) else ""
+        blocks.append(
+            f'<h3>{swatch(i)}{i + 1}. {escape(name)} <span class="muted">{len(rows)} fields{note}</span></h3>'
+        )
+        for title, chosen in (("most confident", most), ("least confident", least)):
+            if not chosen:
+                continue
+            figures = []
+            for row in chosen:
+                thumb = thumbnails[(row["Metadata_Plate"], row["Metadata_Well"], int(row["Metadata_Site"]))]
+                distance = row.get("Classify_Distance")
+                far = threshold is not None and distance is not None and distance > threshold
+                caption = (
+                    f"{row['Metadata_Well']} site {row['Metadata_Site']} · {float(row['Classify_Confidence']):.2f}"
+                )
+                flag = ' <span class="flag" title="far from the training set">far</span>' if far else ""
+                figures.append(
+                    f'<figure><img class="thumb" width="{thumb.shape[2]}" height="{thumb.shape[1]}" '
+                    f'alt="{escape(caption)}" src="{png_data_uri(composite(thumb, channels))}">'
+                    f"<figcaption>{escape(caption)}{flag}</figcaption></figure>"
+                )
+            blocks.append(f'<div class="row"><span class="side">{title}</span>{"".join(figures)}</div>')
+    return "".join(blocks)
