@@ -54,7 +54,8 @@ def confusion_html(calls: list[tuple[str, str]], labels) -> str:
             if n:
                 alpha = 0.15 + 0.85 * n / total
                 colour = "0,114,178" if g == truth else "213,94,0"  # blue right, vermilion wrong
-                style = f' style="background:rgba({colour},{alpha:.2f})"'
+                ink = ";color:white" if alpha > 0.6 else ""
+                style = f' style="background:rgba({colour},{alpha:.2f}){ink}"'
             cells.append(f'<td class="n"{style}>{n or ""}</td>')
         rows.append(f'<tr><th>{escape(truth)}</th>{"".join(cells)}<td class="n">{total}</td></tr>')
     return (

@@ -20,6 +20,7 @@ table.kv th { background: none; font-weight: 600; width: 14em; }
 .warn { background: #fff4d6; border-left: 4px solid #e69f00; padding: 0.6em 1em; }
 .bad { color: #b3261e; font-weight: 600; } .muted { color: #666; }
 code { font-size: 0.95em; word-break: break-all; }
+.bar { display: flex; width: 24em; height: 1em; border-radius: 2px; overflow: hidden; background: #eee; }
 svg.platemap { max-width: 100%; height: auto; display: block; margin: 0.6em 0; }
 svg.platemap g.well:hover circle { stroke: #1a1a1a; stroke-width: 2; }
 .legend span.item { margin-right: 1.2em; white-space: nowrap; }
@@ -31,6 +32,7 @@ figure { margin: 0; font-size: 0.8em; text-align: center; }
 img.thumb { display: block; width: 128px; height: auto; image-rendering: auto; background: #000; border-radius: 2px; }
 figcaption { margin-top: 0.15em; font-variant-numeric: tabular-nums; }
 table.confusion th.rot { writing-mode: vertical-rl; transform: rotate(180deg); font-weight: 500; padding: 0.4em 0.2em; }
+table.confusion tbody th { font-weight: normal; background: none; }
 table.confusion td { min-width: 1.6em; text-align: center; }
 """
 
