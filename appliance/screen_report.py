@@ -22,9 +22,11 @@ from appliance.layouts.bbbc021 import concentration_key, read_moa_table
 from appliance.platemap import class_colour
 from appliance.report_html import cell, number, page, swatch, table
 from appliance.result_files import read_results
-from appliance.results import REPORT_HTML, SUMMARY_JSON, PlateResults, ResultsError
+from appliance.results import FIELDS_PARQUET, REPORT_HTML, SUMMARY_JSON, PlateResults, ResultsError
 
 SCREEN_HTML = "screen-report.html"
+# What makes a sub-folder a plate's results, complete (summary.json) or not (a run's chunks, files without it)
+RESULTS_MARKS = (SUMMARY_JSON, ".partial", FIELDS_PARQUET)
 
 
 @dataclass
@@ -42,13 +44,14 @@ class Screen:
 
 
 def results_folders(paths: list[Path]) -> list[Path]:
-    """Each path a results folder (it holds summary.json), or a folder of them (its sub-folders that do)."""
+    """Each path a results folder (it holds summary.json), or a folder of them: its sub-folders holding results,
+    complete or not (an unfinished one is then reported as such, not left out unsaid)."""
     folders = []
     for path in map(Path, paths):
         if (path / SUMMARY_JSON).is_file() or not path.is_dir():
             folders.append(path)  # one that is no results folder says so when read
             continue
-        inside = sorted(p for p in path.iterdir() if (p / SUMMARY_JSON).is_file())
+        inside = sorted(p for p in path.iterdir() if any((p / name).exists() for name in RESULTS_MARKS))
         folders += inside or [path]
     return list(dict.fromkeys(p.resolve() for p in folders))
 
