@@ -17,7 +17,7 @@ from pathlib import Path
 from appliance.confusion import confusion_html, treatment_moa
 from appliance.files import write_text
 from appliance.gallery import COLOURS, STRETCH, gallery_html
-from appliance.platemap import draw_plate_map, map_layout, on_plate
+from appliance.platemap import EMPTY, FAILED_EDGE, draw_plate_map, map_layout, on_plate
 from appliance.report_html import cell, key_values, number, page, swatch, table, text
 from appliance.results import PLATE_MAP_PNG, REPORT_HTML, PlateResults
 from appliance.svg_map import FLAG, plate_svg
@@ -199,6 +199,10 @@ def far_fields(fields: list[dict], threshold: float | None) -> list[dict]:
     return [f for f in fields if f.get("Classify_Distance") is not None and f["Classify_Distance"] > threshold]
 
 
+RING_ICON = (
+    f'<svg width="12" height="12" viewBox="0 0 12 12"><circle cx="6" cy="6" r="4.8" fill="{EMPTY}" '
+    f'stroke="{FAILED_EDGE}" stroke-width="1.8"/></svg>'
+)
 FLAG_ICON = f'<svg width="12" height="12" viewBox="0 0 12 12"><path d="M12,0 h-12 l12,12 z" fill="{FLAG}"/></svg>'
 
 
@@ -232,7 +236,7 @@ def plate_map_section(png: Path, run: dict, results: PlateResults, labels: list[
         "its class, confidence and fields. plate_map.png beside this report is the same map as a picture; every "
         "field and well is in fields.csv and wells.csv.</p>"
         f"{svg}"
-        f'<p class="legend">{legend}<span class="item">&#9711; ringed: fields failed</span>{qc}</p>'
+        f'<p class="legend">{legend}<span class="item">{RING_ICON} ringed: fields failed</span>{qc}</p>'
     )
 
 
