@@ -30,7 +30,13 @@ def test_a_thumbnail_is_the_mean_of_each_block():
     thumb = thumbnail(planes, side=128)
     assert thumb.shape == (3, 85, 100) and thumb.dtype == np.uint16  # blocks of 3 x 3: 300 / 3 = 100 <= 128
     for c, y, x in [(0, 0, 0), (1, 40, 77), (2, 84, 99)]:
-        assert thumb[c, y, x] == round(planes[c, 3 * y : 3 * y + 3, 3 * x : 3 * x + 3].astype(float).mean())
+        assert thumb[c, y, x] == int(planes[c, 3 * y : 3 * y + 3, 3 * x : 3 * x + 3].astype(float).mean() + 0.5)
+    big = np.random.default_rng(1).integers(0, 65535, (3, 1024, 1280), dtype=np.uint16)
+    thumb = thumbnail(big)  # blocks of 10 x 10, every other row of each
+    assert thumb.shape == (3, 102, 128)
+    for c, y, x in [(0, 0, 0), (1, 50, 64), (2, 101, 127)]:
+        block = big[c, 10 * y : 10 * y + 10 : 2, 10 * x : 10 * x + 10].astype(float)
+        assert thumb[c, y, x] == int(block.mean() + 0.5)
     small = planes[:, :128, :100]
     assert np.array_equal(thumbnail(small), small)  # already small enough: the pixels as they are
 
