@@ -37,10 +37,9 @@ def thumbnail(planes: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
     """(C, H, W) uint16 -> (C, h, w) uint16 means of f x f blocks, f the least making max(h, w) <= side.
 
     Blocks of an even number of rows, 4 or more (a 1024 x 1280 field's are 10 x 10), average every
-    other row of the block: half the pixels read, the same picture to the eye, and a field's
-    thumbnail costs about 10 ms of the classify loop rather than 30. The last H % f rows and
-    W % f columns fall outside every block: under f pixels at the edge of a picture for the eye,
-    never of anything measured."""
+    other row of the block: half the pixels read (the thumbnail is made in the classify loop, for
+    every field), the same picture to the eye. The last H % f rows and W % f columns fall outside
+    every block: under f pixels at the edge of a picture for the eye, never of anything measured."""
     channels, height, width = planes.shape
     f = max(1, -(-max(height, width) // side))
     step = 2 if f >= 4 and f % 2 == 0 else 1
