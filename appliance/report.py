@@ -250,8 +250,8 @@ def gallery_section(results: PlateResults, labels: list[str], threshold: float |
     colours = ", ".join(f"{c} {('red', 'green', 'blue')[COLOURS[c]]}" for c in channels if c in COLOURS)
     return (
         '<h2>Gallery</h2><p class="muted">Per class, its most and least confident fields'
-        f"{': ' + escape(colours) if colours else ''}; each channel stretched from its {STRETCH[0]:g}th to "
-        f"{STRETCH[1]:g}th percentile within the field, so brightness is not comparable between fields. "
+        f"{': ' + escape(colours) if colours else ''}; each channel stretched between its {STRETCH[0]:g} and "
+        f"{STRETCH[1]:g} percentiles within the field, so brightness is not comparable between fields. "
         "Caption: well, site, confidence.</p>"
         + gallery_html(results.fields, labels, channels, results.thumbnails, swatch, threshold)
     )

@@ -161,7 +161,9 @@ def treatments_section(screen: Screen, calls: dict) -> str:
                 cell(len(plates), True),
                 cell(sum(t["Count_Wells"] for _, t in plates), True),
                 f"<td>{swatch(labels.index(given))}{labels.index(given) + 1}. {escape(given)}</td>",
-                f'<td class="n{" bad" if agreement < 1 else ""}">{agreement:.2f}</td>',
+                f'<td class="n{" bad" if agreement < 1 else ""}">{agreement:.2f}</td>'
+                if len(plates) > 1
+                else '<td class="n muted" title="on one plate only: no replicate">-</td>',
                 cell(number(confidence), True),
                 f"<td>{dots}</td>",
             ]
@@ -171,8 +173,8 @@ def treatments_section(screen: Screen, calls: dict) -> str:
     return (
         '<h2>Treatments across plates</h2><p class="muted">Each plate gives a treatment the class of the mean of '
         "its wells' probabilities; the class shown is the one most plates gave, agreement the fraction of plates "
-        "that gave it (1.00: every replicate agrees), confidence the plates' mean. One dot per plate, in the order "
-        "above; point at it for the plate and its call.</p>"
+        "that gave it (1.00: every replicate agrees; a dash: on one plate only), confidence the plates' mean. "
+        "One dot per plate, in the order above; point at it for the plate and its call.</p>"
         + table(["compound", "concentration", "plates", "wells", "class", "agreement", "confidence", "per plate"], rows)
     )
 
