@@ -87,6 +87,7 @@ def test_cli_report_exit_codes(tmp_path):
     out = tmp_path / "s.html"
     result = runner.invoke(app, ["report", str(tmp_path / "P1"), "--out", str(out)])
     assert result.exit_code == 0 and out.is_file()
+    assert out.read_text().count('title="on one plate only: no replicate">-</td>') == len(COMPOUNDS)
     result = runner.invoke(app, ["report", str(tmp_path / "P1"), str(tmp_path / "nothing"), "--out", str(out)])
     assert result.exit_code == 1 and "nothing" in result.output and "summary.json" in result.output
     result = runner.invoke(app, ["report", str(tmp_path / "nothing"), "--out", str(out)])
