@@ -126,7 +126,9 @@ def write_gallery(path: Path, thumbnails: dict[Key, np.ndarray]) -> Path:
 def read_gallery(path: Path) -> dict[Key, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {(plate, well, int(site)): data[f"t{i}"] for i, (plate, well, site) in enumerate(data["keys"])}
+            return {
+                (str(plate), str(well), int(site)): data[f"t{i}"] for i, (plate, well, site) in enumerate(data["keys"])
+            }
     except (zipfile.BadZipFile, EOFError) as exc:
         raise ValueError(f"{path}: not a readable gallery ({exc})") from exc
 

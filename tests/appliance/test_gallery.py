@@ -7,6 +7,7 @@ import base64
 import io
 import re
 import threading
+from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -18,6 +19,7 @@ from appliance.classify import classify_plate
 from appliance.embedding_reference import EmbeddingReference
 from appliance.gallery import PER_SIDE, GalleryKeeper, composite, read_gallery, thumbnail, write_gallery
 from appliance.inference import Classifier
+from appliance.merge import merge_results
 from appliance.report import write_report
 from appliance.result_files import read_results, write_results
 from appliance.result_rows import field_key
@@ -231,3 +233,19 @@ def test_results_without_thumbnails_or_reference_say_so(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "No thumbnails" in html and "Not measured: the model carries no summary" in html
     assert not (tmp_path / "gallery.npz").exists()
+
+
+def test_merge_joins_the_shards_thumbnails_and_flags(tiny_model, tmp_path):
+    plate = tmp_path / "Week1_22123"
+    write_plate(plate, wells=("B02", "B03", "C02", "C03"), sites=(1, 2))
+    classifier = Classifier(tiny_model)
+    shards = [classify_plate(plate, classifier, tmp_path / f"s{i}", shard=(i, 2)) for i in range(2)]
+    merged = merge_results([tmp_path / "s0", tmp_path / "s1"], tmp_path / "merged")
+    parts = [read_results(tmp_path / f"s{i}").thumbnails for i in range(2)]
+    whole = read_results(tmp_path / "merged").thumbnails
+    assert set(whole) == set(parts[0]) | set(parts[1]) and not set(parts[0]) & set(parts[1])
+    assert merged["distance"]["flagged"] == sum(s["distance"]["flagged"] for s in shards)
+    assert merged["distance"]["threshold"] == shards[0]["distance"]["threshold"]
+    html = (tmp_path / "merged" / "report.html").read_text()
+    per_class = Counter(f["Classify_Class"] for f in read_results(tmp_path / "merged").fields)
+    assert html.count('<img class="thumb"') == sum(min(n, 2 * PER_SIDE) for n in per_class.values())
