@@ -63,7 +63,7 @@ def plate_svg(
     width, height = LABEL + pitch * layout.columns + 4, LABEL + pitch * layout.rows + 4
     parts = [
         f'<svg class="platemap" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" font-family="system-ui, sans-serif">'
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="system-ui, sans-serif">'
     ]
     every = 1 if pitch >= 16 else 2  # keep labels legible on dense plates
     for c in range(1, layout.columns + 1, every):
