@@ -73,6 +73,12 @@ def check_card(network: ov.Model, card: ModelCard, source: str) -> None:
     classes = network.output(PROBABILITIES).get_partial_shape()[-1]
     if classes != len(card.labels):
         raise ModelCardError(f"{source}: network gives {classes} probabilities, the card has {len(card.labels)} labels")
+    width = network.output(EMBEDDING).get_partial_shape()[-1]
+    if card.reference is not None and width != card.reference.centroids.shape[1]:
+        raise ModelCardError(
+            f"{source}: network gives {width}-feature embeddings, the card's training reference has "
+            f"{card.reference.centroids.shape[1]}"
+        )
     if card.precision not in ("f32", "int8") or (card.precision == "int8") != is_quantized(network):
         raise ModelCardError(
             f"{source}: the card says precision {card.precision}, the network is "

@@ -4,6 +4,7 @@ beside the results, and shown in the report."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import re
 import threading
@@ -20,9 +21,11 @@ from appliance.embedding_reference import EmbeddingReference
 from appliance.gallery import PER_SIDE, GalleryKeeper, composite, read_gallery, thumbnail, write_gallery
 from appliance.inference import Classifier
 from appliance.merge import merge_results
+from appliance.model_card import ModelCardError
 from appliance.report import write_report
 from appliance.result_files import read_results, write_results
 from appliance.result_rows import field_key
+from tests import tiny_ir
 from tests.appliance.test_results import LABELS, made_results
 from tests.conftest import CHANNELS, write_plate
 
@@ -249,3 +252,15 @@ def test_merge_joins_the_shards_thumbnails_and_flags(tiny_model, tmp_path):
     html = (tmp_path / "merged" / "report.html").read_text()
     per_class = Counter(f["Classify_Class"] for f in read_results(tmp_path / "merged").fields)
     assert html.count('<img class="thumb"') == sum(min(n, 2 * PER_SIDE) for n in per_class.values())
+
+
+def test_a_reference_of_another_width_is_refused_before_classifying(tmp_path):
+    card = tiny_ir.card()
+    wrong = EmbeddingReference.from_embeddings(np.ones((3, 5)), list(LABELS))
+    tiny_ir.save(
+        tiny_ir.raw_input(tiny_ir.network(), card.normalization),
+        tmp_path / "model.xml",
+        dataclasses.replace(card, reference=wrong),
+    )
+    with pytest.raises(ModelCardError, match="512-feature embeddings, the card's training reference has 5"):
+        Classifier(tmp_path)
