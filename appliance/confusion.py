@@ -25,18 +25,13 @@ def treatment_moa(fields: list[dict]) -> dict[tuple, str]:
     return known
 
 
-def confusion(calls: list[tuple[str, str]]) -> Counter:
-    """(known MoA, class given) pairs -> counts."""
-    return Counter(calls)
-
-
 def confusion_html(calls: list[tuple[str, str]], labels) -> str:
     """The matrix as a table: rows the known MoA, columns the class given; the diagonal is right.
 
     calls: one (known MoA, class given) per treatment. "" when there are none."""
     if not calls:
         return ""
-    counts = confusion(calls)
+    counts = Counter(calls)
     truths = [
         *[label for label in labels if any(t == label for t, _ in calls)],
         *sorted({t for t, _ in calls} - set(labels)),
