@@ -25,13 +25,14 @@ import numpy as np
 import appliance
 from appliance.chunks import ChunkStore
 from appliance.field_readers import FieldReaders
+from appliance.gallery import GalleryKeeper, read_gallery
 from appliance.inference import Classifier
 from appliance.layouts.base import CHANNELS, Failure, Field
 from appliance.model_card import ModelCardError
 from appliance.plate import detect_layout, discover_fields, plate_name, plate_root
 from appliance.result_files import read_results, read_summary, write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
-from appliance.results import SUMMARY_JSON, PlateResults, ResultsError, utc_now
+from appliance.results import GALLERY_NPZ, SUMMARY_JSON, PlateResults, ResultsError, utc_now
 from appliance.wells import format_of
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
@@ -90,6 +91,7 @@ def run_pipeline(
     classifier: Classifier,
     todo: list[Field],
     store: ChunkStore,
+    gallery: GalleryKeeper,
     *,
     fit: str | None,
     embeddings: bool,
@@ -98,7 +100,9 @@ def run_pipeline(
     readers: int,
     chunk_fields: int,
 ) -> tuple[list[Failure], int]:
-    """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed."""
+    """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed.
+
+    gallery gets a thumbnail of each field while its decoded planes are in memory, then its call."""
     card, start = classifier.card, time.perf_counter()
     rows, vectors, failures, classified, last_commit = [], [], [], 0, start
     # Enough buffers for every reader, plus read-ahead for the requests OpenVINO can take next.
@@ -112,17 +116,34 @@ def run_pipeline(
         stop=stop,
     )
 
+    reference = card.reference  # the training embeddings' summary, when the model carries one
+
+    def thumbnailed(items):
+        for (field, note), buffer in items:
+            gallery.read((field.plate, field.well, field.site), buffer[0])  # before the buffer is refilled
+            yield (field, note), buffer
+
     def collect_failures():
         while not reader.failures.empty():
             failures.append(reader.failures.get())
 
     try:
-        for (field, note), probabilities, embedding in classifier.infer_stream(reader.items(), reader.release):
-            rows.append(
-                field_row(
-                    field, note, probabilities, card.labels, card.channels, card.weights_sha256, classifier.precision
-                )
+        for (field, note), probabilities, embedding in classifier.infer_stream(
+            thumbnailed(reader.items()), reader.release
+        ):
+            distance = float(reference.distances(embedding)[0]) if reference is not None else None
+            row = field_row(
+                field,
+                note,
+                probabilities,
+                card.labels,
+                card.channels,
+                card.weights_sha256,
+                classifier.precision,
+                distance,
             )
+            gallery.classified(field_key(row), row["Classify_Class"], row["Classify_Confidence"])
+            rows.append(row)
             vectors.append(embedding if embeddings else None)
             classified += 1
             collect_failures()
@@ -142,12 +163,32 @@ def run_pipeline(
     return failures, processed
 
 
-def plate_results(out_dir: Path, store: ChunkStore, failures: list[Failure], card, run: dict) -> PlateResults:
+def plate_results(
+    out_dir: Path, store: ChunkStore, failures: list[Failure], card, run: dict, gallery: GalleryKeeper
+) -> PlateResults:
     """The plate's results from every committed chunk; a field that failed once but is now classified is no failure."""
     fields, embeddings = store.committed()
     classified = {field_key(row) for row in fields}
     failed = sorted((row for row in map(failure_row, failures) if field_key(row) not in classified), key=row_order)
-    return PlateResults(out_dir, card.labels, card.channels, fields, failed, run, embeddings)
+    thumbnails = {key: thumb for key, thumb in gallery.thumbnails.items() if key in classified}
+    if card.reference is not None:
+        distances = [row["Classify_Distance"] for row in fields if row.get("Classify_Distance") is not None]
+        run["distance"] = {**card.reference.summary(), "flagged": sum(d > card.reference.threshold for d in distances)}
+    return PlateResults(out_dir, card.labels, card.channels, fields, failed, run, embeddings, thumbnails)
+
+
+def resumed_gallery(out_dir: Path, records: list[dict]) -> GalleryKeeper:
+    """A keeper holding the thumbnails an earlier, interrupted run of these records left (none after a crash)."""
+    gallery = GalleryKeeper()
+    try:
+        earlier = read_gallery(out_dir / GALLERY_NPZ) if records and (out_dir / GALLERY_NPZ).is_file() else {}
+    except (OSError, ValueError):
+        earlier = {}  # only pictures: the fields themselves are in the chunks
+    for row in records:
+        thumb = earlier.get(field_key(row))
+        if thumb is not None:
+            gallery.offer(field_key(row), row["Classify_Class"], row["Classify_Confidence"], thumb)
+    return gallery
 
 
 def finished_earlier(out_dir: Path, run_key: dict, fields: list[Field]) -> dict | None:
@@ -259,11 +300,14 @@ def classify_plate(
     done = {field_key(row) for row in store.records}
     todo = [f for f in fields if (f.plate, f.well, f.site) not in done]
 
+    gallery = resumed_gallery(out_dir, store.records)
+
     classifying = time.perf_counter()
     read_failures, processed = run_pipeline(
         classifier,
         todo,
         store,
+        gallery,
         fit=fit,
         embeddings=embeddings,
         stop=stop,
@@ -311,6 +355,7 @@ def classify_plate(
             "finished": utc_now(),
             "run_key": run_key,
         },
+        gallery,
     )
     summary = write_results(results)
     if not summary["interrupted"]:

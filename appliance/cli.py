@@ -39,6 +39,7 @@ from appliance.model_card import ModelCardError
 from appliance.plate import PlateError, plate_folders, plate_name
 from appliance.plate_options import JsonOption, QuietOption, check_plate_options, with_plate_options
 from appliance.results import ResultsError
+from appliance.screen_report import SCREEN_HTML, write_screen_report
 from appliance.synth import write_dataset
 from appliance.synth.dataset import clear_folder
 from appliance.watch import Watcher, WatchError, WatchOptions, plate_options, stop_on_signals
@@ -231,6 +232,25 @@ def merge(
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
     raise typer.Exit(code)
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results folders (or folders of them), one per plate.")],
+    out: Annotated[Path, typer.Option(help="The screen's HTML report.")] = Path(SCREEN_HTML),
+    moa: Annotated[
+        Path | None, typer.Option(help="MoA table (compound, concentration, moa) for the treatments' confusion matrix.")
+    ] = None,
+):
+    """Write one HTML report over many plates' results: counts, classes, treatments across replicate plates."""
+    try:
+        screen = write_screen_report(results, out, moa)
+    except (ResultsError, OSError, ValueError) as exc:
+        raise fail(exc) from None
+    console.print(f"{len(screen.plates)} plates -> {out}")
+    for folder, reason in screen.unreadable:
+        error(f"{folder}: not reported: {reason}")
+    raise typer.Exit(EXIT_SOME_FAILED if screen.unreadable else EXIT_OK)
 
 
 @contextlib.contextmanager

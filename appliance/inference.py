@@ -19,7 +19,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from appliance.model_card import KEYS, ModelCard, ModelCardError
+from appliance.model_card import KEYS, OPTIONAL_KEYS, ModelCard, ModelCardError
 from appliance.precision import MODEL_INT8_XML, MODEL_XML, choose_precision
 from appliance.threads import compute_threads
 
@@ -74,7 +74,7 @@ def compile_model(
 def read_card(network: ov.Model, source: str) -> ModelCard:
     meta = {
         key: network.get_rt_info(["model_info", key]).astype(str)
-        for key in KEYS
+        for key in (*KEYS, *OPTIONAL_KEYS)
         if network.has_rt_info(["model_info", key])
     }
     return ModelCard.from_metadata(meta, source=source)
@@ -92,6 +92,12 @@ def check_card(network: ov.Model, card: ModelCard, source: str) -> None:
     classes = network.output(PROBABILITIES).get_partial_shape()[-1]
     if classes != len(card.labels):
         raise ModelCardError(f"{source}: network gives {classes} probabilities, the card has {len(card.labels)} labels")
+    width = network.output(EMBEDDING).get_partial_shape()[-1]
+    if card.reference is not None and width != card.reference.centroids.shape[1]:
+        raise ModelCardError(
+            f"{source}: network gives {width}-feature embeddings, the card's training reference has "
+            f"{card.reference.centroids.shape[1]}"
+        )
     if card.precision not in ("f32", "int8") or (card.precision == "int8") != is_quantized(network):
         raise ModelCardError(
             f"{source}: the card says precision {card.precision}, the network is "

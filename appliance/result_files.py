@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from appliance.cpa import write_cpa
 from appliance.files import write_atomically, write_json
+from appliance.gallery import read_gallery, write_gallery
 from appliance.report import write_report
 from appliance.result_rows import (
     EMBEDDING_PREFIX,
@@ -44,6 +45,7 @@ from appliance.results import (
     FAILURES_CSV,
     FIELDS_CSV,
     FIELDS_PARQUET,
+    GALLERY_NPZ,
     PROFILES_PARQUET,
     SUMMARY_JSON,
     TREATMENTS_CSV,
@@ -69,7 +71,7 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
-            writer.writerows([csv_value(row[c]) for c in columns] for row in rows)
+            writer.writerows([csv_value(row.get(c)) for c in columns] for row in rows)
 
     return write_atomically(path, write)
 
@@ -85,7 +87,7 @@ def arrow_type(column: str):
 
 def to_table(columns: list[str], rows: list[dict]) -> pa.Table:
     schema = pa.schema([(c, arrow_type(c)) for c in columns])
-    return pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows], schema=schema)
+    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema=schema)
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:
@@ -127,9 +129,11 @@ def write_results(results: PlateResults) -> dict:
         vectors = results.embeddings
         write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(fields, vectors, labels, results.channels))
         write_parquet(out / PROFILES_PARQUET, profiles_table(fields, vectors))
+    if results.thumbnails:
+        write_gallery(out / GALLERY_NPZ, results.thumbnails)
     if results.run.get("cpa"):
         write_cpa(results)
-    optional = {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET, CPA_PROPERTIES, CPA_DB}
+    optional = {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET, CPA_PROPERTIES, CPA_DB, GALLERY_NPZ}
     for name in optional - set(results.files.values()):
         (out / name).unlink(missing_ok=True)  # an earlier run's file must not pass for this run's
     write_report(results)
@@ -180,7 +184,8 @@ def read_results(out_dir: Path) -> PlateResults:
     out_dir = Path(out_dir)
     summary = read_summary(out_dir / SUMMARY_JSON)
     listed = summary.get("files") or {}
-    for name in (FIELDS_PARQUET, FAILURES_CSV, *([EMBEDDINGS_PARQUET] if "embeddings" in listed else [])):
+    optional = [name for kind, name in (("embeddings", EMBEDDINGS_PARQUET), ("gallery", GALLERY_NPZ)) if kind in listed]
+    for name in (FIELDS_PARQUET, FAILURES_CSV, *optional):
         if not (out_dir / name).is_file():
             raise ResultsError(f"{out_dir / name}: missing, though {SUMMARY_JSON} lists it")
     try:
@@ -188,9 +193,17 @@ def read_results(out_dir: Path) -> PlateResults:
         fields = table.to_pylist()
         failures = read_failures(out_dir / FAILURES_CSV)
         embeddings = read_embeddings(out_dir / EMBEDDINGS_PARQUET, fields) if "embeddings" in listed else None
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        thumbnails = read_gallery(out_dir / GALLERY_NPZ) if "gallery" in listed else None
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # a damaged .npz raises ValueError or OSError
         raise ResultsError(f"{out_dir}: results unreadable ({exc})") from exc
     run = {k: v for k, v in summary.items() if k not in ("out", "files")}  # derived again by PlateResults
     return PlateResults(
-        out_dir, summary["model"]["labels"], channels_of(table.column_names), fields, failures, run, embeddings
+        out_dir,
+        summary["model"]["labels"],
+        channels_of(table.column_names),
+        fields,
+        failures,
+        run,
+        embeddings,
+        thumbnails,
     )

@@ -35,7 +35,13 @@ INTEGER_COLUMNS = {
     "Count_Wells",
     "Metadata_Count_Fields",
 }
-FLOAT_PREFIXES = ("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")
+FLOAT_PREFIXES = (
+    "Probability_",
+    "Classify_Confidence",
+    "Classify_Agreement",
+    "Classify_Distance",
+    "Metadata_Concentration",
+)
 
 
 def column_kind(column: str) -> type:
@@ -62,6 +68,7 @@ def field_columns(labels, channels) -> list[str]:
     # how they were read: the layout, the plane / time point / projection, the fit.
     read = [f"{kind}_{c}" for c in channels for kind in ("FileName", "PathName", "URL", "Frame")]
     read += ["Metadata_Layout", "Metadata_Source", "Metadata_Fit"]
+    # Classify_Distance: how far the field lies from the training fields (appliance/embedding_reference.py)
     return [
         "ImageNumber",
         *PLACE,
@@ -69,6 +76,7 @@ def field_columns(labels, channels) -> list[str]:
         *TREATMENT,
         *read,
         *call_columns(labels),
+        "Classify_Distance",
         "Model_SHA256",
         "Model_Precision",
     ]
@@ -116,9 +124,17 @@ def call(probabilities: np.ndarray, labels) -> dict:
 
 
 def field_row(
-    field: Field, fit_note: str, probabilities: np.ndarray, labels, channels, model_sha256: str, precision: str
+    field: Field,
+    fit_note: str,
+    probabilities: np.ndarray,
+    labels,
+    channels,
+    model_sha256: str,
+    precision: str,
+    distance: float | None = None,
 ) -> dict:
-    """One classified field: fields.csv's columns but ImageNumber and URL_ (see cellprofiler_rows)."""
+    """One classified field: fields.csv's columns but ImageNumber and URL_ (see cellprofiler_rows); distance
+    None when the model has no reference."""
     row = {
         "Metadata_Plate": field.plate,
         "Metadata_Well": field.well,
@@ -134,6 +150,7 @@ def field_row(
     row.update({"Metadata_Layout": field.layout, "Metadata_Source": field.source, "Metadata_Fit": fit_note})
     row.update({probability_column(label): float(p) for label, p in zip(labels, probabilities, strict=True)})
     row.update(call(probabilities, labels))
+    row["Classify_Distance"] = distance
     row.update({"Model_SHA256": model_sha256, "Model_Precision": precision})
     return row
 

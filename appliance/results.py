@@ -19,6 +19,7 @@ from appliance.result_rows import cellprofiler_rows, treatment_rows, well_rows
 
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV, TREATMENTS_CSV = "fields.csv", "fields.parquet", "wells.csv", "treatments.csv"
 FAILURES_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET = "failures.csv", "embeddings.parquet", "profiles.parquet"
+GALLERY_NPZ = "gallery.npz"
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
 CPA_PROPERTIES, CPA_DB = "cpa.properties", "cpa.db"  # CellProfiler Analyst's, with classify --cpa
 SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
@@ -68,6 +69,7 @@ class PlateResults:
     failures: list[dict]  # failure rows in plate order
     run: dict
     embeddings: np.ndarray | None = None  # (fields, width) float32, row i belongs to fields[i]
+    thumbnails: dict | None = None  # field key -> (C, h, w) uint16 thumbnail, for the gallery (appliance/gallery.py)
     wells: list[dict] = field(init=False)
     treatments: list[dict] = field(init=False)
 
@@ -82,7 +84,7 @@ class PlateResults:
 
     @property
     def files(self) -> dict[str, str]:
-        """{kind: file name} of the set, summary.json aside; treatments and embeddings only when there are any."""
+        """{kind: file name} of the set, summary.json aside; treatments, embeddings, gallery only when there are any."""
         files = {"fields": FIELDS_CSV, "fields_parquet": FIELDS_PARQUET, "wells": WELLS_CSV, "failures": FAILURES_CSV}
         if self.treatments:
             files["treatments"] = TREATMENTS_CSV
@@ -91,6 +93,8 @@ class PlateResults:
             files["profiles"] = PROFILES_PARQUET  # well-level medians of the embeddings
         if self.run.get("cpa"):
             files["cpa_properties"], files["cpa_db"] = CPA_PROPERTIES, CPA_DB
+        if self.thumbnails:
+            files["gallery"] = GALLERY_NPZ
         files["report"] = REPORT_HTML
         return files
 

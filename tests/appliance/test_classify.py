@@ -65,7 +65,7 @@ def test_classify_plate(classifier, damaged_plate, tmp_path, monkeypatch):
     assert summary["precision"] == "f32" and summary["fields_per_s"] > 0 and not summary["interrupted"]
     assert seen[-1] == (5, 5)  # complete fields read; the one missing a channel never gets that far
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "report"}
+    assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "gallery", "report"}
     assert not (out / ".partial").exists() and (out / "report.html").is_file()
 
     failures = read_csv(out / "failures.csv")
@@ -129,7 +129,7 @@ def test_one_classify_writes_each_result_file_once_and_the_summary_last(classifi
     replaced = renamed_into_place(monkeypatch, out)
     first = classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)
     final = [name for name in replaced if "/" not in name]  # not .partial/'s chunks
-    assert sorted(final) == sorted(RESULT_SET) and final[-1] == "summary.json"
+    assert sorted(final) == sorted([*RESULT_SET, "gallery.npz"]) and final[-1] == "summary.json"
     replaced.clear()
     before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.iterdir()}
     again = classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)  # every field done already

@@ -83,11 +83,17 @@ def test_96_well_plate_report(tmp_path):
     assert "run-2026-11-25-abc" in html and "ab" * 32 in html and "3.81 fields/s" in html
     assert "2026-11-25T10:00:00+00:00" in html  # the date the run finished, as the summary keeps it
 
-    # self-contained: the map inline, no URL of any kind, nothing fetched
-    inline = r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"'
-    assert re.search("<img [^>]*" + inline, html)
-    rest = re.sub(inline, "", html)
-    assert not re.search(r"https?:|//[a-z]|<link|<script|@import|url\(|src=", rest, re.IGNORECASE)
+    # the map inline as SVG, one well per position, each with its hover text
+    assert html.count('<g class="well"') == 96
+    b02 = re.search(r'<g class="well" data-well="B02"><title>(.*?)</title>', html, re.DOTALL).group(1)
+    well = results.wells[0]
+    assert b02.startswith("B02\n") and f"class {escape(well['Classify_Class'])}, confidence" in b02
+    assert f"{well['Classify_Confidence']:.2f}" in b02 and "2 field(s) classified" in b02
+    assert "1 field(s) failed" in b02  # B02 s3 failed
+    assert re.search(r'data-well="A01"><title>A01\nno result</title>', html)
+
+    # self-contained: no URL of any kind, nothing fetched, no script
+    assert not re.search(r"https?:|//[a-z]|<link|<script|@import|url\(|src=", html, re.IGNORECASE)
 
 
 def test_384_well_plate_report(tmp_path):
@@ -133,9 +139,9 @@ def test_failures_off_the_map_and_plates_too_large_to_draw(tmp_path):
     assert "1 failure(s) name no well on the plate" in html and "no well in the file name" in html
 
     html = html_of(write_report(made_results(tmp_path, ["B02", "AF48"])))
-    assert "1536-well plate; 2 wells with a result" in html and "<img" in html
+    assert "1536-well plate; 2 wells with a result" in html and 'class="platemap"' in html
     html = html_of(write_report(made_results(tmp_path, ["B02", "AG01"])))  # past the last row of 1536 wells
-    assert "No plate map: wells AG01 lie outside a 1536-well plate" in html and "<img" not in html
+    assert "No plate map: wells AG01 lie outside a 1536-well plate" in html and 'class="platemap"' not in html
     assert not (tmp_path / "plate_map.png").exists()  # the earlier map would contradict the tables
 
 
