@@ -24,7 +24,12 @@ SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
 
 
 class ResultsError(RuntimeError):
-    """A results folder that is not this run's to use: another run's results, or an incomplete set."""
+    """A results folder that is not this run's to use: another run's results, or an incomplete set.
+    `path`: the damaged file, when one file of the set cannot be read."""
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 def utc_now() -> str:

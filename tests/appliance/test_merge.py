@@ -14,7 +14,7 @@ from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.report import write_report
 from appliance.result_files import read_results
-from tests.appliance.test_result_files import RESULT_SET, renamed_into_place
+from tests.appliance.test_result_files import RESULT_SET, renamed_into_place, written_once_and_moved_in
 from tests.conftest import write_plate
 
 
@@ -84,7 +84,7 @@ def test_shards_of_another_model_are_refused(shards, tiny_model, tmp_path):
 def test_a_merge_writes_each_file_once_and_its_report_is_rebuilt_from_the_folder(shards, tmp_path, monkeypatch):
     replaced = renamed_into_place(monkeypatch, tmp_path / "merged")
     merge_results([shards / f"shard{i}" for i in range(3)], tmp_path / "merged")
-    assert sorted(replaced) == sorted(RESULT_SET) and replaced[-1] == "summary.json"
+    assert written_once_and_moved_in(replaced, RESULT_SET), replaced
     written = (tmp_path / "merged" / "report.html").read_text()
     write_report(read_results(tmp_path / "merged"))
     assert (tmp_path / "merged" / "report.html").read_text() == written and "merged 3 of 3" in written
