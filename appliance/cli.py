@@ -33,6 +33,7 @@ from appliance.console import (
     installed_commands,
     parse_size,
 )
+from appliance.imageio import FIT_MAX_TIMES
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.model_card import ModelCardError
@@ -100,7 +101,7 @@ FitOption = Annotated[
     str | None,
     typer.Option(
         help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
-        "recorded per field in Metadata_Fit."
+        f"recorded per field in Metadata_Fit. Fields of more than {FIT_MAX_TIMES} times the model's pixels are refused."
     ),
 ]
 PlaneOption = Annotated[int | None, typer.Option(help="The z-plane to read, as the imager numbers them.")]
@@ -194,6 +195,8 @@ def classify(
                 code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
                 continue
             summaries.append(summary)
+            for damaged in summary.get("set_aside", []):
+                console.print(f"[yellow]{escape(damaged)}")
             counts = summary["counts"]
             if not quiet:
                 console.print(

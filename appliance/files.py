@@ -2,6 +2,8 @@
 
 A reader (or a crash, or a full disk) never sees half a file: either the old file stays whole or
 the new one is there whole. The folder is synced too, so the rename itself survives a power cut.
+Also here: `set_aside` (a damaged file renamed `.damaged`, never deleted) and `lock_folder`, the
+one lock classify and watch take on the folder they write.
 """
 
 from __future__ import annotations

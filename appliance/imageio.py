@@ -29,7 +29,9 @@ from appliance.layouts import bioio_files
 from appliance.layouts.base import Field
 
 FITS = ("pad", "resize")
-RESIZE_MAX_PIXELS = 2**26  # the largest Zarr plane --fit resize reads (8192x8192; 128 MiB of 16-bit pixels)
+FIT_MAX_TIMES = 16  # --fit reads planes of at most 16 times the model's pixels (4 times its width and height)
+RESIZE_MAX_PIXELS = 2**26  # and never more than 8192x8192 (128 MiB of 16-bit pixels), whatever the model
+TILE_MAX_PIXELS = 2**22  # the largest TIFF tile decoded beyond the plane's own size (4 Mpixels)
 ZARR_MAX_CHUNK_BYTES = 2**28  # the largest stored Zarr chunk decoded to read a plane (256 MiB)
 
 
@@ -46,19 +48,46 @@ def size_text(shape: tuple[int, ...]) -> str:
     return f"{shape[1]}x{shape[0]}"  # width x height, as imagers and viewers print it
 
 
+def check_plane(
+    path: Path, shape: tuple[int, ...], dtype, size: tuple[int, int] | None = None, fit: str | None = None
+) -> None:
+    """Refuse a plane by what it is or declares to be: one 16-bit grayscale plane of a size this fit takes."""
+    if len(shape) != 2:
+        raise FieldError(path, f"expected one grayscale plane, found an array of shape {tuple(shape)}")
+    if np.dtype(dtype) != np.uint16:
+        raise FieldError(path, f"expected 16-bit unsigned pixels, found {np.dtype(dtype)}")
+    problem = size_problem(tuple(shape), size, fit)
+    if problem:
+        raise FieldError(path, problem)
+
+
 def check_pixels(path: Path, image: np.ndarray) -> None:
-    if image.ndim != 2:
-        raise FieldError(path, f"expected one grayscale plane, found an array of shape {image.shape}")
-    if image.dtype != np.uint16:
-        raise FieldError(path, f"expected 16-bit unsigned pixels, found {image.dtype}")
+    check_plane(path, image.shape, image.dtype)
 
 
-def read_tiff(path: Path) -> np.ndarray:
-    """The image of a single-plane TIFF, or FieldError for a missing, corrupt or truncated file."""
+def check_tiles(path: Path, page) -> None:
+    """A tiled page decodes tile by tile, each into a buffer of the tile's declared size: bound it too."""
+    tile = page.tilewidth * page.tilelength * max(page.tiledepth, 1) if page.is_tiled else 0
+    if tile > max(2 * page.shape[0] * page.shape[1], TILE_MAX_PIXELS):
+        raise FieldError(
+            path, f"declares tiles of {page.tilewidth}x{page.tilelength} pixels, far larger than its plane"
+        )
+
+
+def read_tiff(path: Path, size: tuple[int, int] | None = None, fit: str | None = None) -> np.ndarray:
+    """The image of a single-plane TIFF, or FieldError for a missing, corrupt or truncated file. What the
+    header declares (shape, pixel type, tiles) is checked before anything is decoded: against the model's
+    size and fit when size is given, so that a small file declaring a huge image is refused unread."""
     if not path.is_file():
         raise FieldError(path, "file not found")
     try:
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            check_plane(path, series.shape, series.dtype, size, fit)
+            check_tiles(path, series.keyframe)
+            return series.asarray()
+    except FieldError:
+        raise
     except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
         raise FieldError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
@@ -73,7 +102,10 @@ def read_tiff_into(path: Path, out: np.ndarray) -> bool:
             page = tif.pages.first
             if len(tif.pages) != 1 or page.shape != out.shape or page.dtype != np.uint16:
                 return False
+            check_tiles(path, page)
             page.asarray(out=out)
+    except FieldError:
+        raise
     except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
         raise FieldError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
     return True
@@ -82,10 +114,7 @@ def read_tiff_into(path: Path, out: np.ndarray) -> bool:
 def read_channel(path: Path, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """One channel as a (height, width) uint16 array, checked against the model's size."""
     path = Path(path)
-    image = read_tiff(path)
-    check_pixels(path, image)
-    if image.shape != tuple(size):
-        raise FieldError(path, f"field is {size_text(image.shape)} (WxH), the model takes {size_text(size)}")
+    image = read_tiff(path, size)  # of the model's size, or refused before decoding
     if out is None:
         return image
     out[...] = image
@@ -113,6 +142,11 @@ def size_problem(shape: tuple[int, ...], size: tuple[int, int] | None, fit: str 
         return (
             f"field is {size_text(shape)} (WxH), larger than the model's "
             f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)"
+        )
+    if size is not None and shape[0] * shape[1] > FIT_MAX_TIMES * size[0] * size[1]:
+        return (
+            f"field is {size_text(shape)} (WxH), more than {FIT_MAX_TIMES} times the model's "
+            f"{size_text(size)} pixels that --fit reads"
         )
     if shape[0] * shape[1] > RESIZE_MAX_PIXELS:
         return f"plane is {size_text(shape)}, more than the {RESIZE_MAX_PIXELS} pixels read for one field"
@@ -195,6 +229,11 @@ def zstd_planes(array) -> bool:
     return not metadata.filters and metadata.order == "C" and getattr(metadata.compressor, "codec_id", None) == "zstd"
 
 
+def zstd_bound(size: int) -> int:
+    """The most bytes zstd can make of size bytes (ZSTD_COMPRESSBOUND, with room for the frame header)."""
+    return size + (size >> 8) + ((128 << 10) - size >> 11 if size < 128 << 10 else 0) + 64
+
+
 def decode_zarr_plane(path: Path, array, selection: tuple, out: np.ndarray | None = None) -> np.ndarray:
     """Decode the plane zarr_plane() selected; into out (no copy) when given, of the plane's shape."""
     index = ", ".join(map(str, selection[:-2]))
@@ -203,8 +242,11 @@ def decode_zarr_plane(path: Path, array, selection: tuple, out: np.ndarray | Non
     )
     fast = out is not None and out.dtype == np.uint16 and out.flags.c_contiguous and zstd_planes(array)
     if fast:  # one chunk file per plane: reading it is the check that it is stored
+        chunk_path = path / array.metadata.encode_chunk_key((*selection[:-2], 0, 0))
         try:
-            chunk = (path / array.metadata.encode_chunk_key((*selection[:-2], 0, 0))).read_bytes()
+            if chunk_path.stat().st_size > zstd_bound(out.nbytes):
+                raise FieldError(chunk_path, f"larger than any zstd frame of a {size_text(out.shape)} plane")
+            chunk = chunk_path.read_bytes()
         except FileNotFoundError:
             raise missing from None
         except OSError as exc:
@@ -283,7 +325,10 @@ def read_planes(
                     raise FieldError(
                         path, f"has {len(pages)} planes, plane {plane} was asked for (truncated or damaged?)"
                     )
-                images.append(pages[plane].asarray())
+                page = pages[plane]
+                check_plane(path, page.shape, page.dtype, size, fit)
+                check_tiles(path, page)
+                images.append(page.asarray())
             except FieldError:
                 raise
             except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
@@ -298,7 +343,7 @@ def max_projection(
     projected = None
     for path, frame in stack:
         path = Path(path)
-        image = read_planes((path,), (frame,), size, fit)[0] if frame is not None else read_tiff(path)
+        image = read_planes((path,), (frame,), size, fit)[0] if frame is not None else read_tiff(path, size, fit)
         check_pixels(path, image)
         if projected is not None and image.shape != projected.shape:
             raise FieldError(path, f"plane is {size_text(image.shape)}, the others {size_text(projected.shape)}")
@@ -357,7 +402,9 @@ def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None
         return ""  # OME-Zarr planes of the model's size, decoded in place
     else:
         images = (
-            read_planes(paths, field.planes, size, fit) if field.planes is not None else [read_tiff(p) for p in paths]
+            read_planes(paths, field.planes, size, fit)
+            if field.planes is not None
+            else [read_tiff(p, size, fit) for p in paths]
         )
     notes = []
     for channel, (path, image) in enumerate(zip(paths, images)):

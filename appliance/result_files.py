@@ -209,7 +209,7 @@ def read_part(path: Path, read):
         return read(path)
     except ResultsError:
         raise
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+    except (OSError, ValueError, KeyError, csv.Error, pa.ArrowException) as exc:
         raise ResultsError(f"{path}: unreadable ({exc})", path=path) from exc
 
 
@@ -226,7 +226,7 @@ def read_results(out_dir: Path) -> PlateResults:
         if not (out_dir / name).is_file():
             raise ResultsError(f"{out_dir / name}: missing, though {SUMMARY_JSON} lists it", path=out_dir / name)
     table = read_part(out_dir / FIELDS_PARQUET, pq.read_table)
-    fields = table.to_pylist()
+    fields = read_part(out_dir / FIELDS_PARQUET, lambda _: table.to_pylist())  # decoding can fail too
     failures = read_part(out_dir / FAILURES_CSV, read_failures)
     embeddings = (
         read_part(out_dir / EMBEDDINGS_PARQUET, lambda path: read_embeddings(path, fields))
