@@ -2,6 +2,8 @@
 commits, and one classify run at a time per results folder."""
 
 import json
+import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -14,6 +16,8 @@ from appliance.classify import LOCK, classify_plate
 from appliance.cli import app
 from appliance.files import FolderBusy, lock_folder
 from appliance.inference import Classifier
+from appliance.result_files import read_results
+from tests.appliance.test_result_files import folder_bytes, tmpfs
 from tests.conftest import truncate, write_plate
 
 KEY = {"plate": "P1", "precision": "f32", "embeddings": False}
@@ -129,3 +133,24 @@ def test_a_second_classify_on_one_folder_is_refused_with_exit_2(tiny_model, tmp_
         assert f"{out}: another classify run is writing to this folder" in " ".join(result.output.split())
         assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing written
     assert classify_plate(plate, Classifier(tiny_model), out)["counts"]["classified"] == 1  # released
+
+
+def test_a_forced_rerun_on_a_really_full_disk_leaves_the_earlier_results_whole(tiny_model, tmp_path):
+    """The issue's case on a 2 MiB tmpfs: a --force rerun (other settings) over finished results runs out of space."""
+    plate = tmp_path / "plate"
+    write_plate(plate, wells=("B02", "B03"), sites=(1, 2))
+    disk = tmpfs(tmp_path / "disk", "2m")
+    try:
+        out = disk / "out"
+        command = ["classify", str(plate), "--model", str(tiny_model), "--out", str(out), "--quiet"]
+        assert CliRunner().invoke(app, command).exit_code == 0
+        before = folder_bytes(out)
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * (free - 48 * 1024))  # room for the chunks, not for a new set too
+        result = CliRunner().invoke(app, [*command, "--force", "--embeddings", "--chunk-fields", "4"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and "No space left on device" in said, said
+        assert said.endswith("the results already there are whole and unchanged"), said
+        assert folder_bytes(out) == before and read_results(out).run["run_key"]["embeddings"] is False
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
