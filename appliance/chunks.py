@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from appliance.files import WriteError, set_aside, sync, write_json
-from appliance.result_files import read_results, write_parquet
+from appliance.result_files import finish_incoming, read_results, write_parquet
 from appliance.result_rows import field_key, row_order
 from appliance.results import SUMMARY_JSON, ResultsError
 
@@ -54,6 +54,7 @@ class ChunkStore:
         self.out_dir, self.dir, self.run_key = Path(out_dir), Path(out_dir) / PARTIAL, run_key
         self.tag, self.next_number, self.set_aside = run_tag(), 1, []
         try:
+            finish_incoming(self.out_dir)  # results a crash left half moved in, before they are read back
             self.dir.mkdir(parents=True, exist_ok=True)
             sync(self.out_dir)  # the folder's entry, so that a power cut cannot lose the chunks in it
             for stale in self.dir.glob(".*.tmp*"):  # a write a kill -9 cut short

@@ -5,7 +5,7 @@ known), embeddings.parquet (when asked for), plate_map.png + report.html, and su
 whole set is built first in OUT/.incoming (each file through appliance.files: flushed, renamed,
 synced), summary.json last; only then is it moved over the earlier set, by renames that need no
 space. So a full disk leaves the earlier set whole, and a crash while moving in is finished by the
-next write or read. summary.json is removed first and moved in last: where it is, every file
+next run that writes the folder. summary.json is removed first and moved in last: where it is, every file
 beside it belongs to it. fields.parquet keeps the types, so it is what `read_results` reads;
 wells and treatments follow from the fields.
 """
@@ -115,8 +115,8 @@ def write_set(results: PlateResults, folder: Path) -> dict:
 
 def move_in(out: Path) -> None:
     """Move the whole set OUT/.incoming holds into OUT, summary.json last. Renames within one folder take no
-    space, so a full disk cannot stop this half-way; a crash can, and then the next write or read of OUT
-    finishes it (the staged summary.json says the staged set is whole)."""
+    space, so a full disk cannot stop this half-way; a crash can, and then the next run writing OUT finishes
+    it (the staged summary.json says the staged set is whole)."""
     staging = out / INCOMING
     listed = json.loads((staging / SUMMARY_JSON).read_text(encoding="utf-8")).get("files", {}).values()
     (out / SUMMARY_JSON).unlink(missing_ok=True)  # from here on the folder vouches for no set until the new one is in
@@ -216,10 +216,11 @@ def read_part(path: Path, read):
 def read_results(out_dir: Path) -> PlateResults:
     """The PlateResults a complete results folder holds (ResultsError when it holds none, or not whole)."""
     out_dir = Path(out_dir)
-    try:
-        finish_incoming(out_dir)
-    except OSError as exc:
-        raise ResultsError(f"{out_dir / INCOMING}: cannot move its results in ({exc})") from exc
+    if not (out_dir / SUMMARY_JSON).is_file() and (out_dir / INCOMING / SUMMARY_JSON).is_file():
+        raise ResultsError(  # not moved in here: reading must not race the writer that may be doing it
+            f"{out_dir}: a run stopped while moving its results in from {INCOMING}; "
+            "rerun the same classify (or merge) to finish"
+        )
     summary = read_summary(out_dir / SUMMARY_JSON)
     listed = summary.get("files") or {}
     for name in (FIELDS_PARQUET, FAILURES_CSV, *([EMBEDDINGS_PARQUET] if "embeddings" in listed else [])):

@@ -93,14 +93,18 @@ def test_a_damaged_chunk_is_named_set_aside_and_its_fields_redone(classifier, tm
     assert second["counts"]["classified"] == 12 and not second["interrupted"]
 
 
-def test_a_damaged_chunk_stays_set_aside_while_the_run_is_unfinished(classifier, tmp_path):
+def test_a_damaged_chunk_is_renamed_not_deleted(classifier, tmp_path):
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03", "B04", "C02"), sites=(1, 2, 3))
     stopped_run(plate, classifier, out, after=3)
     chunk = sorted((out / PARTIAL).glob("chunk-*.parquet"))[0]
     chunk.write_bytes(b"not parquet")
-    second = stopped_run(plate, classifier, out, after=1)
-    assert second["set_aside"] and (out / PARTIAL / f"{chunk.name}.damaged").read_bytes() == b"not parquet"
+    store = ChunkStore(out, json.loads((out / PARTIAL / "run-key.json").read_text()))  # as the rerun opens it
+    (said,) = store.set_aside
+    assert said.startswith(f"{chunk}: unreadable (") and said.endswith(
+        f"set aside as {chunk.name}.damaged, its fields redone"
+    )
+    assert (out / PARTIAL / f"{chunk.name}.damaged").read_bytes() == b"not parquet" and not chunk.exists()
 
 
 def test_a_damaged_final_fields_parquet_is_set_aside_redone_once_and_said(classifier, tiny_model, tmp_path):

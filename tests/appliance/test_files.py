@@ -2,7 +2,7 @@
 
 import pytest
 
-from appliance.files import WriteError, write_atomically, write_json, write_text
+from appliance.files import FolderBusy, WriteError, lock_folder, set_aside, write_atomically, write_json, write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -28,3 +28,19 @@ def test_the_file_and_its_folder_are_synced(tmp_path, monkeypatch):
     monkeypatch.setattr("appliance.files.os.fsync", lambda fd: synced.append(fd))
     write_json(tmp_path / "summary.json", {"a": 1})
     assert len(synced) == 2 and (tmp_path / "summary.json").read_text() == '{\n  "a": 1\n}'
+
+
+def test_a_damaged_file_is_set_aside_never_overwritten(tmp_path):
+    for text in ("first", "second"):
+        (tmp_path / "chunk.parquet").write_text(text)
+        set_aside(tmp_path / "chunk.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk.parquet.damaged", "chunk.parquet.damaged2"]
+    assert (tmp_path / "chunk.parquet.damaged").read_text() == "first"
+
+
+def test_a_folder_lock_is_one_holder_at_a_time_and_released_on_close(tmp_path):
+    first = lock_folder(tmp_path, ".lock", "a first run")
+    with pytest.raises(FolderBusy, match=f"{tmp_path}: a first run is writing to this folder"):
+        lock_folder(tmp_path, ".lock", "a first run")
+    first.close()
+    lock_folder(tmp_path, ".lock", "a first run").close()
