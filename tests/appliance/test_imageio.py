@@ -8,7 +8,9 @@ import imagecodecs
 import numpy as np
 import pytest
 import tifffile
+from typer.testing import CliRunner
 
+from appliance.cli import app
 from appliance.imageio import FieldError, read_field, read_plate_field
 from appliance.layouts.base import Field
 from tests.conftest import truncate
@@ -320,6 +322,9 @@ def test_fit_reads_up_to_16_times_the_models_pixels_and_no_more(tmp_path):
     (beyond,) = write_channels(tmp_path, [noise(2, (260, 320))])  # just over
     with pytest.raises(FieldError, match="320x260 \\(WxH\\), more than 16 times the model's 80x64 pixels"):
         read_plate_field(field_of([beyond]), SIZE, fit="resize")
+    for command in ("classify", "watch"):  # the bound, as --help states it
+        words = CliRunner().invoke(app, [command, "--help"]).output.split()
+        assert "Fields of more than 16 times the model's pixels are refused." in " ".join(w for w in words if w != "│")
 
 
 def test_a_tile_declared_far_larger_than_its_plane_is_refused(tmp_path):
