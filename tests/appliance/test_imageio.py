@@ -338,3 +338,16 @@ def test_a_tile_declared_far_larger_than_its_plane_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(FieldError, match="declares tiles of 16384x16384 pixels, far larger than its plane"):
         read_plate_field(field_of([path]), SIZE)
+
+
+def test_a_zstd_chunk_file_larger_than_zstd_can_make_of_a_plane_is_refused_unread(tmp_path):
+    import zarr
+
+    data = np.stack([noise(i) for i in range(2)])
+    path = zarr_array(tmp_path, data, compressors=zarr.codecs.ZstdCodec(level=3))
+    chunk = path / "c" / "1" / "0" / "0"
+    with open(chunk, "ab") as f:
+        f.truncate(64 << 20)  # 64 MiB (sparse) for a plane of 10 KiB: read whole, it would all be in memory
+    out = np.zeros((2, *SIZE), np.uint16)
+    with pytest.raises(FieldError, match=f"{chunk}: larger than any zstd frame of a 80x64 plane"):
+        read_plate_field(field_of([path] * 2, planes=(0, 1)), SIZE, out)
