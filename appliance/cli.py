@@ -33,10 +33,10 @@ from appliance.console import (
     installed_commands,
     parse_size,
 )
-from appliance.imageio import FIT_MAX_TIMES
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.model_card import ModelCardError
+from appliance.plane_checks import FIT_MAX_TIMES
 from appliance.plate import LAYOUTS, PlateError, plate_folders, plate_name
 from appliance.results import ResultsError
 from appliance.synth import write_dataset

@@ -9,9 +9,9 @@ chunk size are checked, so that its metadata cannot make us allocate more than a
 that is one whole plane compressed by zstd alone (ome-zarr-py's default) imagecodecs decodes
 here, from its file straight into the field's buffer. The network's input size is a contract:
 a plane of another size, bit depth or channel count is rejected with a message naming the
-file. Only on request (`fit`) is a smaller field zero-padded ("pad") or scaled ("resize"), and
-the caller gets a note of what was done to record with the result; nothing is ever cropped or
-converted.
+file, from what its header declares, before it is decoded (appliance.plane_checks). Only on
+request (`fit`) is a smaller field zero-padded ("pad") or scaled ("resize"), and the caller gets
+a note of what was done to record with the result; nothing is ever cropped or converted.
 """
 
 from __future__ import annotations
@@ -27,51 +27,9 @@ import tifffile
 
 from appliance.layouts import bioio_files
 from appliance.layouts.base import Field
+from appliance.plane_checks import FITS, FieldError, check_pixels, check_plane, check_tiles, size_problem, size_text
 
-FITS = ("pad", "resize")
-FIT_MAX_TIMES = 16  # --fit reads planes of at most 16 times the model's pixels (4 times its width and height)
-RESIZE_MAX_PIXELS = 2**26  # and never more than 8192x8192 (128 MiB of 16-bit pixels), whatever the model
-TILE_MAX_PIXELS = 2**22  # the largest TIFF tile decoded beyond the plane's own size (4 Mpixels)
 ZARR_MAX_CHUNK_BYTES = 2**28  # the largest stored Zarr chunk decoded to read a plane (256 MiB)
-
-
-class FieldError(ValueError):
-    """A field cannot be read as the model needs it; `path` is the offending file."""
-
-    def __init__(self, path: Path | str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-def size_text(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"  # width x height, as imagers and viewers print it
-
-
-def check_plane(
-    path: Path, shape: tuple[int, ...], dtype, size: tuple[int, int] | None = None, fit: str | None = None
-) -> None:
-    """Refuse a plane by what it is or declares to be: one 16-bit grayscale plane of a size this fit takes."""
-    if len(shape) != 2:
-        raise FieldError(path, f"expected one grayscale plane, found an array of shape {tuple(shape)}")
-    if np.dtype(dtype) != np.uint16:
-        raise FieldError(path, f"expected 16-bit unsigned pixels, found {np.dtype(dtype)}")
-    problem = size_problem(tuple(shape), size, fit)
-    if problem:
-        raise FieldError(path, problem)
-
-
-def check_pixels(path: Path, image: np.ndarray) -> None:
-    check_plane(path, image.shape, image.dtype)
-
-
-def check_tiles(path: Path, page) -> None:
-    """A tiled page decodes tile by tile, each into a buffer of the tile's declared size: bound it too."""
-    tile = page.tilewidth * page.tilelength * max(page.tiledepth, 1) if page.is_tiled else 0
-    if tile > max(2 * page.shape[0] * page.shape[1], TILE_MAX_PIXELS):
-        raise FieldError(
-            path, f"declares tiles of {page.tilewidth}x{page.tilelength} pixels, far larger than its plane"
-        )
 
 
 def read_tiff(path: Path, size: tuple[int, int] | None = None, fit: str | None = None) -> np.ndarray:
@@ -130,27 +88,6 @@ def read_field(
     for channel, path in enumerate(paths):
         read_channel(path, size, out[channel])
     return out
-
-
-def size_problem(shape: tuple[int, ...], size: tuple[int, int] | None, fit: str | None) -> str:
-    """Why a plane of this (height, width) cannot become the model's input with this fit; "" if it can."""
-    if size is not None and fit is None and tuple(shape) != tuple(size):
-        return (
-            f"field is {size_text(shape)} (WxH), the model takes {size_text(size)} (--fit pad or --fit resize fits it)"
-        )
-    if size is not None and fit == "pad" and (shape[0] > size[0] or shape[1] > size[1]):
-        return (
-            f"field is {size_text(shape)} (WxH), larger than the model's "
-            f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)"
-        )
-    if size is not None and shape[0] * shape[1] > FIT_MAX_TIMES * size[0] * size[1]:
-        return (
-            f"field is {size_text(shape)} (WxH), more than {FIT_MAX_TIMES} times the model's "
-            f"{size_text(size)} pixels that --fit reads"
-        )
-    if shape[0] * shape[1] > RESIZE_MAX_PIXELS:
-        return f"plane is {size_text(shape)}, more than the {RESIZE_MAX_PIXELS} pixels read for one field"
-    return ""
 
 
 def open_zarr(path: Path):
