@@ -25,6 +25,7 @@ import numpy as np
 import appliance
 from appliance.chunks import ChunkStore
 from appliance.field_readers import FieldReaders
+from appliance.files import lock_folder
 from appliance.gallery import GalleryKeeper, read_gallery
 from appliance.inference import Classifier
 from appliance.layouts.base import CHANNELS, Failure, Field
@@ -38,6 +39,7 @@ from appliance.wells import format_of
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
 CHUNK_SECONDS = 30.0
 READERS = 2  # decoding threads; TIFF reading releases the GIL
+LOCK = ".classify.lock"  # in --out: one classify run at a time writes there
 
 
 def default_out(plate_dir: Path) -> Path:
@@ -70,6 +72,24 @@ def check_shard(shard: tuple[int, int]) -> tuple[int, int]:
 def shard_of(well: str, site: int, count: int) -> int:
     """Which of count shards a field belongs to: a hash of well and site, the same on every host."""
     return int(hashlib.sha256(f"{well}/s{site}".encode()).hexdigest()[:12], 16) % count
+
+
+def plate_fingerprint(root: Path, fields: list[Field], failures: list[Failure]) -> str:
+    """SHA-256 of the plate's field list: each field's well, site and files (path inside the plate, size), and
+    the fields found incomplete; what makes two plates of one folder name, or a plate copied anew, differ."""
+
+    def file(path) -> str:
+        path = Path(path)
+        name = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)  # a manifest's: anywhere
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        return f"{name}:{size}"
+
+    lines = sorted(f"{f.well}/{f.site}:" + ",".join(map(file, dict.fromkeys(f.paths))) for f in fields)
+    lines += sorted(f"{f.well}/{f.site}: incomplete {f.file}" for f in failures)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 def versions() -> dict:
@@ -271,6 +291,7 @@ def classify_plate(
     fields, failures = discover_fields(
         plate_dir, layout, channels, platemap, plane=plane, timepoint=timepoint, project=project
     )
+    fingerprint = plate_fingerprint(plate_root(plate_dir), fields, failures)  # the whole plate's: every shard's
     fields = [f for f in fields if shard_of(f.well, f.site, count) == index]
     failures = [f for f in failures if shard_of(f.well, f.site, count) == index]
     incomplete = len(failures)  # fields found without all their channels
@@ -292,72 +313,76 @@ def classify_plate(
         "project": project,
         "embeddings": embeddings,
     }
-    earlier = None if force or incomplete else finished_earlier(out_dir, run_key, fields)
-    if earlier:
-        return earlier
-    previous = None if force else earlier_summary(out_dir)
-    store = ChunkStore(out_dir, run_key, force=force)
-    done = {field_key(row) for row in store.records}
-    todo = [f for f in fields if (f.plate, f.well, f.site) not in done]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with lock_folder(out_dir, LOCK, "another classify run"):  # released however the run ends
+        earlier = None if force or incomplete else finished_earlier(out_dir, run_key, fields)
+        if earlier:
+            return earlier
+        previous = None if force else earlier_summary(out_dir)
+        store = ChunkStore(out_dir, run_key, force=force)
+        done = {field_key(row) for row in store.records}
+        todo = [f for f in fields if (f.plate, f.well, f.site) not in done]
 
-    gallery = resumed_gallery(out_dir, store.records)
+        gallery = resumed_gallery(out_dir, store.records)
 
-    classifying = time.perf_counter()
-    read_failures, processed = run_pipeline(
-        classifier,
-        todo,
-        store,
-        gallery,
-        fit=fit,
-        embeddings=embeddings,
-        stop=stop,
-        progress=progress,
-        readers=readers,
-        chunk_fields=chunk_fields,
-    )
-    classified = time.perf_counter()
-    new = len(store.records) - len(done)
-    results = plate_results(
-        out_dir,
-        store,
-        failures + read_failures,
-        card,
-        {
-            "plate": plate,
-            "plate_dir": str(plate_dir),
-            "layout": layout,
-            "shard": f"{index}/{count}",
-            "precision": classifier.precision,
-            "precision_reason": classifier.choice.reason,
-            "fit": fit,
-            "model": {
-                "xml": str(classifier.xml),
-                "run_id": card.run_id,
-                "weights_sha256": card.weights_sha256,
-                "input_height": card.input_height,
-                "input_width": card.input_width,
-            },
-            "plate_wells": plate_wells,
-            "cpa": cpa,
-            "versions": versions(),
-            "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},
-            **figures(
-                previous,
-                new,
-                {
-                    "discover_s": round(discovered - discovering, 3),
-                    "classify_s": round(classified - classifying, 3),
-                    "total_s": round(time.perf_counter() - start, 3),
+        classifying = time.perf_counter()
+        read_failures, processed = run_pipeline(
+            classifier,
+            todo,
+            store,
+            gallery,
+            fit=fit,
+            embeddings=embeddings,
+            stop=stop,
+            progress=progress,
+            readers=readers,
+            chunk_fields=chunk_fields,
+        )
+        classified = time.perf_counter()
+        new = len(store.records) - len(done)
+        results = plate_results(
+            out_dir,
+            store,
+            failures + read_failures,
+            card,
+            {
+                "plate": plate,
+                "plate_dir": str(plate_dir),
+                "plate_fingerprint": fingerprint,
+                "layout": layout,
+                "shard": f"{index}/{count}",
+                "precision": classifier.precision,
+                "precision_reason": classifier.choice.reason,
+                "fit": fit,
+                "model": {
+                    "xml": str(classifier.xml),
+                    "run_id": card.run_id,
+                    "weights_sha256": card.weights_sha256,
+                    "input_height": card.input_height,
+                    "input_width": card.input_width,
                 },
-                round(new / (classified - classifying), 3) if classified > classifying else 0.0,
-            ),
-            "interrupted": processed < len(todo),
-            "finished": utc_now(),
-            "run_key": run_key,
-        },
-        gallery,
-    )
-    summary = write_results(results)
-    if not summary["interrupted"]:
-        store.remove()  # only now: until summary.json is written, the chunks are the results
-    return summary
+                "plate_wells": plate_wells,
+                "cpa": cpa,
+                "versions": versions(),
+                "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},
+                **figures(
+                    previous,
+                    new,
+                    {
+                        "discover_s": round(discovered - discovering, 3),
+                        "classify_s": round(classified - classifying, 3),
+                        "total_s": round(time.perf_counter() - start, 3),
+                    },
+                    round(new / (classified - classifying), 3) if classified > classifying else 0.0,
+                ),
+                "interrupted": processed < len(todo),
+                "finished": utc_now(),
+                "run_key": run_key,
+                "set_aside": store.set_aside,
+            },
+            gallery,
+        )
+        summary = write_results(results)
+        if not summary["interrupted"]:
+            store.remove()  # only now: until summary.json is written, the chunks are the results
+        return summary

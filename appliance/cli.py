@@ -173,6 +173,8 @@ def classify(
                 code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
                 continue
             summaries.append(summary)
+            for damaged in summary.get("set_aside", []):
+                console.print(f"[yellow]{escape(damaged)}")
             counts = summary["counts"]
             if summary.get("nothing_to_do") and not quiet:
                 console.print(

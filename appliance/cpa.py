@@ -124,7 +124,8 @@ def properties(results: PlateResults) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_cpa(results: PlateResults) -> tuple[Path, Path]:
-    """Write cpa.db and cpa.properties into the results folder; returns their paths."""
-    db = write_database(results.out_dir / CPA_DB, results)
-    return write_text(results.out_dir / CPA_PROPERTIES, properties(results)), db
+def write_cpa(results: PlateResults, folder: Path | None = None) -> tuple[Path, Path]:
+    """Write cpa.db and cpa.properties into folder (the results' own by default); returns their paths."""
+    folder = Path(folder or results.out_dir)
+    db = write_database(folder / CPA_DB, results)
+    return write_text(folder / CPA_PROPERTIES, properties(results)), db

@@ -9,9 +9,9 @@ chunk size are checked, so that its metadata cannot make us allocate more than a
 that is one whole plane compressed by zstd alone (ome-zarr-py's default) imagecodecs decodes
 here, from its file straight into the field's buffer. The network's input size is a contract:
 a plane of another size, bit depth or channel count is rejected with a message naming the
-file. Only on request (`fit`) is a smaller field zero-padded ("pad") or scaled ("resize"), and
-the caller gets a note of what was done to record with the result; nothing is ever cropped or
-converted.
+file, from what its header declares, before it is decoded (appliance.plane_checks). Only on
+request (`fit`) is a smaller field zero-padded ("pad") or scaled ("resize"), and the caller gets
+a note of what was done to record with the result; nothing is ever cropped or converted.
 """
 
 from __future__ import annotations
@@ -27,38 +27,25 @@ import tifffile
 
 from appliance.layouts import bioio_files
 from appliance.layouts.base import Field
+from appliance.plane_checks import FITS, FieldError, check_pixels, check_plane, check_tiles, size_problem, size_text
 
-FITS = ("pad", "resize")
-RESIZE_MAX_PIXELS = 2**26  # the largest Zarr plane --fit resize reads (8192x8192; 128 MiB of 16-bit pixels)
 ZARR_MAX_CHUNK_BYTES = 2**28  # the largest stored Zarr chunk decoded to read a plane (256 MiB)
 
 
-class FieldError(ValueError):
-    """A field cannot be read as the model needs it; `path` is the offending file."""
-
-    def __init__(self, path: Path | str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
-
-
-def size_text(shape: tuple[int, ...]) -> str:
-    return f"{shape[0]}x{shape[1]}"  # height x width, as every option and message of the project gives sizes
-
-
-def check_pixels(path: Path, image: np.ndarray) -> None:
-    if image.ndim != 2:
-        raise FieldError(path, f"expected one grayscale plane, found an array of shape {image.shape}")
-    if image.dtype != np.uint16:
-        raise FieldError(path, f"expected 16-bit unsigned pixels, found {image.dtype}")
-
-
-def read_tiff(path: Path) -> np.ndarray:
-    """The image of a single-plane TIFF, or FieldError for a missing, corrupt or truncated file."""
+def read_tiff(path: Path, size: tuple[int, int] | None = None, fit: str | None = None) -> np.ndarray:
+    """The image of a single-plane TIFF, or FieldError for a missing, corrupt or truncated file. What the
+    header declares (shape, pixel type, tiles) is checked before anything is decoded: against the model's
+    size and fit when size is given, so that a small file declaring a huge image is refused unread."""
     if not path.is_file():
         raise FieldError(path, "file not found")
     try:
-        return tifffile.imread(path)
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            check_plane(path, series.shape, series.dtype, size, fit)
+            check_tiles(path, series.keyframe)
+            return series.asarray()
+    except FieldError:
+        raise
     except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
         raise FieldError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
@@ -73,7 +60,10 @@ def read_tiff_into(path: Path, out: np.ndarray) -> bool:
             page = tif.pages.first
             if len(tif.pages) != 1 or page.shape != out.shape or page.dtype != np.uint16:
                 return False
+            check_tiles(path, page)
             page.asarray(out=out)
+    except FieldError:
+        raise
     except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
         raise FieldError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
     return True
@@ -82,10 +72,7 @@ def read_tiff_into(path: Path, out: np.ndarray) -> bool:
 def read_channel(path: Path, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """One channel as a (height, width) uint16 array, checked against the model's size."""
     path = Path(path)
-    image = read_tiff(path)
-    check_pixels(path, image)
-    if image.shape != tuple(size):
-        raise FieldError(path, f"field is {size_text(image.shape)} (HxW), the model takes {size_text(size)}")
+    image = read_tiff(path, size)  # of the model's size, or refused before decoding
     if out is None:
         return image
     out[...] = image
@@ -101,22 +88,6 @@ def read_field(
     for channel, path in enumerate(paths):
         read_channel(path, size, out[channel])
     return out
-
-
-def size_problem(shape: tuple[int, ...], size: tuple[int, int] | None, fit: str | None) -> str:
-    """Why a plane of this (height, width) cannot become the model's input with this fit; "" if it can."""
-    if size is not None and fit is None and tuple(shape) != tuple(size):
-        return (
-            f"field is {size_text(shape)} (HxW), the model takes {size_text(size)} (--fit pad or --fit resize fits it)"
-        )
-    if size is not None and fit == "pad" and (shape[0] > size[0] or shape[1] > size[1]):
-        return (
-            f"field is {size_text(shape)} (HxW), larger than the model's "
-            f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)"
-        )
-    if shape[0] * shape[1] > RESIZE_MAX_PIXELS:
-        return f"plane is {size_text(shape)}, more than the {RESIZE_MAX_PIXELS} pixels read for one field"
-    return ""
 
 
 def open_zarr(path: Path):
@@ -195,6 +166,11 @@ def zstd_planes(array) -> bool:
     return not metadata.filters and metadata.order == "C" and getattr(metadata.compressor, "codec_id", None) == "zstd"
 
 
+def zstd_bound(size: int) -> int:
+    """The most bytes zstd can make of size bytes (ZSTD_COMPRESSBOUND, with room for the frame header)."""
+    return size + (size >> 8) + ((128 << 10) - size >> 11 if size < 128 << 10 else 0) + 64
+
+
 def decode_zarr_plane(path: Path, array, selection: tuple, out: np.ndarray | None = None) -> np.ndarray:
     """Decode the plane zarr_plane() selected; into out (no copy) when given, of the plane's shape."""
     index = ", ".join(map(str, selection[:-2]))
@@ -203,8 +179,11 @@ def decode_zarr_plane(path: Path, array, selection: tuple, out: np.ndarray | Non
     )
     fast = out is not None and out.dtype == np.uint16 and out.flags.c_contiguous and zstd_planes(array)
     if fast:  # one chunk file per plane: reading it is the check that it is stored
+        chunk_path = path / array.metadata.encode_chunk_key((*selection[:-2], 0, 0))
         try:
-            chunk = (path / array.metadata.encode_chunk_key((*selection[:-2], 0, 0))).read_bytes()
+            if chunk_path.stat().st_size > zstd_bound(out.nbytes):
+                raise FieldError(chunk_path, f"larger than any zstd frame of a {size_text(out.shape)} plane")
+            chunk = chunk_path.read_bytes()
         except FileNotFoundError:
             raise missing from None
         except OSError as exc:
@@ -283,7 +262,10 @@ def read_planes(
                     raise FieldError(
                         path, f"has {len(pages)} planes, plane {plane} was asked for (truncated or damaged?)"
                     )
-                images.append(pages[plane].asarray())
+                page = pages[plane]
+                check_plane(path, page.shape, page.dtype, size, fit)
+                check_tiles(path, page)
+                images.append(page.asarray())
             except FieldError:
                 raise
             except Exception as exc:  # tifffile and imagecodecs raise many types for damaged files
@@ -298,7 +280,7 @@ def max_projection(
     projected = None
     for path, frame in stack:
         path = Path(path)
-        image = read_planes((path,), (frame,), size, fit)[0] if frame is not None else read_tiff(path)
+        image = read_planes((path,), (frame,), size, fit)[0] if frame is not None else read_tiff(path, size, fit)
         check_pixels(path, image)
         if projected is not None and image.shape != projected.shape:
             raise FieldError(path, f"plane is {size_text(image.shape)}, the others {size_text(projected.shape)}")
@@ -357,7 +339,9 @@ def read_plate_field(field: Field, size: tuple[int, int], out: np.ndarray | None
         return ""  # OME-Zarr planes of the model's size, decoded in place
     else:
         images = (
-            read_planes(paths, field.planes, size, fit) if field.planes is not None else [read_tiff(p) for p in paths]
+            read_planes(paths, field.planes, size, fit)
+            if field.planes is not None
+            else [read_tiff(p, size, fit) for p in paths]
         )
     notes = []
     for channel, (path, image) in enumerate(zip(paths, images)):

@@ -2,7 +2,8 @@
 
 Each shard folder is read back as a PlateResults; the merged PlateResults is built from their
 field rows, failures and embeddings and written the way classify writes its own. Shards must be
-of the same plate, model, precision and layout, and must not overlap (the same shard twice, or
+of the same plate (its folder and the fingerprint of its field list, not its name), model,
+precision and layout, and must not overlap (the same shard twice, or
 a field in two folders); a shard that is missing or was interrupted is reported, and the merged
 summary.json says so. Wells and treatments follow from the merged field rows, so a well split
 across shards is aggregated over all its fields.
@@ -34,7 +35,25 @@ def read_shard(out_dir: Path) -> PlateResults:
         raise MergeError(f"{exc}; not a classify results folder to merge") from exc
 
 
+def check_same_plate(shards: list[PlateResults]) -> None:
+    """The plate's identity, as classify records it: its folder and the fingerprint of its field list (not its
+    name: two plates may share a folder name). Shards must see the plate at the same path."""
+    first = shards[0]
+
+    def identity(shard: PlateResults) -> str:
+        fingerprint = shard.run.get("plate_fingerprint") or "none recorded"
+        return f"plate {shard.run.get('plate_dir')} (field list {fingerprint[:16]})"
+
+    for shard in shards[1:]:
+        if any(shard.run.get(key) != first.run.get(key) for key in ("plate_dir", "plate_fingerprint")):
+            raise MergeError(
+                f"{shard.out_dir} holds {identity(shard)}, but {first.out_dir} holds {identity(first)}: "
+                "shards of different plates (or of a plate whose files changed) cannot be merged"
+            )
+
+
 def check_same(shards: list[PlateResults]) -> None:
+    check_same_plate(shards)
     first = shards[0]
     for shard in shards[1:]:
         disagreements = [(key, shard.run.get(key), first.run.get(key)) for key in SAME]
@@ -118,6 +137,7 @@ def merge_results(out_dirs: list[Path], merged: Path) -> dict:
             {
                 "plate": first["plate"],
                 "plate_dir": first.get("plate_dir"),
+                "plate_fingerprint": first.get("plate_fingerprint"),
                 "layout": first["layout"],
                 "shard": f"merged {len(dirs)} of {count}",
                 "precision": first["precision"],

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from appliance.plane_checks import FIT_MAX_TIMES
 from appliance.plate import LAYOUTS
 
 PRECISIONS = ("auto", "f32", "bf16", "int8")  # the one spelling of every command
@@ -46,7 +47,8 @@ FitOption = Annotated[
     Literal["pad", "resize"] | None,
     typer.Option(
         help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
-        "recorded per field in Metadata_Fit."
+        f"recorded per field in Metadata_Fit. Fields of more than {FIT_MAX_TIMES} times the model's pixels are "
+        "refused."
     ),
 ]
 PlaneOption = Annotated[int | None, typer.Option(help="The z-plane to read, as the imager numbers them.")]

@@ -298,9 +298,10 @@ def qc_section(run: dict, fields: list[dict]) -> str:
     return f"<h2>QC: distance to the training set</h2><p>{escape(text_)}</p>{table_}{more}"
 
 
-def write_report(results: PlateResults) -> Path:
-    """plate_map.png and report.html in the results' folder, from the object alone; returns report.html's path."""
-    run, out_dir, labels = results.summary, results.out_dir, list(results.labels)
+def write_report(results: PlateResults, folder: Path | None = None) -> Path:
+    """plate_map.png and report.html in folder (the results' own by default), from the object alone; returns
+    report.html's path."""
+    run, out_dir, labels = results.summary, Path(folder or results.out_dir), list(results.labels)
     fields, wells, failures = results.fields, results.wells, results.failures
     plate = str(run.get("plate", ""))
     body = "".join(

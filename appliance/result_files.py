@@ -2,18 +2,22 @@
 
 The set: fields.csv + fields.parquet, wells.csv, failures.csv, treatments.csv (when compounds are
 known), embeddings.parquet + profiles.parquet (when asked for), cpa.properties + cpa.db (with
---cpa, appliance.cpa), plate_map.png + report.html, and summary.json. Numbers in the CSVs are
-written exactly (shortest round-trip text), column types come from result_rows.column_kind. Each
-file is written once through appliance.files (a reader or a crash never sees half a file), and
-summary.json comes last and is removed first: while it is missing the set is incomplete, once it
-is there every file beside it belongs to it. fields.parquet keeps the types, so it is what
-`read_results` reads; wells and treatments follow from the fields.
+--cpa, appliance.cpa), gallery.npz (thumbnails), plate_map.png + report.html, and summary.json.
+Numbers in the CSVs are written exactly (shortest round-trip text), column types come from
+result_rows.column_kind. The whole set is built first in OUT/.incoming (each file through
+appliance.files: flushed, renamed, synced), summary.json last; only then is it moved over the
+earlier set, by renames that need no space. So a full disk leaves the earlier set whole, and a
+crash while moving in is finished by the next run that writes the folder. summary.json is removed
+first and moved in last: where it is, every file beside it belongs to it. fields.parquet keeps the
+types, so it is what `read_results` reads; wells and treatments follow from the fields.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from appliance.cpa import write_cpa
-from appliance.files import write_atomically, write_json
+from appliance.files import WriteError, sync, write_atomically, write_json
 from appliance.gallery import read_gallery, write_gallery
 from appliance.report import write_report
 from appliance.result_rows import (
@@ -55,6 +59,7 @@ from appliance.results import (
 )
 
 KEY_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
+INCOMING = ".incoming"  # OUT/.incoming: where the next set is built whole before it is moved in
 
 
 def csv_value(value) -> str:
@@ -113,32 +118,83 @@ def profiles_table(fields: list[dict], vectors: np.ndarray) -> pa.Table:
     return features_table(profile_columns(vectors.shape[1]), rows, medians)
 
 
-def write_results(results: PlateResults) -> dict:
-    """Write every file of the set once, summary.json last; returns the summary."""
-    out, labels = results.out_dir, results.labels
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY_JSON).unlink(missing_ok=True)  # an earlier run's summary would vouch for a half-written set
+def write_set(results: PlateResults, folder: Path) -> dict:
+    """Write every file of the set into folder once, summary.json last; returns the summary."""
+    labels = results.labels
     columns, fields = field_columns(labels, results.channels), results.fields
-    write_csv(out / FIELDS_CSV, columns, fields)
-    write_parquet(out / FIELDS_PARQUET, to_table(columns, fields))
-    write_csv(out / WELLS_CSV, well_columns(labels), results.wells)
-    write_csv(out / FAILURES_CSV, FAILURE_COLUMNS, results.failures)
+    write_csv(folder / FIELDS_CSV, columns, fields)
+    write_parquet(folder / FIELDS_PARQUET, to_table(columns, fields))
+    write_csv(folder / WELLS_CSV, well_columns(labels), results.wells)
+    write_csv(folder / FAILURES_CSV, FAILURE_COLUMNS, results.failures)
     if results.treatments:
-        write_csv(out / TREATMENTS_CSV, treatment_columns(labels), results.treatments)
+        write_csv(folder / TREATMENTS_CSV, treatment_columns(labels), results.treatments)
     if results.embeddings is not None:
         vectors = results.embeddings
-        write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(fields, vectors, labels, results.channels))
-        write_parquet(out / PROFILES_PARQUET, profiles_table(fields, vectors))
+        write_parquet(folder / EMBEDDINGS_PARQUET, embeddings_table(fields, vectors, labels, results.channels))
+        write_parquet(folder / PROFILES_PARQUET, profiles_table(fields, vectors))
     if results.thumbnails:
-        write_gallery(out / GALLERY_NPZ, results.thumbnails)
+        write_gallery(folder / GALLERY_NPZ, results.thumbnails)
     if results.run.get("cpa"):
-        write_cpa(results)
-    optional = {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET, CPA_PROPERTIES, CPA_DB, GALLERY_NPZ}
-    for name in optional - set(results.files.values()):
-        (out / name).unlink(missing_ok=True)  # an earlier run's file must not pass for this run's
-    write_report(results)
+        write_cpa(results, folder)
+    write_report(results, folder)
     summary = results.summary
-    write_json(out / SUMMARY_JSON, summary)
+    write_json(folder / SUMMARY_JSON, summary)
+    return summary
+
+
+def move_in(out: Path) -> None:
+    """Move the whole set OUT/.incoming holds into OUT, summary.json last. Renames within one folder take no
+    space, so a full disk cannot stop this half-way; a crash can, and then the next run writing OUT finishes
+    it (the staged summary.json says the staged set is whole)."""
+    staging = out / INCOMING
+    listed = json.loads((staging / SUMMARY_JSON).read_text(encoding="utf-8")).get("files", {}).values()
+    (out / SUMMARY_JSON).unlink(missing_ok=True)  # from here on the folder vouches for no set until the new one is in
+    sync(out)
+    for name in sorted(set(os.listdir(staging)) - {SUMMARY_JSON}):
+        os.replace(staging / name, out / name)
+    optional = {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET, CPA_PROPERTIES, CPA_DB, GALLERY_NPZ}
+    for name in optional - set(listed):
+        (out / name).unlink(missing_ok=True)  # an earlier set's file must not pass for this one's
+    sync(out)
+    os.replace(staging / SUMMARY_JSON, out / SUMMARY_JSON)
+    staging.rmdir()
+    sync(out)
+
+
+def finish_incoming(out: Path) -> None:
+    """A staged set a crash left: moved in if it is whole (its summary.json is there), else removed."""
+    staging = out / INCOMING
+    if (staging / SUMMARY_JSON).is_file():
+        move_in(out)
+    elif staging.exists():
+        shutil.rmtree(staging)
+
+
+def write_results(results: PlateResults) -> dict:
+    """Build the whole set in OUT/.incoming, then move it in over the earlier one; returns the summary.
+
+    A failure while building (a full disk) leaves the earlier set in OUT whole and untouched."""
+    out = results.out_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        finish_incoming(out)
+        (out / INCOMING).mkdir()
+        summary = write_set(results, out / INCOMING)
+    except OSError as exc:
+        shutil.rmtree(out / INCOMING, ignore_errors=True)
+        earlier = (
+            "the results already there are whole and unchanged"
+            if (out / SUMMARY_JSON).is_file()
+            else "no results were written there"
+        )
+        raise WriteError(f"{out}: cannot write the results ({exc}); {earlier}") from exc
+    try:
+        move_in(out)
+    except OSError as exc:
+        raise WriteError(
+            f"{out}: cannot move the new results in ({exc}); they are whole in {out / INCOMING}, "
+            "and the next run (or merge) moves them in"
+        ) from exc
     return summary
 
 
@@ -179,23 +235,39 @@ def read_embeddings(path: Path, fields: list[dict]) -> np.ndarray:
     return vectors[[row_of[field_key(row)] for row in fields]]
 
 
+def read_part(path: Path, read):
+    """read(path), or ResultsError naming the damaged file (its `path`)."""
+    try:
+        return read(path)
+    except ResultsError:
+        raise
+    except (OSError, ValueError, KeyError, csv.Error, pa.ArrowException) as exc:
+        raise ResultsError(f"{path}: unreadable ({exc})", path=path) from exc
+
+
 def read_results(out_dir: Path) -> PlateResults:
     """The PlateResults a complete results folder holds (ResultsError when it holds none, or not whole)."""
     out_dir = Path(out_dir)
+    if not (out_dir / SUMMARY_JSON).is_file() and (out_dir / INCOMING / SUMMARY_JSON).is_file():
+        raise ResultsError(  # not moved in here: reading must not race the writer that may be doing it
+            f"{out_dir}: a run stopped while moving its results in from {INCOMING}; "
+            "rerun the same classify (or merge) to finish"
+        )
     summary = read_summary(out_dir / SUMMARY_JSON)
     listed = summary.get("files") or {}
     optional = [name for kind, name in (("embeddings", EMBEDDINGS_PARQUET), ("gallery", GALLERY_NPZ)) if kind in listed]
     for name in (FIELDS_PARQUET, FAILURES_CSV, *optional):
         if not (out_dir / name).is_file():
-            raise ResultsError(f"{out_dir / name}: missing, though {SUMMARY_JSON} lists it")
-    try:
-        table = pq.read_table(out_dir / FIELDS_PARQUET)
-        fields = table.to_pylist()
-        failures = read_failures(out_dir / FAILURES_CSV)
-        embeddings = read_embeddings(out_dir / EMBEDDINGS_PARQUET, fields) if "embeddings" in listed else None
-        thumbnails = read_gallery(out_dir / GALLERY_NPZ) if "gallery" in listed else None
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # a damaged .npz raises ValueError or OSError
-        raise ResultsError(f"{out_dir}: results unreadable ({exc})") from exc
+            raise ResultsError(f"{out_dir / name}: missing, though {SUMMARY_JSON} lists it", path=out_dir / name)
+    table = read_part(out_dir / FIELDS_PARQUET, pq.read_table)
+    fields = read_part(out_dir / FIELDS_PARQUET, lambda _: table.to_pylist())  # decoding can fail too
+    failures = read_part(out_dir / FAILURES_CSV, read_failures)
+    embeddings = (
+        read_part(out_dir / EMBEDDINGS_PARQUET, lambda path: read_embeddings(path, fields))
+        if "embeddings" in listed
+        else None
+    )
+    thumbnails = read_part(out_dir / GALLERY_NPZ, read_gallery) if "gallery" in listed else None
     run = {k: v for k, v in summary.items() if k not in ("out", "files")}  # derived again by PlateResults
     return PlateResults(
         out_dir,

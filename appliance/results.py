@@ -46,7 +46,12 @@ def is_results_folder(folder: Path) -> bool:
 
 
 class ResultsError(RuntimeError):
-    """A results folder that is not this run's to use: another run's results, or an incomplete set."""
+    """A results folder that is not this run's to use: another run's results, or an incomplete set.
+    `path`: the damaged file, when one file of the set cannot be read."""
+
+    def __init__(self, message: str, path: Path | None = None):
+        super().__init__(message)
+        self.path = path
 
 
 def utc_now() -> str:

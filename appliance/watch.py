@@ -14,7 +14,6 @@ the same results folder.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.classify import classify_plate
-from appliance.files import write_json
+from appliance.files import FolderBusy, lock_folder, write_json
 from appliance.results import utc_now
 
 LEDGER, LOCK = "watch-ledger.json", ".watch.lock"
@@ -166,12 +165,10 @@ class Watcher:
         if self.options.attempts < 1 or self.options.settle < 0 or self.options.poll <= 0:
             raise WatchError("attempts must be at least 1, settle at least 0 and poll above 0 seconds")
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.out / LOCK, "w")
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise WatchError(f"{self.out}: another watcher is writing to this results folder") from None
+            self._lock = lock_folder(self.out, LOCK, "another watcher")
+        except FolderBusy as exc:
+            raise WatchError(str(exc)) from None
         try:
             self.ledger = Ledger(self.out / LEDGER)
         except WatchError:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from appliance.files import WriteError, write_atomically, write_json, write_text
+from appliance.files import FolderBusy, WriteError, lock_folder, set_aside, write_atomically, write_json, write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -43,3 +43,19 @@ def test_files_get_the_users_umask_even_from_a_writer_that_makes_them_private(tm
     path = write_atomically(tmp_path / "weights.safetensors", private)
     assert FILE_MODE == 0o666 & ~umask() and (path.stat().st_mode & 0o777) == FILE_MODE
     assert (write_text(tmp_path / "a.csv", "a\n").stat().st_mode & 0o777) == FILE_MODE
+
+
+def test_a_damaged_file_is_set_aside_never_overwritten(tmp_path):
+    for text in ("first", "second"):
+        (tmp_path / "chunk.parquet").write_text(text)
+        set_aside(tmp_path / "chunk.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk.parquet.damaged", "chunk.parquet.damaged2"]
+    assert (tmp_path / "chunk.parquet.damaged").read_text() == "first"
+
+
+def test_a_folder_lock_is_one_holder_at_a_time_and_released_on_close(tmp_path):
+    first = lock_folder(tmp_path, ".lock", "a first run")
+    with pytest.raises(FolderBusy, match=f"{tmp_path}: a first run is writing to this folder"):
+        lock_folder(tmp_path, ".lock", "a first run")
+    first.close()
+    lock_folder(tmp_path, ".lock", "a first run").close()

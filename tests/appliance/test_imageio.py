@@ -1,10 +1,16 @@
 """Reading fields: compressed TIFFs, OME-TIFF planes, every kind of bad file, and --fit pad/resize."""
 
+import subprocess
+import sys
+import textwrap
+
 import imagecodecs
 import numpy as np
 import pytest
 import tifffile
+from typer.testing import CliRunner
 
+from appliance.cli import app
 from appliance.imageio import FieldError, read_field, read_plate_field
 from appliance.layouts.base import Field
 from tests.conftest import truncate
@@ -266,3 +272,82 @@ def test_zarr_missing_or_damaged_chunks(tmp_path, zarr_format):
     with pytest.raises(FieldError, match="unreadable Zarr array") as error:
         read_plate_field(field_of([tmp_path / "empty"] * 3, planes=(0, 1, 2)), SIZE)
     assert error.value.path == str(tmp_path / "empty")
+
+
+BOMB_READER = textwrap.dedent("""
+    # Read a field whose channels are the bomb; print the error, then the peak RSS in MiB.
+    import resource, sys
+    from appliance.imageio import FieldError, read_plate_field
+    from appliance.layouts.base import Field
+    bomb, fit = sys.argv[1], sys.argv[2] or None
+    try:
+        read_plate_field(Field("P1", "B02", 1, (bomb, bomb, bomb)), (128, 128), fit=fit)
+        print("read")
+    except FieldError as exc:
+        print(exc)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+""")
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    """A 1.9 MB deflate TIFF declaring 30000x30000 16-bit pixels (1.8 GB decoded), written tile by tile."""
+    path = tmp_path_factory.mktemp("bomb") / "B02_s1_w1.tif"
+    tile = np.zeros((1024, 1024), dtype=np.uint16)
+    tiles = (tile for _ in range(30 * 30))
+    tifffile.imwrite(path, shape=(30000, 30000), dtype=np.uint16, compression="zlib", tile=tile.shape, data=tiles)
+    assert path.stat().st_size < 4 << 20
+    return path
+
+
+@pytest.mark.parametrize(
+    "fit, refused",
+    [
+        ("", "field is 30000x30000 (HxW), the model takes 128x128"),
+        ("pad", "larger than the model's 128x128: padding cannot shrink it"),
+        ("resize", "more than 16 times the model's 128x128 pixels that --fit reads"),
+    ],
+)
+def test_a_decompression_bomb_is_refused_from_its_header_in_bounded_memory(bomb, fit, refused):
+    run = subprocess.run([sys.executable, "-c", BOMB_READER, str(bomb), fit], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    message, peak_mib = run.stdout.splitlines()
+    assert message.startswith(f"{bomb}: ") and refused in message
+    assert int(peak_mib) < 400, f"peak RSS {peak_mib} MiB reading a refused field (decoded it would be 1.8 GB)"
+
+
+def test_fit_reads_up_to_16_times_the_models_pixels_and_no_more(tmp_path):
+    (fits,) = write_channels(tmp_path, [noise(1, (256, 320))])  # 16 times 64x80
+    assert read_plate_field(field_of([fits]), SIZE, fit="resize") == "resize 256x320 -> 64x80"
+    (beyond,) = write_channels(tmp_path, [noise(2, (260, 320))])  # just over
+    with pytest.raises(FieldError, match="260x320 \\(HxW\\), more than 16 times the model's 64x80 pixels"):
+        read_plate_field(field_of([beyond]), SIZE, fit="resize")
+    for command in ("classify", "watch"):  # the bound, as --help states it
+        words = CliRunner().invoke(app, [command, "--help"]).output.split()
+        assert "Fields of more than 16 times the model's pixels are refused." in " ".join(w for w in words if w != "│")
+
+
+def test_a_tile_declared_far_larger_than_its_plane_is_refused(tmp_path):
+    """A 64x80 plane whose header says its tiles are 16384x16384: each would be decoded into 512 MiB."""
+    (path,) = write_channels(tmp_path, [noise(3)], compression="zlib", tile=(16, 16))
+    with tifffile.TiffFile(path) as tif:
+        offsets = [tif.pages.first.tags[name].valueoffset for name in ("TileWidth", "TileLength")]
+    data = bytearray(path.read_bytes())
+    for offset in offsets:
+        data[offset : offset + 2] = (16384).to_bytes(2, "little")  # SHORT, little-endian as tifffile writes
+    path.write_bytes(bytes(data))
+    with pytest.raises(FieldError, match="declares tiles of 16384x16384 pixels, far larger than its plane"):
+        read_plate_field(field_of([path]), SIZE)
+
+
+def test_a_zstd_chunk_file_larger_than_zstd_can_make_of_a_plane_is_refused_unread(tmp_path):
+    import zarr
+
+    data = np.stack([noise(i) for i in range(2)])
+    path = zarr_array(tmp_path, data, compressors=zarr.codecs.ZstdCodec(level=3))
+    chunk = path / "c" / "1" / "0" / "0"
+    with open(chunk, "ab") as f:
+        f.truncate(64 << 20)  # 64 MiB (sparse) for a plane of 10 KiB: read whole, it would all be in memory
+    out = np.zeros((2, *SIZE), np.uint16)
+    with pytest.raises(FieldError, match=f"{chunk}: larger than any zstd frame of a 64x80 plane"):
+        read_plate_field(field_of([path] * 2, planes=(0, 1)), SIZE, out)

@@ -2,10 +2,12 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import openvino as ov
 import pytest
+import tifffile
 from typer.testing import CliRunner
 
 from appliance.classify import classify_plate
@@ -14,8 +16,8 @@ from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.report import write_report
 from appliance.result_files import read_results
-from tests.appliance.test_result_files import RESULT_SET, renamed_into_place
-from tests.conftest import write_plate
+from tests.appliance.test_result_files import RESULT_SET, renamed_into_place, written_once_and_moved_in
+from tests.conftest import truncate, write_plate
 
 
 def read_csv(path):
@@ -84,7 +86,48 @@ def test_shards_of_another_model_are_refused(shards, tiny_model, tmp_path):
 def test_a_merge_writes_each_file_once_and_its_report_is_rebuilt_from_the_folder(shards, tmp_path, monkeypatch):
     replaced = renamed_into_place(monkeypatch, tmp_path / "merged")
     merge_results([shards / f"shard{i}" for i in range(3)], tmp_path / "merged")
-    assert sorted(replaced) == sorted([*RESULT_SET, "gallery.npz"]) and replaced[-1] == "summary.json"
+    assert written_once_and_moved_in(replaced, [*RESULT_SET, "gallery.npz"]), replaced
     written = (tmp_path / "merged" / "report.html").read_text()
     write_report(read_results(tmp_path / "merged"))
     assert (tmp_path / "merged" / "report.html").read_text() == written and "merged 3 of 3" in written
+
+
+def merge_command(*folders, out) -> list[str]:
+    return ["merge", *map(str, folders), "--out", str(out)]
+
+
+def test_shards_of_two_plates_of_one_folder_name_are_refused_naming_both(shards, tiny_model, tmp_path):
+    """Same folder name, same file names and sizes, other pixels: the plate's path tells them apart."""
+    other = tmp_path / "elsewhere" / "plate"
+    shutil.copytree(shards / "plate", other)
+    for tif in other.glob("*.tif"):
+        if tif.stat().st_size > 4:  # not the one cut short
+            tifffile.imwrite(tif, np.full_like(tifffile.imread(tif), 7))
+    classify_plate(other, Classifier(tiny_model), tmp_path / "shard1", shard=(1, 3))
+    result = CliRunner().invoke(app, merge_command(shards / "shard0", tmp_path / "shard1", out=tmp_path / "merged"))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    message = " ".join(result.output.split())
+    assert f"{tmp_path / 'shard1'} holds plate {other}" in message and f"{shards / 'shard0'} holds plate" in message
+    assert not (tmp_path / "merged" / "summary.json").exists()
+
+
+def test_shards_of_a_plate_whose_fields_changed_are_refused(tiny_model, tmp_path):
+    """Same path, same folder name: a field removed between the shards' runs changes the field list."""
+    written = write_plate(tmp_path / "plate", wells=("B02", "B03"), sites=(1, 2))
+    classifier = Classifier(tiny_model)
+    classify_plate(tmp_path / "plate", classifier, tmp_path / "shard0", shard=(0, 2))
+    for path in written[("B03", 2)].values():
+        path.unlink()
+    classify_plate(tmp_path / "plate", classifier, tmp_path / "shard1", shard=(1, 2))
+    with pytest.raises(MergeError, match="shard1 holds plate .*field list .*shard0 holds plate .*field list"):
+        merge_results([tmp_path / "shard0", tmp_path / "shard1"], tmp_path / "merged")
+
+
+def test_a_truncated_fields_parquet_is_exit_2_naming_it(shards, tmp_path):
+    damaged = tmp_path / "shard1"
+    shutil.copytree(shards / "shard1", damaged)
+    truncate(damaged / "fields.parquet")
+    result = CliRunner().invoke(app, merge_command(shards / "shard0", damaged, out=tmp_path / "merged"))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    message = " ".join(result.output.split())
+    assert f"{damaged / 'fields.parquet'}: unreadable" in message and "Traceback" not in message

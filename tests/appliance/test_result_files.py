@@ -3,13 +3,14 @@
 import csv
 import errno
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from appliance.result_files import read_results, write_results
+from appliance.result_files import finish_incoming, read_results, write_results
 from appliance.result_rows import probability_column
 from appliance.results import ResultsError
 from tests.appliance.test_results import LABELS, made_results
@@ -39,6 +40,13 @@ def renamed_into_place(monkeypatch, folder: Path) -> list[str]:
 
     monkeypatch.setattr("appliance.files.os.replace", counting)
     return seen
+
+
+def written_once_and_moved_in(replaced: list[str], names) -> bool:
+    """Each file of the set written once into .incoming and moved in once, summary.json last both times."""
+    staged = [name.removeprefix(".incoming/") for name in replaced if name.startswith(".incoming/")]
+    moved = [name for name in replaced if "/" not in name]
+    return all(sorted(done) == sorted(names) and done[-1] == "summary.json" for done in (staged, moved))
 
 
 def test_read_results_rebuilds_what_was_written(tmp_path):
@@ -77,24 +85,94 @@ def test_every_file_is_written_once_and_the_summary_last(tmp_path, monkeypatch):
     replaced = renamed_into_place(monkeypatch, tmp_path)
     results = made_results(tmp_path, WELLS, compounds={"B02": "taxol"}, embeddings=True)
     write_results(results)
-    assert sorted(replaced) == sorted([*RESULT_SET, "treatments.csv"]) and replaced[-1] == "summary.json"
+    assert written_once_and_moved_in(replaced, [*RESULT_SET, "treatments.csv"]), replaced
 
 
-def test_a_failed_write_leaves_no_summary_to_vouch_for_a_mixed_set(tmp_path, monkeypatch):
-    write_results(made_results(tmp_path, WELLS, seed=1))
-    real = os.replace
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
-    def disk_full_at_wells(src, dst, *args, **kwargs):
-        if os.path.basename(dst) == "wells.csv":
-            raise OSError(errno.ENOSPC, "No space left on device")
+
+# The new set: the four tables, treatments.csv, plate_map.png, report.html, summary.json. Failing before the
+# first, a middle and the last file.
+@pytest.mark.parametrize("written", [0, 3, 7])
+def test_a_full_disk_after_any_file_leaves_the_earlier_set_whole(tmp_path, monkeypatch, written):
+    """The atomic writer fails (ENOSPC) after `written` files of the new set: the old set stays, every byte."""
+    write_results(made_results(tmp_path, WELLS, seed=1, embeddings=True))
+    before = folder_bytes(tmp_path)
+    real, staged = os.replace, []
+
+    def disk_full_after(src, dst, *args, **kwargs):
+        if Path(dst).parent.name == ".incoming":
+            if len(staged) == written:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            staged.append(dst)
         return real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr("appliance.files.os.replace", disk_full_at_wells)
-    with pytest.raises(OSError, match="wells.csv: cannot write"):
-        write_results(made_results(tmp_path, WELLS, seed=2))
-    assert not (tmp_path / "summary.json").exists()  # the new fields.csv is there, the old wells.csv too
-    with pytest.raises(ResultsError, match="summary.json: missing"):
+    monkeypatch.setattr("appliance.files.os.replace", disk_full_after)
+    with pytest.raises(OSError, match="No space left on device.*results already there are whole and unchanged"):
+        write_results(made_results(tmp_path, WELLS, seed=2, compounds={"B02": "taxol"}))
+    monkeypatch.undo()
+    assert folder_bytes(tmp_path) == before and not (tmp_path / ".incoming").exists()
+    assert read_results(tmp_path).fields == made_results(tmp_path, WELLS, seed=1).fields
+
+
+def test_a_set_a_crash_left_half_moved_in_is_finished_by_the_next_writer(tmp_path, monkeypatch):
+    write_results(made_results(tmp_path, WELLS, seed=1, embeddings=True))
+    real, moved = os.replace, []
+
+    def crash_while_moving_in(src, dst, *args, **kwargs):
+        if Path(src).parent.name == ".incoming" and Path(dst).parent == tmp_path:
+            if len(moved) == 3:
+                raise KeyboardInterrupt  # stands for a power cut: nothing after this runs
+            moved.append(dst)
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr("appliance.files.os.replace", crash_while_moving_in)
+    new = made_results(tmp_path, WELLS, seed=2)  # no embeddings: the earlier set's must go
+    with pytest.raises(KeyboardInterrupt):
+        write_results(new)
+    monkeypatch.undo()
+    assert not (tmp_path / "summary.json").exists()  # half moved in: the folder vouches for nothing
+    with pytest.raises(ResultsError, match="stopped while moving its results in from .incoming; rerun"):
         read_results(tmp_path)
+    finish_incoming(tmp_path)  # what the next classify or merge into the folder does first
+    read = read_results(tmp_path)
+    assert read.fields == new.fields and read.embeddings is None and not (tmp_path / "embeddings.parquet").exists()
+    assert not (tmp_path / ".incoming").exists()
+
+
+def tmpfs(folder: Path, size: str):
+    """A real small tmpfs at folder (needs root and mount), or skip saying why."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
+    return folder
+
+
+def test_a_really_full_disk_leaves_the_earlier_set_whole(tmp_path):
+    disk = tmpfs(tmp_path / "disk", "2m")
+    try:
+        out = disk / "out"
+        write_results(made_results(out, WELLS, seed=1))
+        before = folder_bytes(out)
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "filler").write_bytes(b"\0" * (free - 96 * 1024))  # room for part of the next set only
+        bigger = made_results(out, [f"{r}{c:02d}" for r in "BCDEFG" for c in range(2, 12)], seed=2, embeddings=True)
+        with pytest.raises(OSError, match="No space left on device.*results already there are whole and unchanged"):
+            write_results(bigger)
+        assert folder_bytes(out) == before and not (out / ".incoming").exists()
+        assert read_results(out).fields == made_results(out, WELLS, seed=1).fields
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_first_set_that_does_not_fit_says_nothing_was_written(tmp_path, monkeypatch):
+    monkeypatch.setattr("appliance.files.os.replace", lambda *a: (_ for _ in ()).throw(OSError(errno.ENOSPC, "full")))
+    with pytest.raises(OSError, match="cannot write the results .*full.*; no results were written there"):
+        write_results(made_results(tmp_path / "out", WELLS))
+    monkeypatch.undo()
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_files_an_earlier_set_had_are_removed_when_this_one_has_none(tmp_path):
