@@ -11,6 +11,8 @@ no file, an unreadable manifest).
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,7 +90,10 @@ def plate_root(plate: Path) -> Path:
     if plate.is_file():
         return plate.parent
     for layout in KNOWN_LAYOUTS:
-        root = layout.root(plate)
+        try:
+            root = layout.root(plate)
+        except OSError:  # a folder that cannot be read is its own plate; reading it says why it cannot
+            continue
         if root != plate:
             return root
     return plate
@@ -104,9 +109,12 @@ def detect_layout(plate_dir: Path) -> str:
     plate_dir = Path(plate_dir)
     if not plate_dir.is_dir() and not plate_dir.is_file():
         raise PlateError(f"{plate_dir}: not a folder")
-    for layout in KNOWN_LAYOUTS:
-        if (plate_dir.is_dir() or layout.name in FILE_LAYOUTS) and layout.detect(plate_dir):
-            return layout.name
+    with unreadable_as_plate_error(plate_dir):
+        if plate_dir.is_dir():  # named as what cannot be read: the folder, not the first file a layout looks for
+            os.scandir(plate_dir).close()
+        for layout in KNOWN_LAYOUTS:
+            if (plate_dir.is_dir() or layout.name in FILE_LAYOUTS) and layout.detect(plate_dir):
+                return layout.name
     if not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a plate folder, and not a CSV listing a plate's files")
     raise PlateError(
@@ -131,7 +139,8 @@ def discover_fields(
         layout = detect_layout(plate_dir)
     if layout not in FILE_LAYOUTS and not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
-    fields, failures = next(known for known in KNOWN_LAYOUTS if known.name == layout).discover(plate_dir, options)
+    with unreadable_as_plate_error(plate_dir):
+        fields, failures = next(known for known in KNOWN_LAYOUTS if known.name == layout).discover(plate_dir, options)
     if platemap is not None:
         treatments = read_platemap(platemap, plate=fields[0].plate if fields else plate_dir.name)
         fields = [
@@ -168,13 +177,29 @@ def read_platemap(path: Path, plate: str) -> dict[str, tuple[str | None, float |
     return treatments
 
 
-def looks_like_plate(folder: Path) -> bool:
-    """Some layout recognises the folder as a plate."""
-    return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
+@contextmanager
+def unreadable_as_plate_error(plate_dir: Path):
+    """A folder of the plate that cannot be listed or a file that cannot be opened (permissions, a share gone)
+    stops this plate with a PlateError naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise PlateError(f"{exc.filename or plate_dir}: cannot read it ({exc.strerror or exc})") from None
+
+
+def looks_like_plate(folder: Path) -> bool | None:
+    """Some layout recognises the folder as a plate; None when the folder cannot be read to tell."""
+    try:
+        return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
+    except OSError:
+        return None
 
 
 def plate_folders(paths: list[Path]) -> list[Path]:
-    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates."""
+    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates.
+
+    A folder inside that cannot be read is kept as a plate: classifying it reports why it cannot be
+    read, and the other plates are classified."""
     plates = []
     for path in map(Path, paths):
         if path.is_file() and path.suffix.lower() == ".csv":
@@ -184,7 +209,8 @@ def plate_folders(paths: list[Path]) -> list[Path]:
         elif looks_like_plate(path):
             plates.append(path)
         else:
-            inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p))
+            with unreadable_as_plate_error(path):
+                inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p) is not False)
             if not inside:
                 raise PlateError(
                     f"{path}: neither a plate folder nor a folder of plate folders; looked for "

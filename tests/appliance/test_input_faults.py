@@ -1,0 +1,62 @@
+"""Plates, plate maps and paths as a clumsy user or an attacker gives them (issue 18): a plate that
+cannot be listed (a real denial, as `nobody` when tests run as root), a FIFO where a CSV should be,
+square brackets in paths, links out of the plate, files that are not what their names say."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from appliance.cli import app
+from appliance.plate import discover_fields, plate_folders
+from tests.appliance.unprivileged import as_unprivileged, open_folder, open_to_all
+from tests.conftest import write_plate
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = "import sys; from appliance.cli import app; app(sys.argv[1:], prog_name='mcnn-appliance')"
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def reachable():
+    folder = open_folder()
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o777)
+    shutil.rmtree(folder)
+
+
+def test_classify_reports_a_plate_it_cannot_list_and_classifies_the_others(reachable, tiny_model):
+    plates, model, out = reachable / "plates", reachable / "model", reachable / "out"
+    write_plate(plates / "P1", wells=("B02",), sites=(1,))
+    write_plate(plates / "P2", wells=("B02",), sites=(1,))
+    write_plate(plates / "P3", wells=("B02",), sites=(1,))
+    shutil.copytree(tiny_model, model)
+    open_to_all(reachable)
+    (plates / "P2").chmod(0)
+    done = subprocess.run(
+        as_unprivileged([sys.executable, "-c", CLI, "classify", str(plates), "--model", str(model), "--out", str(out)]),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr  # some of it failed: not 0, and not "nothing ran"
+    assert "Traceback" not in done.stderr
+    assert f"{plates / 'P2'}: cannot read it (Permission denied)" in done.stderr
+    assert len(rows(out / "P1" / "fields.csv")) == 1 and len(rows(out / "P3" / "fields.csv")) == 1
+    assert not (out / "P2").exists()
