@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import appliance
@@ -32,6 +31,8 @@ from appliance.console import (
     fail,
     installed_commands,
     parse_size,
+    say,
+    warn,
 )
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
@@ -79,9 +80,7 @@ def synth(
     summary = write_dataset(
         out, plates=plates, fields_per_class=fields_per_class, size=parse_size(size), seed=seed, workers=workers
     )
-    console.print(
-        f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} in {summary['seconds']:.0f} s"
-    )
+    say(f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} in {summary['seconds']:.0f} s")
 
 
 # How a plate is read and classified: the options classify and watch share (SHARED_OPTIONS below; watch
@@ -196,19 +195,17 @@ def classify(
             summaries.append(summary)
             counts = summary["counts"]
             if not quiet:
-                console.print(
+                say(
                     f"{summary['plate']}: {counts['classified']} fields classified "
                     f"({counts['skipped_done']} done earlier), {counts['failed']} failed "
                     f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {summary['out']}"
                 )
             if counts["failed"]:
                 if not quiet:
-                    console.print(
-                        f"[yellow]{counts['failed']} field(s) failed; see {Path(summary['out']) / 'failures.csv'}"
-                    )
+                    warn(f"{counts['failed']} field(s) failed; see {Path(summary['out']) / 'failures.csv'}")
                 code = max(code, EXIT_SOME_FAILED)
             if summary["interrupted"]:
-                console.print(f"[yellow]{summary['plate']}: stopped; rerun the same command to finish")
+                warn(f"{summary['plate']}: stopped; rerun the same command to finish")
                 code = max(code, EXIT_SOME_FAILED)
                 break
     if as_json:
@@ -228,7 +225,7 @@ def merge(
     except (MergeError, ResultsError, OSError) as exc:
         raise fail(exc) from None
     counts, code = summary["counts"], EXIT_OK
-    console.print(
+    say(
         f"{summary['plate']}: {counts['classified']} fields, {counts['failed']} failed, from "
         f"{len(summary['merged_from'])} folders -> {summary['out']}"
     )
@@ -237,7 +234,7 @@ def merge(
         ("interrupted shards (rerun them)", summary["incomplete_shards"]),
     ):
         if folders:
-            console.print(f"[yellow]{problem}: {', '.join(folders)}")
+            warn(f"{problem}: {', '.join(folders)}")
             code = EXIT_SOME_FAILED
     if counts["failed"]:
         code = EXIT_SOME_FAILED
@@ -254,7 +251,7 @@ def stop_on_signal():
     def handler(signum, frame):
         if stop.is_set():
             raise KeyboardInterrupt
-        console.print("[yellow]stopping after the fields in flight (again to abort)")
+        warn("stopping after the fields in flight (again to abort)")
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():
@@ -293,7 +290,7 @@ def watch(
     given = {name: value for name, value in shared.items() if value is not None and value is not False}
 
     def log(line: str):
-        console.print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {escape(line)}")
+        say(f"{datetime.now():%Y-%m-%d %H:%M:%S} {line}")
 
     try:
         precision, options = plate_options(inbox, given)
@@ -324,7 +321,7 @@ def check_plate_options(layout: str, fit: str | None) -> str:
 def run_with_progress(function, *args, **kwargs):
     """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a path, shown as it is
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),

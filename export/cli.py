@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail
+from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail, say
 from appliance.tables import MetadataError
 
 commands = typer.Typer()
@@ -44,10 +44,10 @@ def export(
 
     options = Int8Options(calibration, calibration_fields, gate_fields, max_drop, force) if int8 else None
     try:
-        summary = exporter.export_run(run, out, int8=options, log=console.print)
+        summary = exporter.export_run(run, out, int8=options, log=say)
     except (exporter.ExportError, MetadataError, FileNotFoundError) as exc:
         raise fail(exc) from None
-    console.print(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
+    say(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
     if int8 and not summary["int8_xml"]:
         gate = summary["parity"]["quantization"]["gate"]
         console.print(
@@ -81,9 +81,7 @@ def benchmark(
     if fields < 1:
         raise typer.BadParameter("--fields must be at least 1")
     try:
-        rows = run_benchmark(
-            model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run, log=console.print
-        )
+        rows = run_benchmark(model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run, log=say)
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
         raise fail(exc) from None
     Console().print(table(rows))  # the table on stdout, progress notes on stderr

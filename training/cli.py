@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size
+from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size, say, warn
 from appliance.tables import MetadataError
 
 commands = typer.Typer()
@@ -168,10 +168,10 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
-    console.print(f"evaluation written to {summary['out']}")
+    say(f"evaluation written to {summary['out']}")
     if summary["failed"]:
-        console.print(
-            f"[yellow]{len(summary['failed'])} field(s) could not be read[/] and were not scored; "
+        warn(
+            f"{len(summary['failed'])} field(s) could not be read and were not scored; "
             f"see {summary['out']}/evaluation.json"
         )
         raise typer.Exit(EXIT_SOME_FAILED)

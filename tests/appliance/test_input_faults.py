@@ -3,21 +3,15 @@ cannot be listed (a real denial, as `nobody` when tests run as root), a FIFO whe
 square brackets in paths, links out of the plate, files that are not what their names say."""
 
 import csv
-import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from appliance.cli import app
-from appliance.plate import discover_fields, plate_folders
 from tests.appliance.unprivileged import as_unprivileged, open_folder, open_to_all
 from tests.conftest import write_plate
 
@@ -60,3 +54,15 @@ def test_classify_reports_a_plate_it_cannot_list_and_classifies_the_others(reach
     assert f"{plates / 'P2'}: cannot read it (Permission denied)" in done.stderr
     assert len(rows(out / "P1" / "fields.csv")) == 1 and len(rows(out / "P3" / "fields.csv")) == 1
     assert not (out / "P2").exists()
+
+
+@pytest.mark.parametrize("name", ["a[/]b", "Plate [rep1]", "[bold]x[/bold]"])
+def test_square_brackets_in_a_path_are_printed_as_they_are(tmp_path, tiny_model, name):
+    plate = tmp_path / name
+    write_plate(plate, wells=("B02",), sites=(1,))
+    result = CliRunner().invoke(app, ["classify", str(plate), "--model", str(tiny_model)])
+    assert result.exit_code == 0, result.output
+    assert f"{plate.name}: 1 fields classified" in result.output
+    assert f"-> {plate.parent / (plate.name + '-results')}" in result.output
+    result = CliRunner().invoke(app, ["classify", str(tmp_path / name / "missing"), "--model", str(tiny_model)])
+    assert result.exit_code == 2 and f"error: {tmp_path / name / 'missing'}: not a folder" in result.output
