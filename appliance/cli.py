@@ -183,11 +183,22 @@ def classify(
         for plate in plates:
             plate_out = out if out is None or len(plates) == 1 else out / plate_name(plate)
             options = {**passed_on, "shard": the_shard, "stop": stop}
+            stop.classifying = False  # each plate's fields are found before they are classified
             try:
                 if quiet:
-                    summary = classify_plate(plate, classifier, plate_out, **options)
+                    summary = classify_plate(plate, classifier, plate_out, progress=stop.started, **options)
                 else:
-                    summary = run_with_progress(classify_plate, plate, classifier, plate_out, **options)
+                    summary = run_with_progress(
+                        classify_plate, plate, classifier, plate_out, also=stop.started, **options
+                    )
+            except KeyboardInterrupt as exc:  # a signal before this plate's classification, or a second one
+                signal_name = exc.args[0] if exc.args else "interrupted"
+                if stop.classifying:
+                    error(f"{plate}: {signal_name} again: aborted; rerun the same command to finish")
+                else:
+                    error(f"{plate}: {signal_name} before classification started: stopped, nothing of it classified")
+                code = EXIT_SOME_FAILED if summaries or stop.classifying else EXIT_NOTHING_RAN
+                break
             except (OSError, ValueError, RuntimeError) as exc:  # PlateError, ModelCardError: ValueError; ResultsError
                 error(exc)
                 code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
@@ -243,14 +254,26 @@ def merge(
     raise typer.Exit(code)
 
 
+class Stop(threading.Event):
+    """Set by the first Ctrl-C or SIGTERM once fields are being classified, so that classify commits the
+    fields in flight and stops. Before that (finding the plate's fields, reading a plate map) there is
+    nothing to save, and a signal ends the command at once: a stuck read must not outlive a `timeout`."""
+
+    classifying = False
+
+    def started(self, *progress) -> None:
+        """classify_plate's progress callback: fields are being classified."""
+        self.classifying = True
+
+
 @contextlib.contextmanager
 def stop_on_signal():
-    """An Event set by the first Ctrl-C or SIGTERM, so classify commits the fields in flight and stops."""
-    stop = threading.Event()
+    """A Stop: the first signal asks classification to stop; a signal before it, or a second one, aborts."""
+    stop = Stop()
 
     def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
+        if stop.is_set() or not stop.classifying:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
         warn("stopping after the fields in flight (again to abort)")
         stop.set()
 
@@ -318,8 +341,9 @@ def check_plate_options(layout: str, fit: str | None) -> str:
     return layout
 
 
-def run_with_progress(function, *args, **kwargs):
-    """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
+def run_with_progress(function, *args, also=None, **kwargs):
+    """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA; also(done,
+    total, rate) is called too when given."""
     with Progress(
         TextColumn("{task.description}", markup=False),  # a path, shown as it is
         BarColumn(),
@@ -332,6 +356,8 @@ def run_with_progress(function, *args, **kwargs):
 
         def progress(done: int, total: int, rate: float = 0.0):
             bar.update(task, completed=done, total=total, rate=f"{rate:.2f} fields/s" if rate else "")
+            if also:
+                also(done, total, rate)
 
         return function(*args, progress=progress, **kwargs)
 

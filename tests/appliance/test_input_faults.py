@@ -3,9 +3,13 @@ cannot be listed (a real denial, as `nobody` when tests run as root), a FIFO whe
 square brackets in paths, links out of the plate, files that are not what their names say."""
 
 import csv
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +70,61 @@ def test_square_brackets_in_a_path_are_printed_as_they_are(tmp_path, tiny_model,
     assert f"-> {plate.parent / (plate.name + '-results')}" in result.output
     result = CliRunner().invoke(app, ["classify", str(tmp_path / name / "missing"), "--model", str(tiny_model)])
     assert result.exit_code == 2 and f"error: {tmp_path / name / 'missing'}: not a folder" in result.output
+
+
+def test_a_platemap_that_is_a_fifo_is_refused_without_opening_it(tmp_path, tiny_model):
+    plate, fifo = tmp_path / "P1", tmp_path / "platemap.csv"
+    write_plate(plate, wells=("B02",), sites=(1,))
+    os.mkfifo(fifo)  # nothing ever writes to it: reading it would wait for ever
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "classify", str(plate), "--model", str(tiny_model), "--platemap", str(fifo)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{fifo}: not a regular file but a FIFO; refused" in done.stderr
+    for kind, path in (("a folder", tmp_path / "P1"), ("a character device", Path("/dev/null"))):
+        result = CliRunner().invoke(app, ["classify", str(plate), "--model", str(tiny_model), "--platemap", str(path)])
+        assert result.exit_code == 2 and f"{path}: not a regular file but {kind}" in result.output
+
+
+STUCK_BEFORE_CLASSIFYING = textwrap.dedent("""
+    import sys
+    import appliance.classify
+    from appliance.cli import app
+
+    fifo = sys.argv.pop(1)
+
+    def stuck(*args, **kwargs):  # a read that never returns (a FIFO on a plate share) while fields are found
+        print("finding fields", file=sys.stderr, flush=True)
+        open(fifo).read()
+
+    appliance.classify.discover_fields = stuck
+    app(sys.argv[1:], prog_name="mcnn-appliance")
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_command_that_has_not_started_classifying(tmp_path, tiny_model, signum):
+    plate, fifo = tmp_path / "P1", tmp_path / "stuck"
+    write_plate(plate, wells=("B02",), sites=(1,))
+    os.mkfifo(fifo)
+    command = [sys.executable, "-c", STUCK_BEFORE_CLASSIFYING, str(fifo), "classify", str(plate)]
+    process = subprocess.Popen(
+        [*command, "--model", str(tiny_model), "--quiet"], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stderr.readline().strip() == "finding fields"
+        time.sleep(0.2)  # inside open()
+        sent = time.monotonic()
+        process.send_signal(signum)
+        _, stderr = process.communicate(timeout=30)  # before: the graceful stop waited for ever
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert time.monotonic() - sent < 30
+    assert process.returncode == 2, stderr
+    assert f"{signum.name} before classification started: stopped, nothing of it classified" in stderr
+    assert "Traceback" not in stderr
