@@ -178,6 +178,8 @@ def classify(
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
+    if classifier.warning:
+        warn(f"warning: {classifier.warning}")
     summaries, code = [], EXIT_OK
     with stop_on_signal() as stop:
         for plate in plates:
@@ -321,6 +323,8 @@ def watch(
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
+    if classifier.warning:
+        log(f"warning: {classifier.warning}")
     options = WatchOptions(
         marker=marker, quiet=quiet, poll=poll, attempts=attempts, retry_delay=retry_delay, classify=options
     )

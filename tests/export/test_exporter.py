@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import openvino as ov
 import pytest
 import torch
 
 from appliance.inference import Classifier
+from appliance.model_card import WEIGHTS_FILE_SHA256, file_sha256
 from export.exporter import ExportError, export_run
 from tests.conftest import MEAN, STD
 from training.run import load_run, model_card
@@ -34,6 +36,10 @@ def test_onnx_carries_the_card_and_is_self_contained(tiny_run, tiny_export):
 
 def test_ir_card_round_trips_and_takes_uint16(tiny_run, tiny_model):
     classifier = Classifier(tiny_model)
+    assert classifier.warning is None  # the weights file's SHA-256 is recorded, and verified
+    recorded = ov.Core().read_model(tiny_model / "model.xml").get_rt_info(["model_info", WEIGHTS_FILE_SHA256])
+    assert recorded.astype(str) == file_sha256(tiny_model / "model.bin")
+    assert not [p for p in tiny_model.iterdir() if p.name.startswith(".hashing-")]
     assert classifier.card == model_card(load_run(tiny_run)[1])
     assert classifier.card.to_metadata() == model_card(load_run(tiny_run)[1]).to_metadata()
     assert classifier.size == (128, 128) and classifier.precision == "f32"
