@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from appliance.cli import app
+from appliance.plate import discover_fields
 from tests.appliance.unprivileged import as_unprivileged, open_folder, open_to_all
 from tests.conftest import write_plate
 
@@ -128,3 +129,61 @@ def test_a_signal_ends_a_command_that_has_not_started_classifying(tmp_path, tiny
     assert process.returncode == 2, stderr
     assert f"{signum.name} before classification started: stopped, nothing of it classified" in stderr
     assert "Traceback" not in stderr
+
+
+SECRET = "root:x:0:0:SECRET-LINE:/root:/bin/bash\n"
+
+
+def spoil_dapi_files(images_dir: Path, outside: Path) -> dict[str, str]:
+    """Turn each well's DAPI file (w1) into something else; returns well -> what it became."""
+    outside.mkdir()
+    (outside / "passwd").write_text(SECRET)
+    dapi = {well: next(images_dir.glob(f"*{well}*_w1*")) for well in ("B02", "B03", "C02", "C03", "D02", "D03")}
+    dapi["B02"].unlink()
+    dapi["B02"].symlink_to(outside / "passwd")  # a link to a system file, named like a TIFF
+    dapi["B03"].rename(outside / "real.tif")
+    dapi["B03"].symlink_to(outside / "real.tif")  # a link to a real TIFF elsewhere
+    dapi["C02"].unlink()
+    dapi["C02"].mkdir()
+    dapi["C03"].unlink()
+    os.mkfifo(dapi["C03"])
+    dapi["D02"].unlink()
+    dapi["D02"].symlink_to(dapi["D02"].name)  # a link to itself
+    dapi["D03"].write_text(SECRET)  # inside the plate, a regular file, not a TIFF
+    return {
+        "B02": "outside the plate folder",
+        "B03": "outside the plate folder",
+        "C02": "a folder, not an image file; refused",
+        "C03": "a FIFO, not an image file; refused",
+        "D02": "a symlink loop; refused",
+    }
+
+
+@pytest.mark.parametrize("layout", ["bbbc021", "metaxpress"])
+def test_links_out_of_the_plate_and_odd_files_fail_their_field_naming_what_they_are(tmp_path, tiny_model, layout):
+    from tests.appliance.layouts import write_metaxpress
+    from tests.appliance.layouts.same_fields import random_images, write_bbbc021
+
+    images = random_images(wells=("B02", "B03", "C02", "C03", "D02", "D03", "E02"), sites=(1,))
+    if layout == "bbbc021":
+        plate = images_dir = write_bbbc021(tmp_path / "plate", images)
+    else:
+        plate = write_metaxpress.write_plate(tmp_path / "plate", images)
+        images_dir = plate / "TimePoint_1"
+    became = spoil_dapi_files(images_dir, tmp_path / "outside")
+    fields, failures = discover_fields(plate, layout)
+    assert [f.well for f in fields] == ["D03", "E02"]  # D03 is a regular file: its reader says it is no TIFF
+    reasons = {f.well: f.reason for f in failures}
+    assert sorted(reasons) == sorted(became)
+    for well, what in became.items():
+        assert what in reasons[well] and "missing channel" not in reasons[well]
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["classify", str(plate), "--model", str(tiny_model), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert [r["Metadata_Well"] for r in rows(out / "fields.csv")] == ["E02"]
+    failed = {r["Metadata_Well"]: r["Reason"] for r in rows(out / "failures.csv")}
+    assert sorted(failed) == sorted([*became, "D03"]) and "not a TIFF file" in failed["D03"]
+    for name in ("failures.csv", "report.html", "fields.csv", "summary.json"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert "SECRET" not in text and "root:x" not in text and "b'root" not in text, name
