@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+import tifffile
+
 from appliance.layouts import (
     bioio_files,
     cellvoyager,
@@ -185,6 +187,37 @@ def unreadable_as_plate_error(plate_dir: Path):
         yield
     except OSError as exc:
         raise PlateError(f"{exc.filename or plate_dir}: cannot read it ({exc.strerror or exc})") from None
+
+
+def stored_size(field: Field) -> tuple[int, int] | None:
+    """(height, width) of a field's first channel as its TIFF header declares it, nothing decoded; None
+    when it is not a TIFF or cannot be read (its reader then says why, field by field)."""
+    path, page = field.paths[0], (field.planes or (0,))[0]
+    if not path.name.lower().endswith((".tif", ".tiff")):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tuple(tif.pages[page].shape[-2:]) if page < len(tif.pages) else None
+    except Exception:  # tifffile raises many types for damaged files; read_plate_field reports them
+        return None
+
+
+def check_field_sizes(fields: list[Field], size: tuple[int, int], fit: str | None) -> None:
+    """A plate none of whose fields has the model's input size (and no --fit) is one PlateError, not a
+    failure per field. Stops at the first field that fits (or whose size its header does not say)."""
+    if fit is not None or not fields:
+        return
+    sizes = set()
+    for field in fields:
+        found = stored_size(field)
+        if found is None or found == tuple(size):
+            return
+        sizes.add(found)
+    listed = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
+    raise PlateError(
+        f"{fields[0].plate}: none of its {len(fields)} fields has the model's input size {size[1]}x{size[0]} "
+        f"(WxH); they are {listed}: a model for this imager's fields, or --fit pad / --fit resize"
+    )
 
 
 def looks_like_plate(folder: Path) -> bool | None:

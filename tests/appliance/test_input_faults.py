@@ -242,3 +242,23 @@ def test_a_neutralised_cell_reads_back_as_written(text):
     assert restore_formula(written) == text
     assert not written.startswith(("=", "+", "-", "@", "\t", "\r"))
     assert (written != text) == starts_formula(text)
+
+
+def test_a_model_that_fits_no_field_stops_the_plate_once(tmp_path, tiny_model):
+    import numpy as np
+
+    from tests.conftest import write_field
+
+    plate, rng = tmp_path / "P1", np.random.default_rng(0)
+    for well in ("B02", "B03", "C02", "C03"):
+        write_field(plate, well, 1, rng, size=(256, 192))
+    result = CliRunner().invoke(app, ["classify", str(plate), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("error:") == 1
+    assert "P1: none of its 4 fields has the model's input size 128x128 (WxH); they are 192x256" in result.output
+    assert not (tmp_path / "o" / "failures.csv").exists()
+
+    write_plate(plate, wells=("D02",), sites=(1,))  # one field of the model's size: the others fail one by one
+    result = CliRunner().invoke(app, ["classify", str(plate), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1, result.output
+    assert len(rows(tmp_path / "o" / "fields.csv")) == 1 and len(rows(tmp_path / "o" / "failures.csv")) == 4

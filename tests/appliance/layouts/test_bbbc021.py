@@ -112,3 +112,13 @@ def test_a_treatment_listed_twice_with_two_moas_is_refused_naming_the_lines(tmp_
         load_fields(tmp_path)
     write_tables(tmp_path, [("taxol", "0.3")], [*moa[:2], ("taxol", "0.30", "Microtubule stabilizers")])
     assert [f.moa for f in load_fields(tmp_path)] == ["Microtubule stabilizers"]  # the same twice: fine
+
+
+def test_a_metadata_table_that_is_a_fifo_is_refused_unopened(tmp_path):
+    import os
+
+    write_tables(tmp_path, [("taxol", "0.3")], [("taxol", "0.3", "Microtubule stabilizers")])
+    (tmp_path / MOA_CSV).unlink()
+    os.mkfifo(tmp_path / MOA_CSV)  # nothing writes to it: opening it to read would wait for ever
+    with pytest.raises(MetadataError, match=f"{MOA_CSV}: not a regular file but a FIFO; refused"):
+        load_fields(tmp_path)
