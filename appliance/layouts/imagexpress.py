@@ -206,14 +206,10 @@ def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list
         well = well_name(row, column)
         missing = [c for c in CHANNELS if waves[c] not in files]
         repeated = [c for c in CHANNELS if len(files.get(waves[c], ())) > 1]
+        present_files = "; ".join(p.name for ps in files.values() for p in ps)
         if key_problems := problems.get((row, column, site)):
-            failures.append(
-                Failure(
-                    plate, well, site, "; ".join(p.name for ps in files.values() for p in ps), "; ".join(key_problems)
-                )
-            )
+            failures.append(Failure(plate, well, site, present_files, "; ".join(key_problems)))
         elif missing:
-            present_files = "; ".join(p.name for ps in files.values() for p in ps)
             reason = "missing channel " + ", ".join(f"{c} (w{waves[c]})" for c in missing)
             failures.append(Failure(plate, well, site, present_files, reason))
         elif repeated:
