@@ -30,7 +30,7 @@ from appliance.gallery import GalleryKeeper, read_gallery
 from appliance.inference import Classifier
 from appliance.layouts.base import CHANNELS, Failure, Field
 from appliance.model_card import ModelCardError
-from appliance.plate import detect_layout, discover_fields, plate_name, plate_root
+from appliance.plate import check_field_sizes, detect_layout, discover_fields, plate_name, plate_root
 from appliance.result_files import read_results, read_summary, write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
 from appliance.results import GALLERY_NPZ, SUMMARY_JSON, PlateResults, ResultsError, utc_now
@@ -295,6 +295,7 @@ def classify_plate(
     fields = [f for f in fields if shard_of(f.well, f.site, count) == index]
     failures = [f for f in failures if shard_of(f.well, f.site, count) == index]
     incomplete = len(failures)  # fields found without all their channels
+    check_field_sizes(fields, classifier.size, fit)  # a model for other fields: one message, not one per field
     discovered = time.perf_counter()
 
     plate = plate_name(plate_dir)

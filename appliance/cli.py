@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import appliance
@@ -32,6 +31,8 @@ from appliance.console import (
     fail,
     installed_commands,
     parse_size,
+    say,
+    warn,
 )
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
@@ -92,9 +93,7 @@ def synth(
     summary = write_dataset(
         out, plates=plates, fields_per_class=fields_per_class, size=parse_size(size), seed=seed, workers=workers
     )
-    console.print(
-        f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} in {summary['seconds']:.0f} s"
-    )
+    say(f"wrote {summary['fields']} fields on {len(summary['plates'])} plates to {out} in {summary['seconds']:.0f} s")
 
 
 @app.command(
@@ -143,7 +142,7 @@ def classify(
     passed_on = {"force": force, "chunk_fields": chunk_fields, **shared}
     passed_on["layout"] = check_plate_options(shared["layout"] or "auto", shared["fit"])
     try:
-        plates = plate_folders(plates, note=lambda line: console.print(f"[yellow]{escape(line)}"))
+        plates = plate_folders(plates, note=warn)
     except PlateError as exc:
         raise fail(exc) from None
     if not plates:
@@ -154,7 +153,9 @@ def classify(
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     if not quiet:
-        console.print(f"precision {classifier.choice.precision}: {escape(classifier.choice.reason)}")
+        say(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
+    if classifier.warning:
+        warn(f"warning: {classifier.warning}")
     summaries, code = [], EXIT_OK
     with stop_on_signal() as stop:
         for plate in plates:
@@ -163,40 +164,47 @@ def classify(
             else:
                 plate_out = out if len(plates) == 1 else out / plate_name(plate)
             options = {**passed_on, "shard": the_shard, "stop": stop}
+            stop.classifying = False  # each plate's fields are found before they are classified
             try:
                 if quiet:
-                    summary = classify_plate(plate, classifier, plate_out, **options)
+                    summary = classify_plate(plate, classifier, plate_out, progress=stop.started, **options)
                 else:
-                    summary = run_with_progress(classify_plate, plate, classifier, plate_out, **options)
+                    summary = run_with_progress(
+                        classify_plate, plate, classifier, plate_out, also=stop.started, **options
+                    )
+            except KeyboardInterrupt as exc:  # a signal before this plate's classification, or a second one
+                signal_name = exc.args[0] if exc.args else "interrupted"
+                if stop.classifying:
+                    error(f"{plate}: {signal_name} again: aborted; rerun the same command to finish")
+                else:
+                    error(f"{plate}: {signal_name} before classification started: stopped, nothing of it classified")
+                code = EXIT_SOME_FAILED if summaries or stop.classifying else EXIT_NOTHING_RAN
+                break
             except (OSError, ValueError, RuntimeError) as exc:  # PlateError, ModelCardError: ValueError; ResultsError
                 error(exc)
                 code = max(code, EXIT_NOTHING_RAN if len(plates) == 1 else EXIT_SOME_FAILED)
                 continue
             summaries.append(summary)
             for damaged in summary.get("set_aside", []):
-                console.print(f"[yellow]{escape(damaged)}")
+                warn(damaged)
             counts = summary["counts"]
             if summary.get("nothing_to_do") and not quiet:
-                console.print(
-                    escape(
-                        f"{summary['plate']}: nothing to do, its {counts['classified']} fields were classified "
-                        f"on {summary['finished']}; results as they were -> {summary['out']}"
-                    )
+                say(
+                    f"{summary['plate']}: nothing to do, its {counts['classified']} fields were classified "
+                    f"on {summary['finished']}; results as they were -> {summary['out']}"
                 )
             elif not quiet:
-                console.print(
+                say(
                     f"{summary['plate']}: {counts['classified']} fields classified "
                     f"({counts['skipped_done']} done earlier), {counts['failed']} failed "
                     f"({summary['fields_per_s']:.2f} fields/s, {summary['precision']}) -> {summary['out']}"
                 )
             if counts["failed"]:
                 if not quiet:
-                    console.print(
-                        f"[yellow]{counts['failed']} field(s) failed; see {Path(summary['out']) / 'failures.csv'}"
-                    )
+                    warn(f"{counts['failed']} field(s) failed; see {Path(summary['out']) / 'failures.csv'}")
                 code = max(code, EXIT_SOME_FAILED)
             if summary["interrupted"]:
-                console.print(f"[yellow]{summary['plate']}: stopped; rerun the same command to finish")
+                warn(f"{summary['plate']}: stopped; rerun the same command to finish")
                 code = max(code, EXIT_SOME_FAILED)
                 break
     if as_json:
@@ -218,7 +226,7 @@ def merge(
     except (MergeError, ResultsError, OSError) as exc:
         raise fail(exc) from None
     counts, code = summary["counts"], EXIT_OK
-    console.print(
+    say(
         f"{summary['plate']}: {counts['classified']} fields, {counts['failed']} failed, from "
         f"{len(summary['merged_from'])} folders -> {summary['out']}"
     )
@@ -227,7 +235,7 @@ def merge(
         ("interrupted shards (rerun them)", summary["incomplete_shards"]),
     ):
         if folders:
-            console.print(f"[yellow]{problem}: {', '.join(folders)}")
+            warn(f"{problem}: {', '.join(folders)}")
             code = EXIT_SOME_FAILED
     if counts["failed"]:
         code = EXIT_SOME_FAILED
@@ -236,12 +244,17 @@ def merge(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=Command, epilog=example("mcnn-appliance report results/ --out screen.html"))
 def report(
-    results: Annotated[list[Path], typer.Argument(help="Results folders (or folders of them), one per plate.")],
-    out: Annotated[Path, typer.Option(help="The screen's HTML report.")] = Path(SCREEN_HTML),
+    results: Annotated[
+        list[Path], typer.Argument(metavar="RESULTS...", help="Results folders (or folders of them), one per plate.")
+    ],
+    out: Annotated[Path, typer.Option(metavar="FILE", help="The screen's HTML report.")] = Path(SCREEN_HTML),
     moa: Annotated[
-        Path | None, typer.Option(help="MoA table (compound, concentration, moa) for the treatments' confusion matrix.")
+        Path | None,
+        typer.Option(
+            metavar="CSV", help="MoA table (compound, concentration, moa) for the treatments' confusion matrix."
+        ),
     ] = None,
 ):
     """Write one HTML report over many plates' results: counts, classes, treatments across replicate plates."""
@@ -249,21 +262,33 @@ def report(
         screen = write_screen_report(results, out, moa)
     except (ResultsError, OSError, ValueError) as exc:
         raise fail(exc) from None
-    console.print(f"{len(screen.plates)} plates -> {out}")
+    say(f"{len(screen.plates)} plates -> {out}")
     for folder, reason in screen.unreadable:
         error(f"{folder}: not reported: {reason}")
     raise typer.Exit(EXIT_SOME_FAILED if screen.unreadable else EXIT_OK)
 
 
+class Stop(threading.Event):
+    """Set by the first Ctrl-C or SIGTERM once fields are being classified, so that classify commits the
+    fields in flight and stops. Before that (finding the plate's fields, reading a plate map) there is
+    nothing to save, and a signal ends the command at once: a stuck read must not outlive a `timeout`."""
+
+    classifying = False
+
+    def started(self, *progress) -> None:
+        """classify_plate's progress callback: fields are being classified."""
+        self.classifying = True
+
+
 @contextlib.contextmanager
 def stop_on_signal():
-    """An Event set by the first Ctrl-C or SIGTERM, so classify commits the fields in flight and stops."""
-    stop = threading.Event()
+    """A Stop: the first signal asks classification to stop; a signal before it, or a second one, aborts."""
+    stop = Stop()
 
     def handler(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        console.print("[yellow]stopping after the fields in flight (again to abort)")
+        if stop.is_set() or not stop.classifying:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        warn("stopping after the fields in flight (again to abort)")
         stop.set()
 
     if threading.current_thread() is not threading.main_thread():
@@ -316,10 +341,10 @@ def watch(
     """
     given = {name: value for name, value in shared.items() if value is not None and value is not False}
 
-    def warn(line: str):
-        console.print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {escape(line)}")
+    def stamped(line: str):
+        say(f"{datetime.now():%Y-%m-%d %H:%M:%S} {line}")
 
-    log = (lambda line: None) if quiet else warn
+    log = (lambda line: None) if quiet else stamped  # progress; problems are always printed (stamped)
 
     try:
         precision, options = plate_options(inbox, given)
@@ -328,23 +353,26 @@ def watch(
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     log(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
+    if classifier.warning:
+        stamped(f"warning: {classifier.warning}")
     options = WatchOptions(
         marker=marker, settle=settle, poll=poll, attempts=attempts, retry_delay=retry_delay, classify=options
     )
     log(f"results go to {out.resolve()}")
-    with stop_on_signals(log=warn) as stop:
+    with stop_on_signals(log=stamped) as stop:
         try:
-            watcher = Watcher(inbox, out, classifier, options, stop=stop, log=log, warn=warn)
+            watcher = Watcher(inbox, out, classifier, options, stop=stop, log=log, warn=stamped)
         except WatchError as exc:
             raise fail(exc) from None
         with watcher:
             watcher.run()
 
 
-def run_with_progress(function, *args, **kwargs):
-    """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA."""
+def run_with_progress(function, *args, also=None, **kwargs):
+    """Call function(..., progress=callback) under a rich progress bar with fields/s and ETA; also(done,
+    total, rate) is called too when given."""
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a path, shown as it is
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
@@ -355,6 +383,8 @@ def run_with_progress(function, *args, **kwargs):
 
         def progress(done: int, total: int, rate: float = 0.0):
             bar.update(task, completed=done, total=total, rate=f"{rate:.2f} fields/s" if rate else "")
+            if also:
+                also(done, total, rate)
 
         return function(*args, progress=progress, **kwargs)
 

@@ -11,7 +11,7 @@ import importlib.metadata
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 # Exit codes: everything done / some of it failed (or was stopped) / nothing could run.
 EXIT_OK, EXIT_SOME_FAILED, EXIT_NOTHING_RAN = 0, 1, 2
@@ -29,8 +29,18 @@ EXTRAS = {
 console = Console(stderr=True, soft_wrap=True)
 
 
-def error(message: str) -> None:
-    console.print(f"[red]error:[/] {escape(str(message))}", highlight=False)
+# Messages name paths and carry what users and files wrote: printed as plain text, never read as rich
+# markup (`Plate [rep1]` would lose "[rep1]", `a[/]b` would raise MarkupError). Print through these.
+def say(message: object, style: str | None = None) -> None:
+    console.print(Text(str(message), style=style or ""), highlight=False)
+
+
+def warn(message: object) -> None:
+    say(message, style="yellow")
+
+
+def error(message: object) -> None:
+    console.print(Text.assemble(("error:", "red"), " ", str(message)), highlight=False)
 
 
 def fail(message: str, code: int = EXIT_NOTHING_RAN) -> typer.Exit:

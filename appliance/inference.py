@@ -19,7 +19,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from appliance.model_card import KEYS, OPTIONAL_KEYS, ModelCard, ModelCardError
+from appliance.model_card import KEYS, OPTIONAL_KEYS, WEIGHTS_FILE_SHA256, ModelCard, ModelCardError, file_sha256
 from appliance.precision import MODEL_INT8_XML, MODEL_XML, choose_precision
 from appliance.threads import compute_threads
 
@@ -41,6 +41,13 @@ def resolve_model(model: Path | str, precision: str = "f32") -> Path:
     if not xml.is_file():
         raise FileNotFoundError(f"{xml}: no OpenVINO model here (expected a folder with {MODEL_XML} or an .xml file)")
     return xml
+
+
+def first_line(exc: Exception) -> str:
+    """OpenVINO's exceptions carry a C++ trace after their message."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(exc).__name__])[0]
 
 
 def is_quantized(network: ov.Model) -> bool:
@@ -105,6 +112,26 @@ def check_card(network: ov.Model, card: ModelCard, source: str) -> None:
         )
 
 
+def check_weights_file(network: ov.Model, xml: Path) -> str | None:
+    """The weights file must be the one export wrote: its SHA-256 against the card's. A mismatch (a
+    damaged or altered model.bin) is a ModelCardError; a model exported before hashes were recorded
+    gives a warning to print, and is used."""
+    weights = xml.with_suffix(".bin")
+    if not network.has_rt_info(["model_info", WEIGHTS_FILE_SHA256]):
+        return (
+            f"{xml}: exported without the SHA-256 of {weights.name} (before mcnn-appliance recorded it), so the "
+            "weights file cannot be verified; export again to have it checked"
+        )
+    recorded = network.get_rt_info(["model_info", WEIGHTS_FILE_SHA256]).astype(str)
+    found = file_sha256(weights) if weights.is_file() else None
+    if found != recorded:
+        raise ModelCardError(
+            f"{weights}: SHA-256 {found or '(no such file)'} is not the {recorded} its export recorded in "
+            f"{xml.name}; the weights file is damaged or was changed: refused"
+        )
+    return None
+
+
 def check_precision(card: ModelCard, precision: str, source: str) -> None:
     """int8 runs an INT8 model only, and f32/bf16 a float one: never one silently for the other."""
     if (precision == "int8") != (card.precision == "int8"):
@@ -127,8 +154,17 @@ class Classifier:
         self.choice = choose_precision(model, precision)  # what auto chose, and why
         precision = self.choice.precision
         self.xml = resolve_model(model, precision)
-        network = ov.Core().read_model(self.xml)
+        if not self.xml.with_suffix(".bin").is_file():
+            raise ModelCardError(
+                f"{self.xml.with_suffix('.bin')}: no such file; {self.xml.name} needs its weights file beside it"
+            )
+        try:
+            network = ov.Core().read_model(self.xml)
+        except RuntimeError as exc:  # OpenVINO's own message names neither the folder nor what is wrong
+            raise ModelCardError(f"{self.xml}: OpenVINO cannot read this model: {first_line(exc)}") from None
         self.card = read_card(network, str(self.xml))
+        # Verified before compiling: warning is what to print when it cannot be (an older export).
+        self.warning = check_weights_file(network, self.xml)
         check_card(network, self.card, str(self.xml))
         check_precision(self.card, precision, str(self.xml))
         # Threads this process may use (affinity, cgroup quota, MCNN_THREADS), not the host's core count.

@@ -7,12 +7,15 @@ agree with the network's own input and output shapes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from appliance.embedding_reference import KEY as REFERENCE_KEY
 from appliance.embedding_reference import EmbeddingReference
 from appliance.normalization import Normalization
+from appliance.result_rows import probability_column
 
 CARD_VERSION = "1"
 KEYS = (
@@ -31,8 +34,21 @@ KEYS = (
 OPTIONAL_KEYS = (REFERENCE_KEY,)  # a card without them is still read; what they enable is then not done
 
 
+# Beside the card in rt_info: the SHA-256 of the IR's weights file (model.bin), which export writes
+# once the file exists. The .xml holding it cannot hold its own hash; it is checked against the card.
+WEIGHTS_FILE_SHA256 = "weights_file_sha256"
+
+
 class ModelCardError(ValueError):
     """The model's metadata is missing or inconsistent."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -108,4 +124,19 @@ class ModelCard:
             )
         if not card.labels or len(set(card.labels)) != len(card.labels):
             raise ModelCardError(f"{source}: class labels missing or repeated: {card.labels}")
+        check_columns(card.labels, source)
         return card
+
+
+def check_columns(labels: tuple[str, ...], source: str) -> None:
+    """Two labels that give one result column (`A_b`, `A-b`: Probability_A_b) would write one class's
+    probabilities over the other's and a Parquet file that cannot be read back: such a model is refused."""
+    first: dict[str, str] = {}
+    for label in labels:
+        column = probability_column(label)
+        if column in first:
+            raise ModelCardError(
+                f"{source}: class labels {first[column]!r} and {label!r} both give the result column {column}; "
+                "rename one (in the training run's MoA table) and export again"
+            )
+        first[column] = label

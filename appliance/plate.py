@@ -11,8 +11,12 @@ no file, an unreadable manifest).
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+
+import tifffile
 
 from appliance.layouts import (
     bioio_files,
@@ -89,7 +93,10 @@ def plate_root(plate: Path) -> Path:
     if plate.is_file():
         return plate.parent
     for layout in KNOWN_LAYOUTS:
-        root = layout.root(plate)
+        try:
+            root = layout.root(plate)
+        except OSError:  # a folder that cannot be read is its own plate; reading it says why it cannot
+            continue
         if root != plate:
             return root
     return plate
@@ -105,9 +112,12 @@ def detect_layout(plate_dir: Path) -> str:
     plate_dir = Path(plate_dir)
     if not plate_dir.is_dir() and not plate_dir.is_file():
         raise PlateError(f"{plate_dir}: not a folder")
-    for layout in KNOWN_LAYOUTS:
-        if (plate_dir.is_dir() or layout.name in FILE_LAYOUTS) and layout.detect(plate_dir):
-            return layout.name
+    with unreadable_as_plate_error(plate_dir):
+        if plate_dir.is_dir():  # named as what cannot be read: the folder, not the first file a layout looks for
+            os.scandir(plate_dir).close()
+        for layout in KNOWN_LAYOUTS:
+            if (plate_dir.is_dir() or layout.name in FILE_LAYOUTS) and layout.detect(plate_dir):
+                return layout.name
     if not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a plate folder, and not a CSV listing a plate's files")
     raise PlateError(
@@ -132,7 +142,8 @@ def discover_fields(
         layout = detect_layout(plate_dir)
     if layout not in FILE_LAYOUTS and not plate_dir.is_dir():
         raise PlateError(f"{plate_dir}: not a folder")
-    fields, failures = next(known for known in KNOWN_LAYOUTS if known.name == layout).discover(plate_dir, options)
+    with unreadable_as_plate_error(plate_dir):
+        fields, failures = next(known for known in KNOWN_LAYOUTS if known.name == layout).discover(plate_dir, options)
     if platemap is not None:
         treatments = read_platemap(platemap, plate=fields[0].plate if fields else plate_dir.name)
         fields = [
@@ -205,15 +216,61 @@ def read_platemap(path: Path, plate: str) -> dict[str, tuple[str | None, float |
     return treatments
 
 
-def looks_like_plate(folder: Path) -> bool:
-    """Some layout recognises the folder as a plate."""
-    return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
+@contextmanager
+def unreadable_as_plate_error(plate_dir: Path):
+    """A folder of the plate that cannot be listed or a file that cannot be opened (permissions, a share gone)
+    stops this plate with a PlateError naming it, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise PlateError(f"{exc.filename or plate_dir}: cannot read it ({exc.strerror or exc})") from None
+
+
+def stored_size(field: Field) -> tuple[int, int] | None:
+    """(height, width) of a field's first channel as its TIFF header declares it, nothing decoded; None
+    when it is not a TIFF or cannot be read (its reader then says why, field by field)."""
+    path, page = field.paths[0], (field.planes or (0,))[0]
+    if not path.name.lower().endswith((".tif", ".tiff")):
+        return None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tuple(tif.pages[page].shape[-2:]) if page < len(tif.pages) else None
+    except Exception:  # tifffile raises many types for damaged files; read_plate_field reports them
+        return None
+
+
+def check_field_sizes(fields: list[Field], size: tuple[int, int], fit: str | None) -> None:
+    """A plate none of whose fields has the model's input size (and no --fit) is one PlateError, not a
+    failure per field. Stops at the first field that fits (or whose size its header does not say)."""
+    if fit is not None or not fields:
+        return
+    sizes = set()
+    for field in fields:
+        found = stored_size(field)
+        if found is None or found == tuple(size):
+            return
+        sizes.add(found)
+    listed = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
+    raise PlateError(
+        f"{fields[0].plate}: none of its {len(fields)} fields has the model's input size {size[1]}x{size[0]} "
+        f"(WxH); they are {listed}: a model for this imager's fields, or --fit pad / --fit resize"
+    )
+
+
+def looks_like_plate(folder: Path) -> bool | None:
+    """Some layout recognises the folder as a plate; None when the folder cannot be read to tell."""
+    try:
+        return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
+    except OSError:
+        return None
 
 
 def plate_folders(paths: list[Path], note=lambda message: None) -> list[Path]:
     """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates.
 
-    A results folder (a glob such as data/*/* also matches them) is skipped, with a note, not refused."""
+    A results folder (a glob such as data/*/* also matches them) is skipped, with a note, not refused.
+    A folder inside that cannot be read is kept as a plate: classifying it reports why it cannot be
+    read, and the other plates are classified."""
     plates = []
     for path in map(Path, paths):
         if path.is_file() and path.suffix.lower() == ".csv":
@@ -225,7 +282,8 @@ def plate_folders(paths: list[Path], note=lambda message: None) -> list[Path]:
         elif looks_like_plate(path):
             plates.append(path)
         else:
-            inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p))
+            with unreadable_as_plate_error(path):
+                inside = sorted(p for p in path.iterdir() if p.is_dir() and looks_like_plate(p) is not False)
             if not inside:
                 raise PlateError(
                     f"{path}: neither a plate folder nor a folder of plate folders; looked for "

@@ -57,6 +57,7 @@ from appliance.results import (
     PlateResults,
     ResultsError,
 )
+from appliance.safe_text import neutralise_formula, restore_formula
 
 KEY_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 INCOMING = ".incoming"  # OUT/.incoming: where the next set is built whole before it is moved in
@@ -68,7 +69,7 @@ def csv_value(value) -> str:
         return ""
     if isinstance(value, (float, np.floating)):
         return repr(float(value)) if value == value else ""
-    return str(value)
+    return neutralise_formula(value) if isinstance(value, str) else str(value)  # text: never a formula
 
 
 def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
@@ -214,7 +215,8 @@ def read_summary(path: Path) -> dict:
 
 def read_failures(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
-        return [{**row, "Metadata_Site": int(row["Metadata_Site"])} for row in csv.DictReader(f)]
+        rows = [{key: restore_formula(value) for key, value in row.items()} for row in csv.DictReader(f)]
+    return [{**row, "Metadata_Site": int(row["Metadata_Site"])} for row in rows]
 
 
 def read_embeddings(path: Path, fields: list[dict]) -> np.ndarray:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from appliance.layouts.base import Failure, Field
+from appliance.safe_text import without_file_bytes
 
 PLACE = ["Metadata_Plate", "Metadata_Well", "Metadata_Row", "Metadata_Column"]
 TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
@@ -189,7 +190,8 @@ def well_profiles(fields: list[dict], vectors: np.ndarray) -> tuple[list[dict], 
 
 
 def failure_row(failure: Failure) -> dict:
-    values = (failure.plate, failure.well, failure.site, failure.file, failure.reason)
+    """A failure as failures.csv and the report show it: what the file is, never what it holds."""
+    values = (failure.plate, failure.well, failure.site, failure.file, without_file_bytes(failure.reason))
     return dict(zip(FAILURE_COLUMNS, values, strict=True))
 
 

@@ -48,6 +48,7 @@ PLATE_OPTIONS = {
     "cpa": bool,
 }
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+UNREADABLE = "unreadable"  # the plate folder (or one inside it) cannot be listed; looked at again every poll
 
 Snapshot = dict[str, tuple[int, int]]  # path inside the plate -> (size, mtime_ns)
 
@@ -92,10 +93,15 @@ def plate_options(inbox: Path, given: dict) -> tuple[str, dict]:
     return options.pop("precision", "auto"), options
 
 
+def raise_error(exc: OSError) -> None:
+    raise exc
+
+
 def snapshot(plate_dir: Path) -> Snapshot:
-    """Every file under the plate folder with its size and modification time."""
+    """Every file under the plate folder with its size and modification time; OSError when a folder in it
+    cannot be listed (os.walk would skip it silently and the plate would look complete without it)."""
     files = {}
-    for folder, _, names in os.walk(plate_dir):
+    for folder, _, names in os.walk(plate_dir, onerror=raise_error):
         for name in names:
             path = Path(folder) / name
             try:
@@ -118,7 +124,10 @@ class Ledger:
         self.path = Path(path)
         try:
             self.plates: dict[str, dict] = json.loads(self.path.read_text())["plates"] if self.path.exists() else {}
-        except (ValueError, KeyError, TypeError) as exc:
+            for name, entry in self.plates.items():
+                if not isinstance(entry, dict) or "status" not in entry:
+                    raise ValueError(f"plate {name!r} has no status")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WatchError(f"{self.path}: not a watch ledger ({exc}); move it away to start afresh") from None
         for name, entry in self.plates.items():
             if entry["status"] == RUNNING:  # a watcher died inside this plate: that counts as a failed try
@@ -180,6 +189,7 @@ class Watcher:
         self.retry_at: dict[str, float] = {}
         self.given_up: set[str] = set()
         self.changed_after: set[str] = set()
+        self.inbox_problem: str | None = None  # the last "cannot read the inbox" said, so it is said once
 
     def close(self) -> None:
         self._lock.close()  # releases the lock
@@ -250,8 +260,14 @@ class Watcher:
         try:
             plates = inbox_plates(self.inbox)
         except OSError as exc:  # a network share that went away for a while: look again next poll
-            self.warn(f"cannot read the inbox: {exc}")
+            problem = f"cannot read the inbox {self.inbox}: {exc.strerror or exc}"
+            if problem != self.inbox_problem:  # said once per change, not once per poll
+                self.warn(f"{problem}; looking again every {self.options.poll:g} s")
+                self.inbox_problem = problem
             return classified
+        if self.inbox_problem:
+            self.log(f"the inbox {self.inbox} is readable again")
+            self.inbox_problem = None
         for plate_dir in plates:
             if self.stop.is_set():
                 break
@@ -261,27 +277,46 @@ class Watcher:
             try:
                 files = snapshot(plate_dir)
             except OSError as exc:
-                self.warn(f"{plate}: cannot list the plate folder: {exc}")
+                self.unreadable(plate, exc)
                 continue
             reason = self.completion(plate, files, now)
             if reason and self.classify_one(plate_dir, reason, now):
                 classified.append(plate)
         return classified
 
+    def unreadable(self, plate: str, exc: OSError) -> None:
+        """A plate that cannot be listed: in the ledger and said once (again only if the error changes)."""
+        error = f"cannot list {exc.filename or plate}: {exc.strerror or exc}"
+        entry = self.ledger.get(plate)
+        self.seen.pop(plate, None)  # completion starts afresh once it can be listed
+        if entry["status"] == UNREADABLE and entry.get("error") == error:
+            return
+        self.ledger.record(plate, status=UNREADABLE, error=error)
+        self.warn(f"{plate}: {error}; not classified until it can be listed (looked at again every poll)")
+
     def classify_one(self, plate_dir: Path, reason: str, now: float) -> bool:
         plate, attempt = plate_dir.name, self.ledger.get(plate_dir.name)["attempts"] + 1
         out_dir = self.out / plate
-        folder_mtime = plate_dir.stat().st_mtime_ns
+        try:
+            before = plate_dir.stat()
+        except OSError as exc:  # gone between the look and now
+            self.log(f"{plate}: gone before classification ({exc.strerror or exc}); not classified")
+            return False
+        folder_mtime = before.st_mtime_ns
         self.ledger.record(plate, status=RUNNING, attempts=attempt, started=utc_now())
         self.log(f"{plate}: complete ({reason}); classifying (attempt {attempt} of {self.options.attempts})")
         try:
             summary = self.classify(plate_dir, self.classifier, out_dir, stop=self.stop, **self.options.classify)
         except Exception as exc:  # one bad plate must not stop the watcher: recorded, reported, retried
+            if self.moved_away(plate_dir, before):
+                return False
             error = f"{type(exc).__name__}: {exc}"
             self.ledger.record(plate, status=FAILED, error=error)
             self.retry_at[plate] = now + self.options.retry_delay
             more = f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts else "giving up"
             self.warn(f"{plate}: failed (attempt {attempt} of {self.options.attempts}): {error}; {more}")
+            return False
+        if self.moved_away(plate_dir, before):
             return False
         if summary.get("interrupted"):  # stopped on request: not the plate's fault, so not a try
             self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1)
@@ -299,6 +334,29 @@ class Watcher:
         )
         note = f", {counts['failed']} field(s) failed (see failures.csv)" if counts["failed"] else ""
         self.log(f"{plate}: {counts['classified']} fields classified{note} -> {out_dir}")
+        return True
+
+    def moved_away(self, plate_dir: Path, before: os.stat_result) -> bool:
+        """A plate folder renamed or removed during classification (its fields then fail as "file not
+        found") is interrupted, not done: recorded so, not counted as a try, and said."""
+        try:
+            after = plate_dir.stat()
+            if (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino):
+                return False
+        except OSError:
+            pass
+        plate = plate_dir.name
+        self.ledger.record(
+            plate,
+            status=INTERRUPTED,
+            attempts=self.ledger.get(plate)["attempts"] - 1,
+            error="the plate folder was moved or removed during classification",
+        )
+        self.seen.pop(plate, None)
+        self.log(
+            f"{plate}: the plate folder was moved or removed during classification; recorded as interrupted, "
+            f"not done (the partial results in {self.out / plate} are classified again if it comes back)"
+        )
         return True
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from appliance.command_help import Command, commands_app, example
-from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail, print_table
+from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail, print_table, say
 from appliance.files import write_text
 from appliance.tables import MetadataError
 
@@ -48,10 +48,10 @@ def export(
 
     options = Int8Options(calibration, calibration_fields, gate_fields, max_drop, force) if int8 else None
     try:
-        summary = exporter.export_run(run, out, int8=options, log=console.print)
+        summary = exporter.export_run(run, out, int8=options, log=say)
     except (exporter.ExportError, MetadataError, FileNotFoundError) as exc:
         raise fail(exc) from None
-    console.print(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
+    say(f"exported to {Path(summary['xml']).parent} in {summary['seconds']:.0f} s")
     if int8 and not summary["int8_xml"]:
         gate = summary["parity"]["quantization"]["gate"]
         console.print(
@@ -109,13 +109,7 @@ def benchmark(
         raise typer.BadParameter(f"--torch {torch_modes}: choose from f32, bf16, compiled")
     try:
         rows = run_benchmark(
-            model_dir,
-            fields=fields,
-            data=data,
-            app_seconds=app_seconds,
-            run_dir=run,
-            log=console.print,
-            torch_modes=modes,
+            model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run, log=say, torch_modes=modes
         )
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
         raise fail(exc) from None

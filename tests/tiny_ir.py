@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ import openvino.opset13 as ops
 from appliance.embedding_reference import EmbeddingReference
 from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES
 from appliance.ir_preprocessing import INPUT, raw_input
-from appliance.model_card import ModelCard
+from appliance.model_card import WEIGHTS_FILE_SHA256, ModelCard, file_sha256
 from appliance.normalization import Normalization
 from tests.conftest import CHANNELS, LABELS, MEAN, SIZE, STD, random_channel
 
@@ -144,13 +145,20 @@ def network(seed: int = 0, quantized: bool = False) -> ov.Model:
 
 
 def save(model: ov.Model, path: Path, model_card: ModelCard | None, extra: dict[str, str] | None = None) -> Path:
-    """export/ir.py's save_with_card: the card (and extra entries) as rt_info ["model_info", key],
-    weights as they are (f32, or int8 where quantized); without a card, none."""
+    """export/ir.py's save_with_card: the card (and extra entries) as rt_info ["model_info", key] with
+    the weights file's SHA-256, weights as they are (f32, or int8 where quantized); without a card, none."""
     for key, value in ({**model_card.to_metadata(), **(extra or {})} if model_card else {}).items():
         model.set_rt_info(value, ["model_info", key])
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if model_card:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".hashing-") as scratch:
+            ov.save_model(model, Path(scratch) / path.name, compress_to_fp16=False)
+            model.set_rt_info(
+                file_sha256((Path(scratch) / path.name).with_suffix(".bin")), ["model_info", WEIGHTS_FILE_SHA256]
+            )
     ov.save_model(model, path, compress_to_fp16=False)
-    return Path(path)
+    return path
 
 
 def write_model(folder: Path, seed: int = 0) -> Path:

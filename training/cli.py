@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from appliance.command_help import Command, commands_app, example
-from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size, print_table
+from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size, print_table, say, warn
 from appliance.tables import MetadataError
 
 commands = commands_app()
@@ -199,10 +199,10 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
-    console.print(f"evaluation written to {summary['out']}")
+    say(f"evaluation written to {summary['out']}")
     if summary["failed"]:
-        console.print(
-            f"[yellow]{len(summary['failed'])} field(s) could not be read[/] and were not scored; "
+        warn(
+            f"{len(summary['failed'])} field(s) could not be read and were not scored; "
             f"see {summary['out']}/evaluation.json"
         )
         raise typer.Exit(EXIT_SOME_FAILED)

@@ -137,7 +137,7 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
             error(exc)
             returncode = EXIT_SOME_FAILED
         if returncode and len(runs) > 1:  # one fold failing does not stop the others
-            console.print(f"[red]training {run_out} failed[/] (exit code {returncode})")
+            console.print(f"[red]training {escape(str(run_out))} failed[/] (exit code {returncode})")
             returncode = EXIT_SOME_FAILED
         code = max(code, returncode)
     return code

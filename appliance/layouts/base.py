@@ -7,10 +7,14 @@ files and treatment; a labelled one also its mechanism of action (moa).
 
 from __future__ import annotations
 
+import errno
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from appliance.tables import file_kind
 
 CHANNELS = ("DAPI", "Tubulin", "Actin")  # the model's channel order: a Field's paths follow it
 PROJECTIONS = ("max",)
@@ -95,6 +99,33 @@ class Failure:
     site: int
     file: str
     reason: str
+
+
+def file_problem(path: Path, root: Path, missing_ok: bool = False, folder_ok: bool = False) -> str:
+    """Why a file named like an image of the plate cannot be read as one ("" if it can): a link leaving
+    the plate folder `root` (resolved) is refused as the manifest refuses it, and a folder, FIFO, dangling
+    link or symlink loop is named as what it is. missing_ok: a plain missing file is left for the reader
+    to report; folder_ok: the image is a folder (an OME-Zarr array). Says what the path is, never what the
+    file holds."""
+    try:
+        resolved = Path(path).resolve()
+    except RuntimeError:  # Python < 3.13: "Symlink loop from ..."
+        return "a symlink loop; refused"
+    if not resolved.is_relative_to(root):
+        return f"outside the plate folder {root}; refused"
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop; refused"
+        if exc.errno == errno.ENOENT and Path(path).is_symlink():
+            return "a link to nothing (its target is missing)"
+        if exc.errno == errno.ENOENT:
+            return "" if missing_ok else "file not found"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode) or (folder_ok and stat.S_ISDIR(mode)):
+        return ""
+    return f"{file_kind(mode)}, not an image file; refused"
 
 
 def parse_well(text: str) -> tuple[str, int]:

@@ -9,7 +9,9 @@ the csv module with newline="" and utf-8-sig reads them all.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from pathlib import Path
 
 from appliance.layouts.base import CHANNELS, Field
@@ -39,6 +41,8 @@ IMAGE_COLUMNS = (
 MOA_COLUMNS = ("compound", "concentration", "moa")
 
 SITE_IN_NAME = re.compile(r"_s(\d+)_w\d", re.IGNORECASE)
+LISTED = 10  # treatments named in a message; the rest are counted
+log = logging.getLogger(__name__)  # unconfigured, warnings still reach stderr (logging's last resort)
 
 
 def concentration_key(value: str | float) -> float:
@@ -47,14 +51,56 @@ def concentration_key(value: str | float) -> float:
 
 
 def read_moa_table(path: Path) -> dict[tuple[str, float], str]:
-    """(compound, concentration) -> mechanism of action."""
-    moa = {}
+    """(compound, concentration) -> mechanism of action. A treatment listed twice with two MoAs is a
+    MetadataError naming both lines (which one is right cannot be guessed); twice with one MoA is fine."""
+    return {treatment: moa for treatment, (moa, _) in read_moa_lines(path).items()}
+
+
+def read_moa_lines(path: Path) -> dict[tuple[str, float], tuple[str, int]]:
+    """(compound, concentration) -> (mechanism of action, the line listing it first)."""
+    moa: dict[tuple[str, float], tuple[str, int]] = {}
     for line, row in enumerate(read_table(path, MOA_COLUMNS), start=2):
         try:
-            moa[(row["compound"], concentration_key(row["concentration"]))] = row["moa"]
+            treatment = (row["compound"], concentration_key(row["concentration"]))
         except ValueError as exc:
             raise MetadataError(f"{path}, line {line}: bad concentration {row['concentration']!r}") from exc
+        if treatment in moa and moa[treatment][0] != row["moa"]:
+            first_moa, first_line = moa[treatment]
+            raise MetadataError(
+                f"{path}: {row['compound']} at {row['concentration']} is {first_moa!r} on line {first_line} "
+                f"and {row['moa']!r} on line {line}; a treatment has one mechanism of action"
+            )
+        moa.setdefault(treatment, (row["moa"], line))
     return moa
+
+
+def treatments_text(counts: Counter, unit: str) -> str:
+    """'taxol@0.3 (12 fields), ...' for the most frequent, and how many more."""
+    listed = ", ".join(f"{c}@{k:g} ({n} {unit})" for (c, k), n in counts.most_common(LISTED))
+    return listed + (f" and {len(counts) - LISTED} more" if len(counts) > LISTED else "")
+
+
+def report_unmatched(image_csv: Path, moa_csv: Path, moa: dict, unlabelled: Counter, used: set, total: int) -> None:
+    """Say how many fields have no MoA (and of which treatments), and which MoA rows match no field (a
+    misspelt compound there makes a class vanish from training without it)."""
+    if unlabelled:
+        log.warning(
+            "%s: %d of %d fields (%d treatments) have no mechanism of action in %s and are left out: %s",
+            image_csv,
+            sum(unlabelled.values()),
+            total,
+            len(unlabelled),
+            moa_csv.name,
+            treatments_text(unlabelled, "fields"),
+        )
+    unused = Counter({t: line for t, (_, line) in moa.items() if t not in used})
+    if unused:
+        rows = ", ".join(
+            f"{c}@{k:g} (line {line}, {moa[(c, k)][0]})" for (c, k), line in sorted(unused.items(), key=lambda i: i[1])
+        )
+        log.warning(
+            "%s: %d treatment(s) match no field of %s (misspelt?): %s", moa_csv, len(unused), image_csv.name, rows
+        )
 
 
 def site_of(file_name: str) -> int:
@@ -67,16 +113,20 @@ def site_of(file_name: str) -> int:
 def load_fields(root: Path, labelled_only: bool = True) -> list[Field]:
     """Fields of a BBBC021-layout folder, joined with their MoA (None when unlabelled)."""
     root = Path(root)
-    moa = read_moa_table(root / MOA_CSV)
+    moa = read_moa_lines(root / MOA_CSV)
     image_csv = root / IMAGE_CSV
-    fields = []
-    for line, row in enumerate(read_table(image_csv, IMAGE_COLUMNS), start=2):
+    fields, unlabelled, used, rows = [], Counter(), set(), read_table(image_csv, IMAGE_COLUMNS)
+    for line, row in enumerate(rows, start=2):
         try:
             concentration = float(row["Image_Metadata_Concentration"])
             site = site_of(row["Image_FileName_DAPI"])
         except ValueError as exc:
             raise MetadataError(f"{image_csv}, line {line}: {exc}") from exc
-        label = moa.get((row["Image_Metadata_Compound"], concentration_key(concentration)))
+        treatment = (row["Image_Metadata_Compound"], concentration_key(concentration))
+        label = moa[treatment][0] if treatment in moa else None
+        used.add(treatment)
+        if label is None:
+            unlabelled[treatment] += 1
         if labelled_only and label is None:
             continue
         path_dapi = row["Image_PathName_DAPI"].replace("\\", "/")
@@ -95,6 +145,8 @@ def load_fields(root: Path, labelled_only: bool = True) -> list[Field]:
                 image_number=int(row["ImageNumber"] or 0),
             )
         )
+    if labelled_only:
+        report_unmatched(image_csv, root / MOA_CSV, moa, unlabelled, used, len(rows))
     return fields
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.layouts.base import Failure, Field, Layout, LayoutOptions, PlateError, well_name
+from appliance.layouts.base import Failure, Field, Layout, LayoutOptions, PlateError, file_problem, well_name
 from appliance.layouts.records import ImageRecord, assemble
 
 NAME = "bioio"
@@ -108,6 +108,8 @@ def discover(folder: Path, options: LayoutOptions) -> tuple[list[Field], list[Fa
     for path in files:
         if problem := missing_extra(path):
             raise PlateError(problem)
+        if problem := file_problem(path, folder.resolve()):  # the whole plate's images: a link out is refused
+            raise PlateError(f"{path}: {problem}")
     plate, records, names, failures, sites = folder.name, [], {}, [], Counter()
     for path in files:
         try:

@@ -23,7 +23,7 @@ import os
 import re
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, well_name
+from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, file_problem, well_name
 from appliance.layouts.bbbc021 import IMAGE_CSV
 from appliance.layouts.records import ChannelError, match_channels
 from appliance.tables import MetadataError, read_table
@@ -171,14 +171,18 @@ def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list
         waves = named_wavelengths(layout, options.channels, named, htd)
     else:
         waves = wavelengths(layout, options.channels)
-    plate = plate_folder(plate_dir).name
+    plate, root = plate_folder(plate_dir).name, plate_folder(plate_dir).resolve()
     found: dict[tuple[str, int, int], dict[int, list[Path]]] = {}
+    problems: dict[tuple[str, int, int], list[str]] = {}  # named like a channel file, but not one to read
     for folder in image_folders(plate_dir, layout):
         for path in sorted(folder.iterdir()):
             match = FILE_NAME.search(path.name)  # leftmost: the well, not an _s1 read as a well
-            if match and path.is_file():
-                key = (match["row"].upper(), int(match["column"]), int(match["site"] or 1))
-                found.setdefault(key, {}).setdefault(int(match["wavelength"]), []).append(path)
+            if not match:
+                continue
+            key = (match["row"].upper(), int(match["column"]), int(match["site"] or 1))
+            found.setdefault(key, {}).setdefault(int(match["wavelength"]), []).append(path)
+            if int(match["wavelength"]) in waves.values() and (problem := file_problem(path, root)):
+                problems.setdefault(key, []).append(f"{path.name}: {problem}")
     if not found:
         raise PlateError(
             f"{plate_dir}: no field images named like {EXAMPLE[layout]} ("
@@ -202,8 +206,10 @@ def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list
         well = well_name(row, column)
         missing = [c for c in CHANNELS if waves[c] not in files]
         repeated = [c for c in CHANNELS if len(files.get(waves[c], ())) > 1]
-        if missing:
-            present_files = "; ".join(p.name for ps in files.values() for p in ps)
+        present_files = "; ".join(p.name for ps in files.values() for p in ps)
+        if key_problems := problems.get((row, column, site)):
+            failures.append(Failure(plate, well, site, present_files, "; ".join(key_problems)))
+        elif missing:
             reason = "missing channel " + ", ".join(f"{c} (w{waves[c]})" for c in missing)
             failures.append(Failure(plate, well, site, present_files, reason))
         elif repeated:

@@ -13,7 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, parse_well, well_name
+from appliance.layouts.base import (
+    CHANNELS,
+    Failure,
+    Field,
+    Layout,
+    LayoutOptions,
+    PlateError,
+    file_problem,
+    parse_well,
+    well_name,
+)
 from appliance.tables import MetadataError, read_table
 
 MANIFEST = "manifest.csv"  # the file name `--layout auto` recognises in a plate folder
@@ -34,8 +44,8 @@ def inside_plate(plate_root: Path, value: str) -> Path:
 def resolve_inside(plate_root: Path, value: str) -> Path:
     """The file a manifest cell names; ValueError when it is missing or outside the plate folder."""
     path = inside_plate(plate_root, value)
-    if not path.is_file():
-        raise ValueError(f"{value}: file not found")
+    if problem := file_problem(path, plate_root):
+        raise ValueError(f"{value}: {problem}")
     return path
 
 

@@ -219,7 +219,7 @@ def discover(plate_dir: Path, options: LayoutOptions) -> tuple[list[Field], list
             return [], failures
         raise PlateError(f"{where}: the plate's wells list no images")
     names = {str(c): label for c, label in enumerate(first)}
-    fields, more = assemble(records, names, options, NAME, plate_dir)
+    fields, more = assemble(records, names, options, NAME, plate_dir, folders=True)
     return fields, failures + more
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.layouts.base import CHANNELS, Failure, Field, LayoutOptions, PlateError
+from appliance.layouts.base import CHANNELS, Failure, Field, LayoutOptions, PlateError, file_problem
 
 # Default channel names: a name containing one of these is that model channel.
 NAME_HINTS = {"DAPI": ("dapi", "hoechst"), "Tubulin": ("tubulin",), "Actin": ("actin", "phalloidin")}
@@ -179,10 +179,16 @@ def choose(values: set[int], given: int | None, what: str, option: str, plate: s
 
 
 def assemble(
-    records: list[ImageRecord], names: dict[str, str], options: LayoutOptions, layout: str, root: Path
+    records: list[ImageRecord],
+    names: dict[str, str],
+    options: LayoutOptions,
+    layout: str,
+    root: Path,
+    folders: bool = False,
 ) -> tuple[list[Field], list[Failure]]:
     """Fields and Failures from every record of a plate; `names` is the imager's channel id -> name.
-    `root` is the plate folder: the Fields' plate is its name, and their files must lie inside it."""
+    `root` is the plate folder: the Fields' plate is its name, and their files must lie inside it and be
+    regular files (folders: the images are folders, as OME-Zarr arrays are)."""
     plate = root.name
     if not records:
         raise PlateError(f"{root}: the {layout} index lists no images")
@@ -219,11 +225,11 @@ def assemble(
         for channel in CHANNELS:
             found = sorted(by_channel.get(ids[channel], []), key=lambda r: r.plane)
             files += [str(r.path) for r in found]
-            outside = [r.path for r in found if not r.path.resolve().is_relative_to(root)]
+            unusable = [f"{r.path}: {why}" for r in found if (why := file_problem(r.path, root, True, folders))]
             if not found:
                 problem = problem or f"missing channel {channel} ({ids[channel]}: {names[ids[channel]] or 'no name'})"
-            elif outside:
-                problem = problem or f"{outside[0]}: outside the plate folder {root}; refused"
+            elif unusable:
+                problem = problem or unusable[0]
             elif len({r.plane for r in found}) < len(found):
                 problem = problem or f"more than one image for channel {channel} ({ids[channel]}) in one plane"
             stacks.append(tuple((r.path, r.frame) for r in found))

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import openvino as ov
 import pytest
 import torch
 
@@ -15,6 +16,7 @@ from appliance.embedding_reference import KEY as REFERENCE_KEY
 from appliance.embedding_reference import EmbeddingReference
 from appliance.fieldsets import from_split, read_raw
 from appliance.inference import Classifier
+from appliance.model_card import WEIGHTS_FILE_SHA256, file_sha256
 from export.exporter import ExportError, export_run
 from tests.conftest import MEAN, STD
 from training.predict import load_predictor
@@ -41,6 +43,10 @@ def test_onnx_carries_the_card_and_is_self_contained(tiny_run, tiny_export):
 
 def test_ir_card_round_trips_and_takes_uint16(tiny_run, tiny_model):
     classifier = Classifier(tiny_model)
+    assert classifier.warning is None  # the weights file's SHA-256 is recorded, and verified
+    recorded = ov.Core().read_model(tiny_model / "model.xml").get_rt_info(["model_info", WEIGHTS_FILE_SHA256])
+    assert recorded.astype(str) == file_sha256(tiny_model / "model.bin")
+    assert not [p for p in tiny_model.iterdir() if p.name.startswith(".hashing-")]
     assert classifier.card == model_card(load_run(tiny_run)[1])
     card = classifier.card.to_metadata()
     assert card.pop(REFERENCE_KEY) and card == model_card(load_run(tiny_run)[1]).to_metadata()

@@ -49,3 +49,76 @@ def test_missing_column_names_the_file(tmp_path):
 
 def test_channel_order_is_the_models():
     assert CHANNELS == ("DAPI", "Tubulin", "Actin")
+
+
+def write_tables(folder, treatments: list[tuple[str, str]], moa_rows: list[tuple[str, str, str]]) -> None:
+    """An image table with one field per (compound, concentration) and a MoA table of moa_rows."""
+    from appliance.layouts.bbbc021 import IMAGE_COLUMNS
+
+    with open(folder / IMAGE_CSV, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=IMAGE_COLUMNS)
+        writer.writeheader()
+        for number, (compound, concentration) in enumerate(treatments, start=1):
+            row = {column: "" for column in IMAGE_COLUMNS}
+            for channel, w in zip(CHANNELS, (1, 2, 4)):
+                row[f"Image_FileName_{channel}"] = f"B{number:02d}_s1_w{w}X.tif"
+                row[f"Image_PathName_{channel}"] = "Week1/Week1_22123"
+            row.update(
+                TableNumber="1",
+                ImageNumber=str(number),
+                Image_Metadata_Plate_DAPI="Week1_22123",
+                Image_Metadata_Well_DAPI=f"B{number:02d}",
+                Replicate="1",
+                Image_Metadata_Compound=compound,
+                Image_Metadata_Concentration=concentration,
+            )
+            writer.writerow(row)
+    with open(folder / MOA_CSV, "w", newline="") as f:
+        csv.writer(f).writerows([("compound", "concentration", "moa"), *moa_rows])
+
+
+def test_fields_left_out_for_want_of_a_moa_are_counted_and_named(tmp_path, caplog):
+    treatments = [("taxol", "0.3"), ("taxol", "0.3"), ("DMSO", "0"), ("cytochalasin B", "10"), ("mystery", "1")]
+    moa = [
+        ("taxol", "0.3", "Microtubule stabilizers"),
+        ("DMSO", "0.0", "DMSO"),
+        ("cytochalasn B", "10", "Actin disruptors"),
+    ]
+    write_tables(tmp_path, treatments, moa)
+    with caplog.at_level("WARNING", logger="appliance.layouts.bbbc021"):
+        fields = load_fields(tmp_path)
+    assert [f.compound for f in fields] == ["taxol", "taxol", "DMSO"]
+    left_out, unused = (record.getMessage() for record in caplog.records)
+    assert f"{IMAGE_CSV}: 2 of 5 fields (2 treatments) have no mechanism of action in {MOA_CSV}" in left_out
+    assert "cytochalasin B@10 (1 fields)" in left_out and "mystery@1 (1 fields)" in left_out
+    # the misspelt row: the class "Actin disruptors" would vanish from training without a word
+    assert (
+        f"{MOA_CSV}: 1 treatment(s) match no field of {IMAGE_CSV} (misspelt?): "
+        "cytochalasn B@10 (line 4, Actin disruptors)" in unused
+    )
+
+
+def test_a_treatment_listed_twice_with_two_moas_is_refused_naming_the_lines(tmp_path):
+    moa = [
+        ("taxol", "0.3", "Microtubule stabilizers"),
+        ("DMSO", "0", "DMSO"),
+        ("taxol", "0.300000", "Actin disruptors"),
+    ]
+    write_tables(tmp_path, [("taxol", "0.3")], moa)
+    with pytest.raises(
+        MetadataError,
+        match=r"taxol at 0.300000 is 'Microtubule stabilizers' on line 2 and 'Actin disruptors' on line 4",
+    ):
+        load_fields(tmp_path)
+    write_tables(tmp_path, [("taxol", "0.3")], [*moa[:2], ("taxol", "0.30", "Microtubule stabilizers")])
+    assert [f.moa for f in load_fields(tmp_path)] == ["Microtubule stabilizers"]  # the same twice: fine
+
+
+def test_a_metadata_table_that_is_a_fifo_is_refused_unopened(tmp_path):
+    import os
+
+    write_tables(tmp_path, [("taxol", "0.3")], [("taxol", "0.3", "Microtubule stabilizers")])
+    (tmp_path / MOA_CSV).unlink()
+    os.mkfifo(tmp_path / MOA_CSV)  # nothing writes to it: opening it to read would wait for ever
+    with pytest.raises(MetadataError, match=f"{MOA_CSV}: not a regular file but a FIFO; refused"):
+        load_fields(tmp_path)
