@@ -42,7 +42,7 @@ from appliance.layouts.base import (
     well_name,
 )
 from appliance.results import is_results_folder
-from appliance.tables import MetadataError, read_table
+from appliance.tables import MetadataError, read_regular_file, read_table
 
 # In the order `--layout auto` tries them: the most specific sign first, bare TIFF names last.
 KNOWN_LAYOUTS: tuple[Layout, ...] = (
@@ -163,9 +163,8 @@ JUMP_COLUMNS = ("plate_map_name", "well_position", "broad_sample", "mmoles_per_l
 
 def platemap_rows(path: Path, plate: str) -> list[tuple[int, str, str, str]]:
     """(line, well, compound, concentration text) of each row of a platemap for this plate, our CSV or JUMP's."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096).decode("utf-8-sig", errors="replace")  # the header line is all that is needed
+    try:  # the header line is all that is needed; a FIFO or a folder is refused before it is opened for reading
+        head = read_regular_file(path)[:4096].decode("utf-8-sig", errors="replace")
     except OSError as exc:
         raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     first = head.splitlines()[0] if head else ""

@@ -44,7 +44,7 @@ def test_a_plate_moved_away_during_classification_is_interrupted_not_done(tmp_pa
         return classify_plate(plate_dir, *args, progress=progress, readers=1, chunk_fields=1, **kwargs)
 
     lines = []
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), log=lines.append, classify=moving_it_away) as w:
+    with Watcher(inbox, out, classifier, WatchOptions(settle=1), log=lines.append, classify=moving_it_away) as w:
         assert w.poll(0) == [] and w.poll(2) == []
     entry = ledger(out)["P1"]
     assert (entry["status"], entry["attempts"]) == ("interrupted", 0)
@@ -53,7 +53,7 @@ def test_a_plate_moved_away_during_classification_is_interrupted_not_done(tmp_pa
     assert not any("fields classified" in line for line in lines)
 
     moved.rename(inbox / "P1")  # it comes back: classified whole, then done
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), log=lines.append) as w:
+    with Watcher(inbox, out, classifier, WatchOptions(settle=1), log=lines.append) as w:
         assert w.poll(10) == [] and w.poll(12) == ["P1"]
     entry = ledger(out)["P1"]
     assert (entry["status"], entry["classified"], entry["failed_fields"]) == ("done", 12, 0)
@@ -68,7 +68,7 @@ WATCH_AS_NOBODY = textwrap.dedent("""
         print("classified", plate_dir.name, flush=True)
         return {"counts": {"classified": 1, "failed": 0}}
 
-    with Watcher(Path(sys.argv[1]), Path(sys.argv[2]), None, WatchOptions(quiet=1), log=print, classify=classify) as w:
+    with Watcher(Path(sys.argv[1]), Path(sys.argv[2]), None, WatchOptions(settle=1), log=print, classify=classify) as w:
         for now in (0, 2, 4, 6, 8):
             w.poll(now)
 """)
@@ -127,7 +127,7 @@ def test_an_unreadable_inbox_is_said_once_per_change(tmp_path, classifier, monke
 
     monkeypatch.setattr(watch, "inbox_plates", listing)
     lines = []
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1, poll=0.5), log=lines.append) as w:
+    with Watcher(inbox, out, classifier, WatchOptions(settle=1, poll=0.5), log=lines.append) as w:
         for now in range(20):  # ten seconds of polls twice a second
             w.poll(now / 2)
         denied["now"] = False
