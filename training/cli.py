@@ -17,7 +17,6 @@ from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, par
 from appliance.tables import MetadataError
 
 commands = typer.Typer()
-SizeOption = Annotated[str, typer.Option(help="Field size HEIGHTxWIDTH (BBBC021: 1024x1280).")]
 
 
 @commands.command()
@@ -25,7 +24,13 @@ def train(
     data: Annotated[
         Path, typer.Argument(help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv and the Week folders.")
     ],
-    out: Annotated[Path, typer.Option(help="Run folder to write.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder to write. One that already holds files is refused (the message names the next free "
+            "folder, e.g. runs/first-2) unless --resume or --overwrite."
+        ),
+    ],
     epochs: int = 4,
     batch_size: Annotated[
         int,
@@ -37,7 +42,10 @@ def train(
     accumulation: Annotated[
         int, typer.Option(help="Micro-batches per optimizer step; global batch = batch size x accumulation x ranks.")
     ] = 1,
-    size: SizeOption = "1024x1280",
+    size: Annotated[
+        str | None,
+        typer.Option(help="Field size HEIGHTxWIDTH (default: the data's, read from the TIFF headers; all must agree)."),
+    ] = None,
     seed: int = 0,
     recipe: Annotated[
         str | None,
@@ -109,6 +117,10 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint (same options).")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Delete the run already in --out (weights, checkpoints, export/, evaluation/)."),
+    ] = False,
     max_restarts: Annotated[
         int,
         typer.Option(
@@ -125,7 +137,7 @@ def train(
         from training.recipes import DEFAULT_RECIPE, TrainConfig
 
     del arguments["fold"]  # K or all: train_folds sets each run's fold
-    arguments.update(data=str(data.resolve()), out=str(out), size=parse_size(size), recipe=recipe or DEFAULT_RECIPE)
+    arguments.update(data=str(data.resolve()), out=str(out), size=parse_size(size) if size else None, recipe=recipe or DEFAULT_RECIPE)
     cfg, options = by_name(TrainConfig, arguments), by_name(LaunchOptions, arguments)
     try:
         code = train_folds(cfg, options, fold, console)
