@@ -16,7 +16,7 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from appliance.model_card import KEYS, ModelCard, ModelCardError
+from appliance.model_card import KEYS, ModelCard, ModelCardError, check_matches_run
 from appliance.threads import compute_threads
 
 MODEL_XML, MODEL_INT8_XML = "model.xml", "model-int8.xml"
@@ -102,6 +102,7 @@ class Classifier:
         self.card = read_card(network, str(self.xml))
         check_card(network, self.card, str(self.xml))
         check_precision(self.card, precision, str(self.xml))
+        check_matches_run(self.card, self.xml.parent, str(self.xml))
         # Threads this process may use (affinity, cgroup quota, MCNN_THREADS), not the host's core count.
         self.threads = threads or compute_threads()
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).
