@@ -165,13 +165,16 @@ def evaluate(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="BBBC021-layout folder with the fields' metadata (default: the data the run was trained on)."
+            help="BBBC021-layout labelled plates to score on (default: the data the run was trained on). "
+            "The run's own data (moved, say) is scored by --split; other plates on all their labelled fields "
+            "but those the run trained on, into evaluation/on-NAME/."
         ),
     ] = None,
     split: Annotated[str, typer.Option(help="The split.csv fields to score: val, train or all.")] = "val",
     batch_size: int = 4,
 ):
-    """Score a run on its held-out fields: field and treatment accuracy, per class, confusion matrices."""
+    """Score a run or its export on its held-out fields or on other labelled plates (--data): field and
+    treatment accuracy, per class, confusion matrices."""
     with extra_needed("evaluate"):
         import training.evaluate as evaluation
 
@@ -180,6 +183,7 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
+    console.print(f"scored: {summary['scored']}")
     console.print(f"evaluation written to {summary['out']}")
     if summary["failed"]:
         console.print(
