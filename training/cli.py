@@ -119,7 +119,9 @@ def train(
     ] = False,
     overwrite: Annotated[
         bool,
-        typer.Option("--overwrite", help="Delete the run already in --out (weights, checkpoints, export/, evaluation/)."),
+        typer.Option(
+            "--overwrite", help="Delete the run already in --out first (weights, checkpoints, export/, evaluation/)."
+        ),
     ] = False,
     max_restarts: Annotated[
         int,
@@ -137,7 +139,8 @@ def train(
         from training.recipes import DEFAULT_RECIPE, TrainConfig
 
     del arguments["fold"]  # K or all: train_folds sets each run's fold
-    arguments.update(data=str(data.resolve()), out=str(out), size=parse_size(size) if size else None, recipe=recipe or DEFAULT_RECIPE)
+    size = parse_size(size) if size else None  # None: the data's
+    arguments.update(data=str(data.resolve()), out=str(out), size=size, recipe=recipe or DEFAULT_RECIPE)
     cfg, options = by_name(TrainConfig, arguments), by_name(LaunchOptions, arguments)
     try:
         code = train_folds(cfg, options, fold, console)

@@ -135,7 +135,8 @@ def test_refuses_an_export_whose_run_was_trained_again(tiny_model, tmp_path):
     (tmp_path / "run" / "run.json").write_text(json.dumps({"weights_sha256": card_hash}))
     assert Classifier(export).card.weights_sha256 == card_hash  # the run's own export
     (tmp_path / "run" / "run.json").write_text(json.dumps({"weights_sha256": "e6a36c30" + "0" * 56}))
-    with pytest.raises(ModelCardError, match=rf"weights {card_hash[:12]}\.\.\., but .*run\.json now holds weights e6a36c30"):
+    stale = rf"weights {card_hash[:12]}\.\.\., but .*run\.json now holds weights e6a36c30"
+    with pytest.raises(ModelCardError, match=stale):
         Classifier(export)
     plate = tmp_path / "plate"
     write_plate(plate, ["B02"], (1,))

@@ -10,13 +10,7 @@ from typer.testing import CliRunner
 from appliance.cli import app
 from appliance.layouts.base import Field
 from tests.conftest import command_line
-from training.run_folder import (
-    FieldSizeError,
-    RunFolderError,
-    check_run_folders,
-    data_field_size,
-    next_free,
-)
+from training.run_folder import FieldSizeError, RunFolderError, check_run_folders, data_field_size, next_free
 
 
 def a_run(folder, with_export=True):
@@ -62,10 +56,10 @@ def write_tiff(path, shape):
 
 
 def test_the_field_size_is_read_from_every_fields_headers(tmp_path):
-    fields = [
-        Field(plate="P", well="B02", site=s, paths=tuple(write_tiff(tmp_path / f"s{s}_w{c}.tif", (64, 96)) for c in "124"))
-        for s in (1, 2)
-    ]
+    def channels(site):
+        return tuple(write_tiff(tmp_path / f"s{site}_w{c}.tif", (64, 96)) for c in "124")
+
+    fields = [Field(plate="P", well="B02", site=s, paths=channels(s)) for s in (1, 2)]
     assert data_field_size(fields, None, tmp_path) == (64, 96)
     assert data_field_size(fields, (64, 96), tmp_path) == (64, 96)
     with pytest.raises(FieldSizeError, match=r"the fields are 64x96 \(HxW\), --size asks for 128x128"):
