@@ -165,8 +165,8 @@ def treatments_section(treatments: list[dict], labels: list[str]) -> str:
         for t in treatments
     ]
     return (
-        '<h2>Treatments</h2><p class="muted">Mean of the treatment\'s field probabilities; agreement: '
-        "the fraction of its fields whose own class is the treatment's.</p>"
+        '<h2>Treatments</h2><p class="muted">Mean of the treatment\'s well probabilities (each well '
+        "weighing the same); agreement: the fraction of its wells whose own class is the treatment's.</p>"
         + table(["compound", "concentration", "wells", "fields", "class", "confidence", "agreement"], rows)
     )
 
@@ -251,7 +251,8 @@ def plate_map_section(png: Path, plate: str, wells: list[dict], labels: list[str
     note = f" {unmapped} failure(s) name no well on the plate; they are in the failures table." if unmapped else ""
     return (
         f'<h2>Plate map</h2><p class="muted">{layout.wells}-well plate; {len(wells)} wells with a result, '
-        f"{len(mapped)} with failed fields (ringed).{escape(note)} Colour: the well's class (mean of its fields' "
+        f"{len(mapped)} with failed fields (ringed; grey with a cross: none classified); white dotted wells "
+        f"were never imaged.{escape(note)} Colour: the well's class (mean of its fields' "
         "probabilities), paler when less sure; the number is the class's number in the legend. Every field "
         f"and well is in fields.csv and wells.csv beside this report.</p>"
         f'<img class="map" alt="plate map of {escape(plate)}" src="data:image/png;base64,{image}">'

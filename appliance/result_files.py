@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from appliance.files import write_atomically, write_json
 from appliance.report import write_report
 from appliance.result_rows import (
+    BIOLOGIST,
     EMBEDDING_PREFIX,
     FAILURE_COLUMNS,
     channels_of,
@@ -69,6 +70,8 @@ def arrow_type(column: str):
         return pa.int64()
     if column.startswith(("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")):
         return pa.float64()
+    if column in BIOLOGIST[1:]:  # Classify_Correct (empty where the class is unknown), Classify_LowConfidence
+        return pa.bool_()
     if column.startswith(EMBEDDING_PREFIX):
         return pa.float32()
     return pa.string()
