@@ -4,7 +4,8 @@ A well's colour is its class, its shade the class's mean probability (pale: unsu
 class's number is written in the well, so the map reads without telling colours apart. Wells
 never imaged (no field at all) are white with a dotted outline; wells where fields failed get a
 thick dark ring, and when nothing in the well could be classified a grey fill and a cross. The
-grid is 96 wells (8 x 12) or 384 (16 x 24), whichever holds every well given. matplotlib only, Agg backend: no display needed.
+grid is 96 wells (8 x 12) or 384 (16 x 24), whichever holds every well given. matplotlib only,
+Agg backend: no display needed.
 """
 
 from __future__ import annotations
