@@ -33,6 +33,7 @@ from appliance.files import write_atomically, write_json
 from appliance.imageio import FieldError, read_field
 from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import IMAGE_CSV, concentration_key, load_fields
+from appliance.result_rows import natural_key
 from training.splits import CONTROL
 from training.tables import write_csv
 
@@ -110,7 +111,7 @@ def treatment_means(fields: list[Field], probabilities: np.ndarray) -> list[tupl
     for i, f in enumerate(fields):
         groups.setdefault((f.compound, concentration_key(f.concentration)), []).append(i)
     out = []
-    for key in sorted(groups, key=lambda k: (k[0].lower(), k[1])):
+    for key in sorted(groups, key=lambda k: (natural_key(k[0]), k[1])):  # as classify lists treatments
         members = groups[key]
         moas = {fields[i].moa for i in members}
         if len(moas) > 1:
