@@ -25,13 +25,15 @@ import numpy as np
 import appliance
 from appliance.chunks import ChunkStore
 from appliance.field_readers import FieldReaders
+from appliance.gallery import GalleryKeeper, read_gallery
 from appliance.inference import Classifier
 from appliance.layouts.base import CHANNELS, Failure, Field
 from appliance.model_card import ModelCardError
 from appliance.plate import detect_layout, discover_fields, plate_name, plate_root
-from appliance.result_files import write_results
+from appliance.result_files import read_results, read_summary, write_results
 from appliance.result_rows import failure_row, field_key, field_row, row_order
-from appliance.results import PlateResults, utc_now
+from appliance.results import GALLERY_NPZ, SUMMARY_JSON, PlateResults, ResultsError, utc_now
+from appliance.wells import format_of
 
 CHUNK_FIELDS = 64  # fields per committed chunk; at most this many (or CHUNK_SECONDS' worth) are redone after a crash
 CHUNK_SECONDS = 30.0
@@ -39,9 +41,8 @@ READERS = 2  # decoding threads; TIFF reading releases the GIL
 
 
 def default_out(plate_dir: Path) -> Path:
-    """`<plate>-results` beside the plate folder."""
-    folder = plate_root(plate_dir)
-    return folder.parent / f"{folder.name}-results"
+    """results/<plate> under the working directory: never a plate, never inside the imager's tree."""
+    return Path.cwd() / "results" / plate_name(plate_dir)
 
 
 def check_out_dir(plate_dir: Path, out_dir: Path) -> None:
@@ -90,6 +91,7 @@ def run_pipeline(
     classifier: Classifier,
     todo: list[Field],
     store: ChunkStore,
+    gallery: GalleryKeeper,
     *,
     fit: str | None,
     embeddings: bool,
@@ -98,7 +100,9 @@ def run_pipeline(
     readers: int,
     chunk_fields: int,
 ) -> tuple[list[Failure], int]:
-    """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed."""
+    """Read and classify todo, committing chunks as fields finish; returns the read failures and fields processed.
+
+    gallery gets a thumbnail of each field while its decoded planes are in memory, then its call."""
     card, start = classifier.card, time.perf_counter()
     rows, vectors, failures, classified, last_commit = [], [], [], 0, start
     # Enough buffers for every reader, plus read-ahead for the requests OpenVINO can take next.
@@ -112,17 +116,34 @@ def run_pipeline(
         stop=stop,
     )
 
+    reference = card.reference  # the training embeddings' summary, when the model carries one
+
+    def thumbnailed(items):
+        for (field, note), buffer in items:
+            gallery.read((field.plate, field.well, field.site), buffer[0])  # before the buffer is refilled
+            yield (field, note), buffer
+
     def collect_failures():
         while not reader.failures.empty():
             failures.append(reader.failures.get())
 
     try:
-        for (field, note), probabilities, embedding in classifier.infer_stream(reader.items(), reader.release):
-            rows.append(
-                field_row(
-                    field, note, probabilities, card.labels, card.channels, card.weights_sha256, classifier.precision
-                )
+        for (field, note), probabilities, embedding in classifier.infer_stream(
+            thumbnailed(reader.items()), reader.release
+        ):
+            distance = float(reference.distances(embedding)[0]) if reference is not None else None
+            row = field_row(
+                field,
+                note,
+                probabilities,
+                card.labels,
+                card.channels,
+                card.weights_sha256,
+                classifier.precision,
+                distance,
             )
+            gallery.classified(field_key(row), row["Classify_Class"], row["Classify_Confidence"])
+            rows.append(row)
             vectors.append(embedding if embeddings else None)
             classified += 1
             collect_failures()
@@ -142,12 +163,62 @@ def run_pipeline(
     return failures, processed
 
 
-def plate_results(out_dir: Path, store: ChunkStore, failures: list[Failure], card, run: dict) -> PlateResults:
+def plate_results(
+    out_dir: Path, store: ChunkStore, failures: list[Failure], card, run: dict, gallery: GalleryKeeper
+) -> PlateResults:
     """The plate's results from every committed chunk; a field that failed once but is now classified is no failure."""
     fields, embeddings = store.committed()
     classified = {field_key(row) for row in fields}
     failed = sorted((row for row in map(failure_row, failures) if field_key(row) not in classified), key=row_order)
-    return PlateResults(out_dir, card.labels, card.channels, fields, failed, run, embeddings)
+    thumbnails = {key: thumb for key, thumb in gallery.thumbnails.items() if key in classified}
+    if card.reference is not None:
+        distances = [row["Classify_Distance"] for row in fields if row.get("Classify_Distance") is not None]
+        run["distance"] = {**card.reference.summary(), "flagged": sum(d > card.reference.threshold for d in distances)}
+    return PlateResults(out_dir, card.labels, card.channels, fields, failed, run, embeddings, thumbnails)
+
+
+def resumed_gallery(out_dir: Path, records: list[dict]) -> GalleryKeeper:
+    """A keeper holding the thumbnails an earlier, interrupted run of these records left (none after a crash)."""
+    gallery = GalleryKeeper()
+    try:
+        earlier = read_gallery(out_dir / GALLERY_NPZ) if records and (out_dir / GALLERY_NPZ).is_file() else {}
+    except (OSError, ValueError):
+        earlier = {}  # only pictures: the fields themselves are in the chunks
+    for row in records:
+        thumb = earlier.get(field_key(row))
+        if thumb is not None:
+            gallery.offer(field_key(row), row["Classify_Class"], row["Classify_Confidence"], thumb)
+    return gallery
+
+
+def finished_earlier(out_dir: Path, run_key: dict, fields: list[Field]) -> dict | None:
+    """The summary of an earlier run that classified exactly these fields with the same run key, none
+    failed: a rerun then has nothing to do and leaves that run's files (figures, report) as they are."""
+    try:
+        earlier = read_results(out_dir) if (out_dir / SUMMARY_JSON).is_file() else None
+    except ResultsError:
+        return None
+    if earlier is None or earlier.failures or earlier.run.get("interrupted") or earlier.run.get("run_key") != run_key:
+        return None
+    if {field_key(row) for row in earlier.fields} != {(f.plate, f.well, f.site) for f in fields}:
+        return None
+    return {**read_summary(out_dir / SUMMARY_JSON), "nothing_to_do": True}
+
+
+def earlier_summary(out_dir: Path) -> dict | None:
+    try:
+        return read_summary(out_dir / SUMMARY_JSON)
+    except ResultsError:
+        return None
+
+
+def figures(previous: dict | None, new: int, timings: dict, fields_per_s: float) -> dict:
+    """This run's timings and fields/s; a rerun that classified no new field (only failures tried again)
+    keeps the earlier run's figures and is listed under reruns, rather than reporting 0 fields/s."""
+    if new or not previous or "fields_per_s" not in previous:
+        return {"timings": timings, "fields_per_s": fields_per_s}
+    reruns = [*previous.get("reruns", []), {"finished": utc_now(), "timings": timings}]
+    return {"timings": previous["timings"], "fields_per_s": previous["fields_per_s"], "reruns": reruns}
 
 
 def classify_plate(
@@ -155,7 +226,7 @@ def classify_plate(
     model: Classifier | Path,
     out_dir: Path | None = None,
     *,
-    precision: str = "f32",
+    precision: str = "auto",
     layout: str = "auto",
     channels: str | None = None,
     platemap: Path | None = None,
@@ -166,6 +237,8 @@ def classify_plate(
     shard: tuple[int, int] = (0, 1),
     force: bool = False,
     embeddings: bool = False,
+    plate_wells: int | None = None,
+    cpa: bool = False,
     stop: threading.Event | None = None,
     progress=None,
     readers: int = READERS,
@@ -183,6 +256,8 @@ def classify_plate(
     index, count = check_shard(shard)
     if chunk_fields < 1 or readers < 1:
         raise ValueError("chunk_fields and readers must be at least 1")
+    if plate_wells is not None:
+        format_of(plate_wells)  # a plate size no plate has stops the run before any field is read
     stop = stop or threading.Event()
     classifier = model if isinstance(model, Classifier) else Classifier(model, precision=precision)
     card = classifier.card
@@ -217,15 +292,22 @@ def classify_plate(
         "project": project,
         "embeddings": embeddings,
     }
+    earlier = None if force or incomplete else finished_earlier(out_dir, run_key, fields)
+    if earlier:
+        return earlier
+    previous = None if force else earlier_summary(out_dir)
     store = ChunkStore(out_dir, run_key, force=force)
     done = {field_key(row) for row in store.records}
     todo = [f for f in fields if (f.plate, f.well, f.site) not in done]
+
+    gallery = resumed_gallery(out_dir, store.records)
 
     classifying = time.perf_counter()
     read_failures, processed = run_pipeline(
         classifier,
         todo,
         store,
+        gallery,
         fit=fit,
         embeddings=embeddings,
         stop=stop,
@@ -246,20 +328,34 @@ def classify_plate(
             "layout": layout,
             "shard": f"{index}/{count}",
             "precision": classifier.precision,
+            "precision_reason": classifier.choice.reason,
             "fit": fit,
-            "model": {"xml": str(classifier.xml), "run_id": card.run_id, "weights_sha256": card.weights_sha256},
+            "model": {
+                "xml": str(classifier.xml),
+                "run_id": card.run_id,
+                "weights_sha256": card.weights_sha256,
+                "input_height": card.input_height,
+                "input_width": card.input_width,
+            },
+            "plate_wells": plate_wells,
+            "cpa": cpa,
             "versions": versions(),
             "counts": {"fields": len(fields) + incomplete, "skipped_done": len(fields) - len(todo)},
-            "timings": {
-                "discover_s": round(discovered - discovering, 3),
-                "classify_s": round(classified - classifying, 3),
-                "total_s": round(time.perf_counter() - start, 3),
-            },
-            "fields_per_s": round(new / (classified - classifying), 3) if classified > classifying else 0.0,
+            **figures(
+                previous,
+                new,
+                {
+                    "discover_s": round(discovered - discovering, 3),
+                    "classify_s": round(classified - classifying, 3),
+                    "total_s": round(time.perf_counter() - start, 3),
+                },
+                round(new / (classified - classifying), 3) if classified > classifying else 0.0,
+            ),
             "interrupted": processed < len(todo),
             "finished": utc_now(),
             "run_key": run_key,
         },
+        gallery,
     )
     summary = write_results(results)
     if not summary["interrupted"]:

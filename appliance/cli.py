@@ -9,7 +9,6 @@ runtime-only install still lists them and names the extra each needs (appliance/
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import signal
 import threading
@@ -22,7 +21,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import appliance
-from appliance.classify import classify_plate, parse_shard
+from appliance.classify import classify_plate, default_out, parse_shard
+from appliance.command_help import Command, commands_app, example
 from appliance.console import (
     EXIT_NOTHING_RAN,
     EXIT_OK,
@@ -36,15 +36,21 @@ from appliance.console import (
 from appliance.inference import Classifier
 from appliance.merge import MergeError, merge_results
 from appliance.model_card import ModelCardError
-from appliance.plate import LAYOUTS, PlateError, plate_folders, plate_name
+from appliance.plate import PlateError, plate_folders, plate_name
+from appliance.plate_options import JsonOption, QuietOption, check_plate_options, with_plate_options
 from appliance.results import ResultsError
+from appliance.screen_report import SCREEN_HTML, write_screen_report
 from appliance.synth import write_dataset
+from appliance.synth.dataset import clear_folder
 from appliance.watch import Watcher, WatchError, WatchOptions, plate_options, stop_on_signals
 
-app = typer.Typer(
+app = commands_app(
     no_args_is_help=True,
-    add_completion=False,
     help="Classify microscopy screening plates with the multiscale CNN (M-CNN) on CPU servers.",
+    epilog=example(
+        "mcnn-appliance classify plates/P1 --model runs/first/export",
+        "mcnn-appliance COMMAND -h        (each command's options and an example)",
+    ),
 )
 
 
@@ -57,25 +63,32 @@ def version_callback(value: bool):
 @app.callback()
 def main(
     version: Annotated[
-        bool | None, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
-    ] = None,
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version.")
+    ] = False,
 ):
     pass
 
 
-SizeOption = Annotated[str, typer.Option(help="Field size HEIGHTxWIDTH (BBBC021: 1024x1280).")]
+SizeOption = Annotated[str, typer.Option(metavar="HxW", help="Field size, height x width (BBBC021: 1024x1280).")]
 
 
-@app.command()
+@app.command(cls=Command, epilog=example("mcnn-appliance synth data/ --plates 3 --size 256x384"))
 def synth(
-    out: Annotated[Path, typer.Argument(help="Folder to write the plates and CSVs into.")],
+    out: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder to write the plates and CSVs into.")],
     plates: Annotated[int, typer.Option(help="Number of plates (each in its own week).")] = 3,
     fields_per_class: Annotated[int, typer.Option(help="Fields per class on each plate.")] = 8,
     size: SizeOption = "1024x1280",
     seed: Annotated[int, typer.Option(help="Same seed, same files.")] = 0,
     workers: Annotated[int, typer.Option(help="Processes rendering in parallel.")] = 1,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the plates and CSVs of a folder that is not empty.")
+    ] = False,
 ):
     """Write synthetic BBBC021-like plates: 16-bit TIFFs under the real names, plus the two CSVs."""
+    try:
+        clear_folder(out, overwrite)
+    except FileExistsError as exc:
+        raise fail(exc) from None
     summary = write_dataset(
         out, plates=plates, fields_per_class=fields_per_class, size=parse_size(size), seed=seed, workers=workers
     )
@@ -84,105 +97,71 @@ def synth(
     )
 
 
-# How a plate is read and classified: the options classify and watch share (SHARED_OPTIONS below; watch
-# also reads them from mcnn-watch.toml in its inbox). classify_plate takes them under the same names.
-PrecisionOption = Annotated[
-    str | None, typer.Option(help="f32 (the default), bf16 (where the CPU has it) or int8 (model-int8.xml).")
-]
-LayoutOption = Annotated[str | None, typer.Option(help=f"{', '.join(LAYOUTS)} (the default: auto); see README.")]
-ChannelsOption = Annotated[
-    str | None, typer.Option(help="Plate channel (id or name) of each model channel, e.g. DAPI=w1,Tubulin=w2,Actin=w4.")
-]
-PlatemapOption = Annotated[
-    Path | None, typer.Option(help="CSV with columns well, compound, concentration (optional plate).")
-]
-FitOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Fields of another size: pad (zeros, centred) or resize (keeps aspect, then pads); "
-        "recorded per field in Metadata_Fit."
+@app.command(
+    cls=Command,
+    epilog=example(
+        "mcnn-appliance classify data/Week1/Week1_22123 --model runs/first/export",
+        "  (writes results/Week1_22123/ under the working directory)",
     ),
-]
-PlaneOption = Annotated[int | None, typer.Option(help="The z-plane to read, as the imager numbers them.")]
-TimepointOption = Annotated[int | None, typer.Option(help="The time point to read, as the imager numbers them.")]
-ProjectOption = Annotated[str | None, typer.Option(help="max: maximum-intensity projection over every z-plane.")]
-EmbeddingsOption = Annotated[
-    bool, typer.Option("--embeddings", help="Also write embeddings.parquet (512 features per field).")
-]
-SHARED_OPTIONS = {  # name: (type and help, default), in --help's order
-    "precision": (PrecisionOption, None),
-    "layout": (LayoutOption, None),
-    "channels": (ChannelsOption, None),
-    "platemap": (PlatemapOption, None),
-    "fit": (FitOption, None),
-    "plane": (PlaneOption, None),
-    "timepoint": (TimepointOption, None),
-    "project": (ProjectOption, None),
-    "embeddings": (EmbeddingsOption, False),
-}
-
-
-def with_plate_options(command):
-    """Give a command the options classify and watch share (SHARED_OPTIONS), as keyword parameters: Typer reads
-    a command's options from its signature, so they are added to it here instead of written out twice."""
-    signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]  # not **shared
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        for name, (annotation, default) in SHARED_OPTIONS.items()
-    ]
-    command.__signature__ = signature.replace(parameters=[*own, *shared])
-    command.__annotations__ = {**command.__annotations__, **{p.name: p.annotation for p in shared}}
-    return command
-
-
-@app.command()
+)
 @with_plate_options
 def classify(
     plates: Annotated[
         list[Path],
         typer.Argument(
+            metavar="PLATE...",
             help="Plate folder(s), folder(s) of plate folders, or CSV(s) listing a plate (manifest, LoadData); "
-            "see README, Plate layouts."
+            "see README, Plate layouts. Results folders among them are skipped.",
         ),
     ],
-    model: Annotated[Path, typer.Option(help="Export folder holding model.xml (or the .xml itself).")],
+    model: Annotated[
+        Path, typer.Option(metavar="EXPORT", help="Export folder holding model.xml (or the .xml itself).")
+    ],
     out: Annotated[
         Path | None,
         typer.Option(
-            help="Results folder (default: <plate>-results beside each plate; with several plates, "
-            "one sub-folder per plate)."
+            metavar="FOLDER",
+            help="Results folder (default: results/PLATE under the working directory; with several plates, "
+            "one sub-folder per plate).",
         ),
     ] = None,
     shard: Annotated[
         str,
         typer.Option(
-            help="I/N: classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`."
+            metavar="I/N",
+            help="Classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`.",
         ),
     ] = "0/1",
     force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done in --out.")] = False,
     chunk_fields: Annotated[int, typer.Option(help="Fields per committed chunk (redone at most after a crash).")] = 64,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar or summary lines.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
     **shared,
 ):
     """Classify every field of one or more plates with OpenVINO; rerun the same command to resume."""
-    precision = shared.pop("precision") or "f32"
+    precision = shared.pop("precision") or "auto"
     passed_on = {"force": force, "chunk_fields": chunk_fields, **shared}
     passed_on["layout"] = check_plate_options(shared["layout"] or "auto", shared["fit"])
     try:
-        plates = plate_folders(plates)
+        plates = plate_folders(plates, note=lambda line: console.print(f"[yellow]{escape(line)}"))
     except PlateError as exc:
         raise fail(exc) from None
+    if not plates:
+        raise fail("no plate to classify (every folder given was a results folder)")
     try:
         the_shard = parse_shard(shard)
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
+    if not quiet:
+        console.print(f"precision {classifier.choice.precision}: {escape(classifier.choice.reason)}")
     summaries, code = [], EXIT_OK
     with stop_on_signal() as stop:
         for plate in plates:
-            plate_out = out if out is None or len(plates) == 1 else out / plate_name(plate)
+            if out is None:
+                plate_out = default_out(plate)  # results/<plate>: printed below
+            else:
+                plate_out = out if len(plates) == 1 else out / plate_name(plate)
             options = {**passed_on, "shard": the_shard, "stop": stop}
             try:
                 if quiet:
@@ -195,7 +174,14 @@ def classify(
                 continue
             summaries.append(summary)
             counts = summary["counts"]
-            if not quiet:
+            if summary.get("nothing_to_do") and not quiet:
+                console.print(
+                    escape(
+                        f"{summary['plate']}: nothing to do, its {counts['classified']} fields were classified "
+                        f"on {summary['finished']}; results as they were -> {summary['out']}"
+                    )
+                )
+            elif not quiet:
                 console.print(
                     f"{summary['plate']}: {counts['classified']} fields classified "
                     f"({counts['skipped_done']} done earlier), {counts['failed']} failed "
@@ -216,11 +202,13 @@ def classify(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=Command, epilog=example("mcnn-appliance merge results-0 results-1 results-2 --out results/P1"))
 def merge(
-    out_dirs: Annotated[list[Path], typer.Argument(help="Results folders of `classify --shard I/N`.")],
-    out: Annotated[Path, typer.Option(help="Merged results folder.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+    out_dirs: Annotated[
+        list[Path], typer.Argument(metavar="SHARD_FOLDER...", help="Results folders of `classify --shard I/N`.")
+    ],
+    out: Annotated[Path, typer.Option(metavar="FOLDER", help="Merged results folder.")],
+    as_json: JsonOption = False,
 ):
     """Merge the shards of one plate into one results folder (refuses overlaps and mixed models)."""
     try:
@@ -246,6 +234,25 @@ def merge(
     raise typer.Exit(code)
 
 
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Results folders (or folders of them), one per plate.")],
+    out: Annotated[Path, typer.Option(help="The screen's HTML report.")] = Path(SCREEN_HTML),
+    moa: Annotated[
+        Path | None, typer.Option(help="MoA table (compound, concentration, moa) for the treatments' confusion matrix.")
+    ] = None,
+):
+    """Write one HTML report over many plates' results: counts, classes, treatments across replicate plates."""
+    try:
+        screen = write_screen_report(results, out, moa)
+    except (ResultsError, OSError, ValueError) as exc:
+        raise fail(exc) from None
+    console.print(f"{len(screen.plates)} plates -> {out}")
+    for folder, reason in screen.unreadable:
+        error(f"{folder}: not reported: {reason}")
+    raise typer.Exit(EXIT_SOME_FAILED if screen.unreadable else EXIT_OK)
+
+
 @contextlib.contextmanager
 def stop_on_signal():
     """An Event set by the first Ctrl-C or SIGTERM, so classify commits the fields in flight and stops."""
@@ -268,22 +275,37 @@ def stop_on_signal():
             signal.signal(sig, old)
 
 
-@app.command()
+@app.command(
+    cls=Command, epilog=example("mcnn-appliance watch /mnt/imager/outbox --model runs/first/export --out results/")
+)
 @with_plate_options
 def watch(
-    inbox: Annotated[Path, typer.Argument(help="Folder the imager writes plate folders into.")],
-    model: Annotated[Path, typer.Option(help="Export folder holding model.xml.")],
-    out: Annotated[Path, typer.Option(help="Results folder: one sub-folder per plate and watch-ledger.json.")],
-    marker: Annotated[str, typer.Option(help="A file of this name in a plate folder marks it complete.")] = "COMPLETE",
-    quiet: Annotated[
+    inbox: Annotated[Path, typer.Argument(metavar="INBOX", help="Folder the imager writes plate folders into.")],
+    model: Annotated[Path, typer.Option(metavar="EXPORT", help="Export folder holding model.xml.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            metavar="FOLDER",
+            help="Results folder, outside the inbox: one sub-folder per plate and watch-ledger.json "
+            "(default: results under the working directory).",
+        ),
+    ] = Path("results"),
+    marker: Annotated[
+        str, typer.Option(metavar="NAME", help="A file of this name in a plate folder marks it complete.")
+    ] = "COMPLETE",
+    settle: Annotated[
         float,
         typer.Option(
-            help="Seconds without any file changing that also mark a plate complete; 0: only the marker does."
+            metavar="SECONDS",
+            help="Seconds without any file changing that also mark a plate complete; 0: only the marker does.",
         ),
     ] = 300.0,
-    poll: Annotated[float, typer.Option(help="Seconds between looks at the inbox.")] = 5.0,
+    poll: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the inbox.")] = 5.0,
     attempts: Annotated[int, typer.Option(help="Tries of a failing plate before it is given up.")] = 3,
-    retry_delay: Annotated[float, typer.Option(help="Seconds between tries of a failed plate.")] = 60.0,
+    retry_delay: Annotated[
+        float, typer.Option(metavar="SECONDS", help="Seconds between tries of a failed plate.")
+    ] = 60.0,
+    quiet: QuietOption = False,
     **shared,
 ):
     """Classify each plate in INBOX once the imager has finished writing it; SIGTERM stops after the current field.
@@ -292,8 +314,10 @@ def watch(
     """
     given = {name: value for name, value in shared.items() if value is not None and value is not False}
 
-    def log(line: str):
+    def warn(line: str):
         console.print(f"{datetime.now():%Y-%m-%d %H:%M:%S} {escape(line)}")
+
+    log = (lambda line: None) if quiet else warn
 
     try:
         precision, options = plate_options(inbox, given)
@@ -301,24 +325,18 @@ def watch(
         classifier = Classifier(model, precision=precision)
     except (ModelCardError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
+    log(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
     options = WatchOptions(
-        marker=marker, quiet=quiet, poll=poll, attempts=attempts, retry_delay=retry_delay, classify=options
+        marker=marker, settle=settle, poll=poll, attempts=attempts, retry_delay=retry_delay, classify=options
     )
-    with stop_on_signals(log=log) as stop:
+    log(f"results go to {out.resolve()}")
+    with stop_on_signals(log=warn) as stop:
         try:
-            watcher = Watcher(inbox, out, classifier, options, stop=stop, log=log)
+            watcher = Watcher(inbox, out, classifier, options, stop=stop, log=log, warn=warn)
         except WatchError as exc:
             raise fail(exc) from None
         with watcher:
             watcher.run()
-
-
-def check_plate_options(layout: str, fit: str | None) -> str:
-    if layout not in LAYOUTS:
-        raise typer.BadParameter(f"{layout!r}: choose one of {', '.join(LAYOUTS)}", param_hint="--layout")
-    if fit not in (None, "pad", "resize"):
-        raise typer.BadParameter(f"{fit!r}: choose pad or resize", param_hint="--fit")
-    return layout
 
 
 def run_with_progress(function, *args, **kwargs):

@@ -51,6 +51,15 @@ def extra_needed(command: str):
         raise fail(f"`mcnn-appliance {command}` needs {top}: pip install 'mcnn-appliance[{EXTRAS[top]}]'") from None
 
 
+def print_table(table) -> None:
+    """A table on stdout at no less than its natural width: no cell is cut short to fit a narrow terminal
+    or COLUMNS (a table wider than the terminal wraps there, whole)."""
+    out = Console()
+    natural = out.measure(table, options=out.options.update_width(10_000)).maximum  # unbounded by the terminal
+    out.width = max(out.width, natural)
+    out.print(table)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         height, width = (int(v) for v in text.lower().split("x"))

@@ -12,6 +12,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def umask() -> int:
+    mask = os.umask(0o077)  # the only way to read it is to set it; put back at once
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~umask()  # what open() gives a new file; some writers (safetensors) make theirs 0600
+
+
 class WriteError(OSError):
     """A file could not be written; the message names it, and the file there before is unchanged."""
 
@@ -23,6 +32,7 @@ def write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         sync(tmp)
         os.replace(tmp, path)
         sync(path.parent)

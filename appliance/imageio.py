@@ -43,7 +43,7 @@ class FieldError(ValueError):
 
 
 def size_text(shape: tuple[int, ...]) -> str:
-    return f"{shape[1]}x{shape[0]}"  # width x height, as imagers and viewers print it
+    return f"{shape[0]}x{shape[1]}"  # height x width, as every option and message of the project gives sizes
 
 
 def check_pixels(path: Path, image: np.ndarray) -> None:
@@ -85,7 +85,7 @@ def read_channel(path: Path, size: tuple[int, int], out: np.ndarray | None = Non
     image = read_tiff(path)
     check_pixels(path, image)
     if image.shape != tuple(size):
-        raise FieldError(path, f"field is {size_text(image.shape)} (WxH), the model takes {size_text(size)}")
+        raise FieldError(path, f"field is {size_text(image.shape)} (HxW), the model takes {size_text(size)}")
     if out is None:
         return image
     out[...] = image
@@ -107,11 +107,11 @@ def size_problem(shape: tuple[int, ...], size: tuple[int, int] | None, fit: str 
     """Why a plane of this (height, width) cannot become the model's input with this fit; "" if it can."""
     if size is not None and fit is None and tuple(shape) != tuple(size):
         return (
-            f"field is {size_text(shape)} (WxH), the model takes {size_text(size)} (--fit pad or --fit resize fits it)"
+            f"field is {size_text(shape)} (HxW), the model takes {size_text(size)} (--fit pad or --fit resize fits it)"
         )
     if size is not None and fit == "pad" and (shape[0] > size[0] or shape[1] > size[1]):
         return (
-            f"field is {size_text(shape)} (WxH), larger than the model's "
+            f"field is {size_text(shape)} (HxW), larger than the model's "
             f"{size_text(size)}: padding cannot shrink it (--fit resize scales it)"
         )
     if shape[0] * shape[1] > RESIZE_MAX_PIXELS:

@@ -2,11 +2,14 @@
 
 The model card travels in the IR's rt_info; a model without one, or whose card disagrees with
 the network's own shapes or precision, is refused before any field is classified.
-Precision is chosen at run time: f32 or bf16 run model.xml, int8 runs model-int8.xml.
+Precision is chosen at run time: f32 or bf16 run model.xml, int8 runs model-int8.xml; auto picks
+one for this export and this CPU (appliance/precision.py). Compiled models are cached on disk
+(OpenVINO's CACHE_DIR, see model_cache_dir), so a second run skips the compile.
 """
 
 from __future__ import annotations
 
+import os
 import queue
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -16,10 +19,10 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from appliance.model_card import KEYS, ModelCard, ModelCardError, check_matches_run
+from appliance.model_card import KEYS, OPTIONAL_KEYS, ModelCard, ModelCardError, check_matches_run
+from appliance.precision import MODEL_INT8_XML, MODEL_XML, choose_precision
 from appliance.threads import compute_threads
 
-MODEL_XML, MODEL_INT8_XML = "model.xml", "model-int8.xml"
 PROBABILITIES, EMBEDDING = "probabilities", "embedding"
 # What the CPU plugin computes in. An INT8 model runs its quantized layers in int8 and anything
 # left unquantized in f32, as the export's accuracy gate measured it.
@@ -44,18 +47,34 @@ def is_quantized(network: ov.Model) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in network.get_ops())
 
 
-def compile_model(network: ov.Model, precision: str, threads: int, hint: str | None = None) -> ov.CompiledModel:
+def model_cache_dir() -> Path | None:
+    """Where compiled models are cached: MCNN_MODEL_CACHE (empty or "off": no cache), else the user's cache."""
+    given = os.environ.get("MCNN_MODEL_CACHE")
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "none") else Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mcnn-appliance" / "openvino"
+
+
+def compile_model(
+    network: ov.Model, precision: str, threads: int, hint: str | None = None, cache: Path | None = None
+) -> ov.CompiledModel:
     """The CPU plugin configuration every caller shares; hint is LATENCY or THROUGHPUT."""
     config = {hints.inference_precision: PRECISIONS[precision], props.inference_num_threads: threads}
     if hint:
         config[hints.performance_mode] = getattr(hints.PerformanceMode, hint)
+    if cache is not None:
+        try:  # a cache that cannot be written costs a compile, never a run
+            cache.mkdir(parents=True, exist_ok=True)
+            config[props.cache_dir] = str(cache)
+        except OSError:
+            pass
     return ov.Core().compile_model(network, "CPU", config)
 
 
 def read_card(network: ov.Model, source: str) -> ModelCard:
     meta = {
         key: network.get_rt_info(["model_info", key]).astype(str)
-        for key in KEYS
+        for key in (*KEYS, *OPTIONAL_KEYS)
         if network.has_rt_info(["model_info", key])
     }
     return ModelCard.from_metadata(meta, source=source)
@@ -73,6 +92,12 @@ def check_card(network: ov.Model, card: ModelCard, source: str) -> None:
     classes = network.output(PROBABILITIES).get_partial_shape()[-1]
     if classes != len(card.labels):
         raise ModelCardError(f"{source}: network gives {classes} probabilities, the card has {len(card.labels)} labels")
+    width = network.output(EMBEDDING).get_partial_shape()[-1]
+    if card.reference is not None and width != card.reference.centroids.shape[1]:
+        raise ModelCardError(
+            f"{source}: network gives {width}-feature embeddings, the card's training reference has "
+            f"{card.reference.centroids.shape[1]}"
+        )
     if card.precision not in ("f32", "int8") or (card.precision == "int8") != is_quantized(network):
         raise ModelCardError(
             f"{source}: the card says precision {card.precision}, the network is "
@@ -94,9 +119,13 @@ def check_precision(card: ModelCard, precision: str, source: str) -> None:
 
 
 class Classifier:
-    def __init__(self, model: Path | str, precision: str = "f32", threads: int | None = None):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    def __init__(
+        self, model: Path | str, precision: str = "auto", threads: int | None = None, cache: Path | None = None
+    ):
+        if precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision {precision!r}: choose one of auto, {', '.join(PRECISIONS)}")
+        self.choice = choose_precision(model, precision)  # what auto chose, and why
+        precision = self.choice.precision
         self.xml = resolve_model(model, precision)
         network = ov.Core().read_model(self.xml)
         self.card = read_card(network, str(self.xml))
@@ -106,7 +135,7 @@ class Classifier:
         # Threads this process may use (affinity, cgroup quota, MCNN_THREADS), not the host's core count.
         self.threads = threads or compute_threads()
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).
-        self._compiled = compile_model(network, precision, self.threads, "THROUGHPUT")
+        self._compiled = compile_model(network, precision, self.threads, "THROUGHPUT", cache or model_cache_dir())
         # int8, or the precision the CPU plugin actually runs: bf16 falls back to f32 without hardware
         # support. Read once: get_property waits for running inferences, and classify, which read
         # it for every result row, lost a tenth of its throughput (benchmarks/classify_throughput.py).

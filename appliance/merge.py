@@ -88,6 +88,11 @@ def joined(shards: list[PlateResults]) -> tuple[list[dict], list[dict], np.ndarr
     return [fields[i] for i in order], failures, embeddings
 
 
+def merged_distance(runs: list[dict]) -> dict:
+    """The shards' distance summary (one model, one threshold), flagged fields summed."""
+    return {**runs[0]["distance"], "flagged": sum((r.get("distance") or {}).get("flagged", 0) for r in runs)}
+
+
 def merge_results(out_dirs: list[Path], merged: Path) -> dict:
     """Write the merged results folder; returns its summary (also merged/summary.json)."""
     dirs = [Path(d).resolve() for d in out_dirs]
@@ -118,6 +123,8 @@ def merge_results(out_dirs: list[Path], merged: Path) -> dict:
                 "precision": first["precision"],
                 "fit": first.get("fit"),
                 "model": first["model"],
+                "cpa": any(r.get("cpa") for r in runs),
+                "plate_wells": first.get("plate_wells"),  # shards classified with --cpa: the plate's in CPA too
                 "versions": first.get("versions", {}),
                 "counts": {
                     "fields": sum(r["counts"]["fields"] for r in runs),
@@ -130,10 +137,12 @@ def merge_results(out_dirs: list[Path], merged: Path) -> dict:
                 "fields_per_s": round(sum(r.get("fields_per_s", 0.0) for r in runs), 3),  # hosts run side by side
                 "interrupted": bool(incomplete or missing),
                 "finished": utc_now(),
+                **({"distance": merged_distance(runs)} if first.get("distance") else {}),
                 "merged_from": [str(d) for d in dirs],
                 "missing_shards": [f"{i}/{count}" for i in missing],
                 "incomplete_shards": incomplete,
             },
             embeddings,
+            {key: thumb for shard in shards for key, thumb in (shard.thumbnails or {}).items()},
         )
     )

@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.embedding_reference import KEY as REFERENCE_KEY
+from appliance.embedding_reference import EmbeddingReference
 from appliance.normalization import Normalization
 
 CARD_VERSION = "1"
@@ -27,6 +29,7 @@ KEYS = (
     "weights_sha256",
     "precision",
 )
+OPTIONAL_KEYS = (REFERENCE_KEY,)  # a card without them is still read; what they enable is then not done
 
 
 class ModelCardError(ValueError):
@@ -46,6 +49,7 @@ class ModelCard:
     model_type: str = "mcnn"
     precision: str = "f32"
     extra: dict = field(default_factory=dict, compare=False)
+    reference: EmbeddingReference | None = field(default=None, compare=False)  # for Classify_Distance
 
     @property
     def size(self) -> tuple[int, int]:
@@ -53,7 +57,7 @@ class ModelCard:
 
     def to_metadata(self) -> dict[str, str]:
         """Flat string map, as ONNX metadata_props and OpenVINO rt_info store it."""
-        return {
+        meta = {
             "card_version": CARD_VERSION,
             "model_type": self.model_type,
             "labels": json.dumps(list(self.labels)),
@@ -66,6 +70,9 @@ class ModelCard:
             "weights_sha256": self.weights_sha256,
             "precision": self.precision,
         }
+        if self.reference is not None:
+            meta[REFERENCE_KEY] = self.reference.to_metadata()
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], source: str = "model") -> ModelCard:
@@ -91,6 +98,7 @@ class ModelCard:
                 weights_sha256=meta["weights_sha256"],
                 model_type=meta["model_type"],
                 precision=meta["precision"],
+                reference=EmbeddingReference.from_metadata(meta[REFERENCE_KEY]) if REFERENCE_KEY in meta else None,
             )
         except (ValueError, TypeError, KeyError) as exc:
             raise ModelCardError(f"{source}: model card unreadable: {exc}") from exc

@@ -37,6 +37,7 @@ from appliance.layouts.base import (
     parse_well,
     well_name,
 )
+from appliance.results import is_results_folder
 from appliance.tables import MetadataError, read_table
 
 # In the order `--layout auto` tries them: the most specific sign first, bare TIFF names last.
@@ -143,28 +144,64 @@ def discover_fields(
     return sorted(fields, key=field_order), sorted(failures, key=field_order)
 
 
-def read_platemap(path: Path, plate: str) -> dict[str, tuple[str | None, float | None]]:
-    """well -> (compound, concentration) from a CSV with columns well, compound, concentration.
+# The platemap of pycytominer and the JUMP / LINCS Cell Painting datasets: a tab-separated .txt, one row per
+# well (e.g. broadinstitute/lincs-cell-painting metadata/platemaps/.../C-7161-01-LM6-003.txt). A well without
+# a broad_sample holds only the solvent (DMSO): its compound is the solvent, with no concentration.
+JUMP_COLUMNS = ("plate_map_name", "well_position", "broad_sample", "mmoles_per_liter", "solvent")
 
-    An optional `plate` column lets one file serve several plates: only rows naming this
-    plate (or leaving it empty) are used.
+
+def platemap_rows(path: Path, plate: str) -> list[tuple[int, str, str, str]]:
+    """(line, well, compound, concentration text) of each row of a platemap for this plate, our CSV or JUMP's."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("utf-8-sig", errors="replace")  # the header line is all that is needed
+    except OSError as exc:
+        raise MetadataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    first = head.splitlines()[0] if head else ""
+    if "well_position" not in first:  # ours: well, compound, concentration (optional plate), comma-separated
+        rows = read_table(path, ("well", "compound", "concentration"))
+        return [
+            (line, row["well"], row["compound"], row["concentration"])
+            for line, row in enumerate(rows, start=2)
+            if not row.get("plate") or row["plate"] == plate
+        ]
+    rows = read_table(path, JUMP_COLUMNS, delimiter="\t" if "\t" in first else ",")
+    maps = list(dict.fromkeys(row["plate_map_name"] for row in rows))
+    if len(maps) > 1:  # one file, several maps: the plate must name its map
+        if plate not in maps:
+            raise MetadataError(
+                f"{path}: holds the plate maps {', '.join(maps[:5])}; none is named {plate!r}, the plate's name"
+            )
+        maps = [plate]
+    return [
+        (line, row["well_position"], row["broad_sample"] or row["solvent"], row["mmoles_per_liter"])
+        for line, row in enumerate(rows, start=2)
+        if row["plate_map_name"] in maps
+    ]
+
+
+def read_platemap(path: Path, plate: str) -> dict[str, tuple[str | None, float | None]]:
+    """well -> (compound, concentration) from our CSV (columns well, compound, concentration) or from a
+    pycytominer/JUMP platemap (plate_map_name, well_position, broad_sample, mmoles_per_liter, solvent).
+
+    Ours: an optional `plate` column lets one file serve several plates; only rows naming this
+    plate (or leaving it empty) are used. JUMP's: a file holding several maps uses the map named
+    as the plate. Concentrations are taken as written (JUMP's: mmoles_per_liter), never converted.
     """
     try:
-        rows = read_table(path, ("well", "compound", "concentration"))
+        rows = platemap_rows(path, plate)
     except MetadataError as exc:
         raise PlateError(f"--platemap {exc}") from None
     treatments, line_of = {}, {}
-    for line, row in enumerate(rows, start=2):
-        if row.get("plate") and row["plate"] != plate:
-            continue
+    for line, well_text, compound, concentration_text in rows:
         try:
-            well = well_name(*parse_well(row["well"]))
-            concentration = float(row["concentration"]) if row["concentration"] else None
+            well = well_name(*parse_well(well_text))
+            concentration = float(concentration_text) if concentration_text else None
         except ValueError as exc:
             raise PlateError(f"--platemap {path}, line {line}: {exc}") from None
         if well in treatments:
             raise PlateError(f"--platemap {path}: well {well} is on lines {line_of[well]} and {line}")
-        treatments[well], line_of[well] = (row["compound"] or None, concentration), line
+        treatments[well], line_of[well] = (compound or None, concentration), line
     return treatments
 
 
@@ -173,12 +210,16 @@ def looks_like_plate(folder: Path) -> bool:
     return any(layout.detect(folder) for layout in KNOWN_LAYOUTS)
 
 
-def plate_folders(paths: list[Path]) -> list[Path]:
-    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates."""
+def plate_folders(paths: list[Path], note=lambda message: None) -> list[Path]:
+    """Plate folders (or manifest CSVs) as given, and each folder of plates expanded to its plates.
+
+    A results folder (a glob such as data/*/* also matches them) is skipped, with a note, not refused."""
     plates = []
     for path in map(Path, paths):
         if path.is_file() and path.suffix.lower() == ".csv":
             plates.append(path)
+        elif is_results_folder(path) and not looks_like_plate(path):
+            note(f"{path}: skipped, a results folder rather than a plate")
         elif not path.is_dir():
             raise PlateError(f"{path}: not a folder")
         elif looks_like_plate(path):

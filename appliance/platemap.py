@@ -4,14 +4,13 @@ A well's colour is its class, its shade the class's mean probability (pale: unsu
 class's number is written in the well, so the map reads without telling colours apart. Wells
 never imaged (no field at all) are white with a dotted outline; wells where fields failed get a
 thick dark ring, and when nothing in the well could be classified a grey fill and a cross. The
-grid is 96 wells (8 x 12) or 384 (16 x 24), whichever holds every well given. matplotlib only,
-Agg backend: no display needed.
+grid is the smallest standard plate (appliance.wells: 6, 12, 24, 48, 96, 384 or 1536 wells)
+holding every well given. matplotlib only, Agg backend: no display needed.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Circle, Patch  # noqa: E402
 
 from appliance.files import write_atomically
+from appliance.wells import PLATE_FORMATS, PlateFormat, plate_format
 
 # Colour-blind-friendly categorical colours: Okabe & Ito (2008) without black, then members of
 # Paul Tol's "muted" and "light" sets (2021) that stay apart from those and from one another.
@@ -54,22 +54,14 @@ NOT_IMAGED_EDGE = "#C8C8C8"  # a well with no field at all: white, dotted outlin
 FAILED_EDGE = "#1A1A1A"  # ring of a well where fields failed
 MIN_SHADE = 0.3  # the least class colour a well gets (at chance-level confidence)
 
-WELL = re.compile(r"^(?P<row>[A-Za-z])(?P<column>\d{1,2})$")
+WELL = re.compile(r"^(?P<row>[A-Za-z]{1,2})(?P<column>\d{1,3})$")
 
-
-@dataclass(frozen=True)
-class PlateLayout:
-    wells: int  # 96 or 384
-    rows: int  # 8 or 16
-    columns: int  # 12 or 24
-
-    @property
-    def row_letters(self) -> str:
-        return "ABCDEFGHIJKLMNOP"[: self.rows]
-
-
-PLATE_96, PLATE_384 = PlateLayout(96, 8, 12), PlateLayout(384, 16, 24)
-FIGURE = {96: ((12.5, 6.4), 120), 384: ((15.5, 8.4), 150)}  # wells -> (inches, dpi): 1500x768, 2325x1260 px
+PlateLayout = PlateFormat  # the name the report knows the drawn plate by
+PLATE_96, PLATE_384 = (next(p for p in PLATE_FORMATS if p.wells == n) for n in (96, 384))
+# wells -> (inches, dpi): 1500x768 px up to 96 wells, 2325x1260 for 384, 3300x1950 for 1536
+FIGURE = {p.wells: ((12.5, 6.4), 120) for p in PLATE_FORMATS if p.wells <= 96}
+FIGURE.update({384: ((15.5, 8.4), 150), 1536: ((22.0, 13.0), 150)})
+FONT = {384: 5.5, 1536: 3.0}  # the class number in a well, smaller on denser plates (else 9 pt)
 
 
 def class_colour(index: int) -> str:
@@ -90,25 +82,14 @@ def well_position(well: dict) -> tuple[str, int]:
         raise ValueError(f"well {well.get('Metadata_Well')!r}: column {column!r} is not a number") from None
 
 
-def plate_layout(positions) -> PlateLayout:
-    """The smallest standard plate (96, else 384 wells) holding every (row letter, column) given."""
-    for layout in (PLATE_96, PLATE_384):
-        if all(
-            len(row) == 1 and row in layout.row_letters and 1 <= column <= layout.columns for row, column in positions
-        ):
-            return layout
-    outside = [
-        f"{row}{column:02d}"
-        for row, column in positions
-        if not (len(row) == 1 and row in PLATE_384.row_letters and 1 <= column <= PLATE_384.columns)
-    ]
-    raise ValueError(
-        f"wells {', '.join(sorted(outside)[:5])} lie outside a 384-well plate (A-P x 1-24); larger plates are not drawn"
-    )
+def plate_layout(positions, plate_wells: int | None = None) -> PlateLayout:
+    """The plate of plate_wells wells (6 to 1536), else the smallest of 96, 384, 1536 holding every
+    (row letters, column) given (appliance.wells.plate_format)."""
+    return plate_format(positions, plate_wells)
 
 
 def on_plate(well: str) -> bool:
-    """Whether a well name (B02) is a well of a 384-well plate (so of any plate drawn here)."""
+    """Whether a well name (B02, AF48) is a well of a 1536-well plate (so of any plate drawn here)."""
     try:
         plate_layout([well_position({"Metadata_Well": well})])
         return True
@@ -116,11 +97,12 @@ def on_plate(well: str) -> bool:
         return False
 
 
-def map_layout(wells: list[dict], failed=()) -> PlateLayout:
+def map_layout(wells: list[dict], failed=(), plate_wells: int | None = None) -> PlateLayout:
     """The plate a map of these wells (those with a class) and these failed well names is drawn on."""
     return plate_layout(
         [well_position(w) for w in wells if str(w.get("Classify_Class") or "").strip()]
-        + [well_position({"Metadata_Well": name}) for name in failed]
+        + [well_position({"Metadata_Well": name}) for name in failed],
+        plate_wells,
     )
 
 
@@ -138,13 +120,19 @@ def text_colour(rgb) -> str:
 
 
 def draw_plate_map(
-    wells: list[dict], labels: list[str], path: Path, failed: dict[str, int] | None = None, title: str = ""
+    wells: list[dict],
+    labels: list[str],
+    path: Path,
+    failed: dict[str, int] | None = None,
+    title: str = "",
+    plate_wells: int | None = None,
 ) -> Path:
     """Draw wells (rows of wells.csv: position, Classify_Class, Classify_Confidence) to a PNG at path.
 
     labels: the model's classes in order (number i + 1, colour class_colour(i)); a class not among
     them is added at the end. failed: well name -> number of fields that failed in it; such wells
-    are ringed, also when they have no result at all. Returns path.
+    are ringed, also when they have no result at all. plate_wells: the plate's size when known (6 to
+    1536; else found from the wells, see plate_layout). Returns path.
     """
     failed = {name.strip().upper(): n for name, n in (failed or {}).items() if n}
     labels = list(labels)
@@ -157,13 +145,13 @@ def draw_plate_map(
             labels.append(name)
         results[well_position(well)] = (name, float(well.get("Classify_Confidence") or 0.0))
     failed_at = {well_position({"Metadata_Well": name}): n for name, n in failed.items()}
-    layout = map_layout(wells, failed)
+    layout = map_layout(wells, failed, plate_wells)
 
-    big = layout is PLATE_384
+    big = layout.wells >= 384
     inches, dpi = FIGURE[layout.wells]
     fig, ax = plt.subplots(figsize=inches, dpi=dpi)
-    font = 5.5 if big else 9
-    for r, row in enumerate(layout.row_letters):
+    font = FONT.get(layout.wells, 9)
+    for r, row in enumerate(layout.row_names):
         for c in range(1, layout.columns + 1):
             x, y = c - 1, r
             result, n_failed = results.get((row, c)), failed_at.get((row, c), 0)
@@ -188,8 +176,8 @@ def draw_plate_map(
     ax.set_xlim(-0.6, layout.columns - 0.4)
     ax.set_ylim(layout.rows - 0.4, -0.6)  # row A on top, as the plate lies
     ax.set_aspect("equal")
-    ax.set_xticks(range(layout.columns), [str(c) for c in range(1, layout.columns + 1)], fontsize=font + 1)
-    ax.set_yticks(range(layout.rows), list(layout.row_letters), fontsize=font + 1)
+    ax.set_xticks(range(layout.columns), [str(c) for c in range(1, layout.columns + 1)], fontsize=max(font + 1, 6))
+    ax.set_yticks(range(layout.rows), list(layout.row_names), fontsize=max(font + 1, 6))
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
     for spine in ax.spines.values():

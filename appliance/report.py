@@ -2,73 +2,25 @@
 
 classify and merge render it from the object they have just built; `write_report(read_results(out))`
 renders the same report again from the folder. report.html needs nothing beside it: the plate
-map is embedded as base64 and the CSS is inline, so it can be mailed or archived as one file.
-Every value is HTML-escaped: compound names, file names and failure reasons come from outside.
+map is inline SVG (each well's class, confidence, fields and QC flags on hover), the gallery's
+thumbnails are embedded PNGs (appliance/gallery.py) and the CSS is inline, so it can be mailed
+or archived as one file; it runs no script. Every value is HTML-escaped: compound names, file
+names and failure reasons come from outside.
 """
 
 from __future__ import annotations
 
-import base64
 from collections import Counter
 from html import escape
 from pathlib import Path
 
+from appliance.confusion import confusion_html, treatment_moa
 from appliance.files import write_text
-from appliance.platemap import class_colour, draw_plate_map, map_layout, on_plate
+from appliance.gallery import COLOURS, STRETCH, gallery_html
+from appliance.platemap import EMPTY, FAILED_EDGE, NOT_IMAGED_EDGE, draw_plate_map, map_layout, on_plate
+from appliance.report_html import cell, key_values, number, page, swatch, table, text
 from appliance.results import PLATE_MAP_PNG, REPORT_HTML, PlateResults
-
-CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto; max-width: 78em;
-       padding: 0 1.5em; color: #1a1a1a; line-height: 1.4; }
-h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.92em; }
-th, td { padding: 0.25em 0.8em; border-bottom: 1px solid #e2e2e2; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
-table.kv th { background: none; font-weight: 600; width: 14em; }
-.swatch { display: inline-block; width: 0.9em; height: 0.9em; border-radius: 50%; vertical-align: -0.1em;
-          margin-right: 0.4em; }
-.warn { background: #fff4d6; border-left: 4px solid #e69f00; padding: 0.6em 1em; }
-.bad { color: #b3261e; font-weight: 600; } .muted { color: #666; }
-code { font-size: 0.95em; word-break: break-all; }
-img.map { max-width: 100%; height: auto; border: 1px solid #ddd; }
-"""
-
-
-def text(value) -> str:
-    """A table value as the report shows it: nothing for unknown, 0.3 not 0.300000 for a number."""
-    if value is None:
-        return ""
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def number(value, digits: int = 2) -> str:
-    """A figure rounded to digits; "-" when unknown, as given when it is not a number."""
-    if value is None or value == "":
-        return "-"
-    try:
-        return f"{float(value):.{digits}f}"
-    except (TypeError, ValueError):
-        return str(value)
-
-
-def cell(value, numeric: bool = False) -> str:
-    return f'<td class="n">{escape(text(value))}</td>' if numeric else f"<td>{escape(text(value))}</td>"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """header: plain text; rows: lists of <td> cells, already escaped."""
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def key_values(pairs: list[tuple[str, str]]) -> str:
-    """Two-column table; values already escaped HTML."""
-    return '<table class="kv">' + "".join(f"<tr><th>{escape(k)}</th><td>{v}</td></tr>" for k, v in pairs) + "</table>"
-
-
-def swatch(index: int) -> str:
-    return f'<span class="swatch" style="background:{class_colour(index)}"></span>'
+from appliance.svg_map import FLAG, plate_svg
 
 
 def class_cell(name: str, labels: list[str]) -> str:
@@ -236,27 +188,120 @@ def model_section(run: dict, labels: list[str]) -> str:
     return "<h2>Model</h2>" + key_values(pairs)
 
 
-def plate_map_section(png: Path, plate: str, wells: list[dict], labels: list[str], failures: list[dict]) -> str:
-    """Draws the map to png and returns its section, the picture inline; without a map when it cannot be drawn."""
+def distance_threshold(run: dict) -> float | None:
+    return (run.get("distance") or {}).get("threshold")
+
+
+def far_fields(fields: list[dict], threshold: float | None) -> list[dict]:
+    """Fields whose embedding lies beyond the model's threshold from every training centroid."""
+    if threshold is None:
+        return []
+    return [f for f in fields if f.get("Classify_Distance") is not None and f["Classify_Distance"] > threshold]
+
+
+RING_ICON = (
+    f'<svg width="12" height="12" viewBox="0 0 12 12"><circle cx="6" cy="6" r="4.8" fill="{EMPTY}" '
+    f'stroke="{FAILED_EDGE}" stroke-width="1.8"/></svg>'
+)
+NOT_IMAGED_ICON = (
+    '<svg width="12" height="12" viewBox="0 0 12 12"><circle cx="6" cy="6" r="4.8" fill="white" '
+    f'stroke="{NOT_IMAGED_EDGE}" stroke-dasharray="1.5,1.5"/></svg>'
+)
+FLAG_ICON = f'<svg width="12" height="12" viewBox="0 0 12 12"><path d="M12,0 h-12 l12,12 z" fill="{FLAG}"/></svg>'
+
+
+def plate_map_section(png: Path, run: dict, results: PlateResults, labels: list[str]) -> str:
+    """Draws the map to png and returns its section, the map as inline SVG; without a map when it cannot be drawn."""
+    plate, wells, failures = str(run.get("plate", "")), results.wells, results.failures
+    plate_wells = run.get("plate_wells")
     failed = Counter(str(f.get("Metadata_Well", "")).strip().upper() for f in failures)
     mapped = {name: n for name, n in failed.items() if on_plate(name)}
     unmapped = sum(failed.values()) - sum(mapped.values())
+    threshold = distance_threshold(run)
+    far = Counter(f["Metadata_Well"] for f in far_fields(results.fields, threshold))
     try:
-        layout = map_layout(wells, mapped)
+        layout = map_layout(wells, mapped, plate_wells)
+        svg = plate_svg(wells, labels, mapped, far, threshold, plate_wells)
     except ValueError as exc:
         png.unlink(missing_ok=True)  # a map of an earlier run would contradict these tables
         return f'<h2>Plate map</h2><p class="bad">No plate map: {escape(str(exc))}.</p>'
-    draw_plate_map(wells, labels, png, failed=mapped, title=plate)
-    image = base64.b64encode(png.read_bytes()).decode("ascii")
+    draw_plate_map(wells, labels, png, failed=mapped, title=plate, plate_wells=plate_wells)
     note = f" {unmapped} failure(s) name no well on the plate; they are in the failures table." if unmapped else ""
+    legend = "".join(f'<span class="item">{swatch(i)}{i + 1}. {escape(label)}</span>' for i, label in enumerate(labels))
+    qc = (
+        f'<span class="item">{FLAG_ICON} fields far from the training set (distance &gt; {threshold:.3g})</span>'
+        if threshold is not None
+        else '<span class="item muted">no QC distance: the model carries no training reference</span>'
+    )
     return (
         f'<h2>Plate map</h2><p class="muted">{layout.wells}-well plate; {len(wells)} wells with a result, '
-        f"{len(mapped)} with failed fields (ringed; grey with a cross: none classified); white dotted wells "
-        f"were never imaged.{escape(note)} Colour: the well's class (mean of its fields' "
-        "probabilities), paler when less sure; the number is the class's number in the legend. Every field "
-        f"and well is in fields.csv and wells.csv beside this report.</p>"
-        f'<img class="map" alt="plate map of {escape(plate)}" src="data:image/png;base64,{image}">'
+        f"{len(mapped)} with failed fields (ringed; grey with a cross: none classified), {len(far)} with fields "
+        f"far from the training set "
+        f'(<span style="color:{FLAG}">red corner</span>).{escape(note)} Colour: the well\'s class (mean of its '
+        "fields' probabilities), paler when less sure; the number is the class's number. Point at a well for "
+        "its class, confidence and fields. plate_map.png beside this report is the same map as a picture; every "
+        "field and well is in fields.csv and wells.csv.</p>"
+        f"{svg}"
+        f'<p class="legend">{legend}<span class="item">{RING_ICON} ringed: fields failed</span>'
+        f'<span class="item">{NOT_IMAGED_ICON} not imaged (no fields)</span>{qc}</p>'
     )
+
+
+def gallery_section(results: PlateResults, labels: list[str], threshold: float | None) -> str:
+    if not results.thumbnails:
+        return (
+            '<h2>Gallery</h2><p class="muted">No thumbnails: these results were made without them '
+            "(thumbnails are made while classify reads the fields).</p>"
+        )
+    channels = list(results.channels)
+    colours = ", ".join(f"{c} {('red', 'green', 'blue')[COLOURS[c]]}" for c in channels if c in COLOURS)
+    return (
+        '<h2>Gallery</h2><p class="muted">Per class, its most and least confident fields'
+        f"{': ' + escape(colours) if colours else ''}; each channel stretched between its {STRETCH[0]:g} and "
+        f"{STRETCH[1]:g} percentiles within the field, so brightness is not comparable between fields. "
+        "Caption: well, site, confidence.</p>"
+        + gallery_html(results.fields, labels, channels, results.thumbnails, swatch, threshold)
+    )
+
+
+def confusion_section(results: PlateResults, labels: list[str]) -> str:
+    moa = treatment_moa(results.fields)
+    calls = [
+        (moa[(t["Metadata_Compound"], t["Metadata_Concentration"])], t["Classify_Class"])
+        for t in results.treatments
+        if (t["Metadata_Compound"], t["Metadata_Concentration"]) in moa
+    ]
+    return "<h2>Treatments against their MoA</h2>" + confusion_html(calls, labels) if calls else ""
+
+
+def qc_section(run: dict, fields: list[dict]) -> str:
+    distance = run.get("distance")
+    if not distance:
+        return (
+            '<h2>QC: distance to the training set</h2><p class="muted">Not measured: the model carries no '
+            "summary of its training embeddings (export it again with this version).</p>"
+        )
+    far = far_fields(fields, distance["threshold"])
+    text_ = (
+        f"{len(far)} of {len(fields)} fields lie further from every training class centroid than "
+        f"{distance['threshold']:.3g}, the {distance['percentile']:g}th percentile of the model's own training "
+        f"fields' distances ({distance.get('training_fields', '?')} fields sampled at export). Their calls are "
+        "less to be trusted: out-of-focus fields, debris, empty wells, or a phenotype the model never saw. "
+        "Classify_Distance in fields.csv has every field's distance."
+    )
+    rows = [
+        [
+            cell(f["Metadata_Well"]),
+            cell(f["Metadata_Site"], True),
+            cell(f["Classify_Class"]),
+            cell(number(f["Classify_Confidence"]), True),
+            cell(number(f["Classify_Distance"]), True),
+        ]
+        for f in sorted(far, key=lambda f: -f["Classify_Distance"])[:50]
+    ]
+    more = f'<p class="muted">The 50 furthest shown of {len(far)}.</p>' if len(far) > 50 else ""
+    table_ = table(["well", "site", "class", "confidence", "distance"], rows) if rows else ""
+    return f"<h2>QC: distance to the training set</h2><p>{escape(text_)}</p>{table_}{more}"
 
 
 def write_report(results: PlateResults) -> Path:
@@ -268,17 +313,15 @@ def write_report(results: PlateResults) -> Path:
         [
             f'<h1>Plate {escape(plate)}</h1><p class="muted">M-CNN classification report</p>',
             summary_section(run, wells, failures),
-            plate_map_section(out_dir / PLATE_MAP_PNG, plate, wells, labels, failures),
+            plate_map_section(out_dir / PLATE_MAP_PNG, run, results, labels),
             class_section(labels, fields, wells),
+            gallery_section(results, labels, distance_threshold(run)),
             treatments_section(results.treatments, labels) if results.treatments else "",
+            confusion_section(results, labels),
+            qc_section(run, fields),
             failures_section(failures),
             timings_section(run),
             model_section(run, labels),
         ]
     )
-    html = (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>Plate {escape(plate)}: classification report</title><style>{CSS}</style></head>"
-        f"<body>\n{body}\n</body></html>\n"
-    )
-    return write_text(out_dir / REPORT_HTML, html)
+    return write_text(out_dir / REPORT_HTML, page(f"Plate {plate}: classification report", body))

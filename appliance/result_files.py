@@ -1,7 +1,9 @@
 """A PlateResults on disk: `write_results` writes the set once, `read_results` rebuilds the object from it.
 
 The set: fields.csv + fields.parquet, wells.csv, failures.csv, treatments.csv (when compounds are
-known), embeddings.parquet (when asked for), plate_map.png + report.html, and summary.json. Each
+known), embeddings.parquet + profiles.parquet (when asked for), cpa.properties + cpa.db (with
+--cpa, appliance.cpa), plate_map.png + report.html, and summary.json. Numbers in the CSVs are
+written exactly (shortest round-trip text), column types come from result_rows.column_kind. Each
 file is written once through appliance.files (a reader or a crash never sees half a file), and
 summary.json comes last and is removed first: while it is missing the set is incomplete, once it
 is there every file beside it belongs to it. fields.parquet keeps the types, so it is what
@@ -18,24 +20,33 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from appliance.cpa import write_cpa
 from appliance.files import write_atomically, write_json
+from appliance.gallery import read_gallery, write_gallery
 from appliance.report import write_report
 from appliance.result_rows import (
-    BIOLOGIST,
     EMBEDDING_PREFIX,
     FAILURE_COLUMNS,
+    OLD_EMBEDDING_PREFIX,
     channels_of,
+    column_kind,
     embedding_columns,
     field_columns,
     field_key,
+    profile_columns,
     treatment_columns,
     well_columns,
+    well_profiles,
 )
 from appliance.results import (
+    CPA_DB,
+    CPA_PROPERTIES,
     EMBEDDINGS_PARQUET,
     FAILURES_CSV,
     FIELDS_CSV,
     FIELDS_PARQUET,
+    GALLERY_NPZ,
+    PROFILES_PARQUET,
     SUMMARY_JSON,
     TREATMENTS_CSV,
     WELLS_CSV,
@@ -43,15 +54,15 @@ from appliance.results import (
     ResultsError,
 )
 
-INTEGER_COLUMNS = {"Metadata_Column", "Metadata_Site", "Count_Fields", "Count_Wells"}
 KEY_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site"]
 
 
 def csv_value(value) -> str:
+    """A cell: numbers exactly (the shortest text that reads back as the same float: 1e-07, 0.1), NaN and None empty."""
     if value is None:
         return ""
-    if isinstance(value, float):
-        return f"{value:.6f}" if value == value else ""
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value)) if value == value else ""
     return str(value)
 
 
@@ -60,37 +71,48 @@ def write_csv(path: Path, columns: list[str], rows: list[dict]) -> Path:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
-            writer.writerows([csv_value(row[c]) for c in columns] for row in rows)
+            writer.writerows([csv_value(row.get(c)) for c in columns] for row in rows)
 
     return write_atomically(path, write)
 
 
 def arrow_type(column: str):
-    if column in INTEGER_COLUMNS or column.startswith("Frame_"):
+    kind = column_kind(column)
+    if kind is int:
         return pa.int64()
-    if column.startswith(("Probability_", "Classify_Confidence", "Classify_Agreement", "Metadata_Concentration")):
-        return pa.float64()
-    if column in BIOLOGIST[1:]:  # Classify_Correct (empty where the class is unknown), Classify_LowConfidence
+    if kind is bool:  # Classify_Correct (empty where the class is unknown), Classify_LowConfidence
         return pa.bool_()
-    if column.startswith(EMBEDDING_PREFIX):
-        return pa.float32()
+    if kind is float:  # the embedding's features stay float32, as the model gives them
+        return pa.float32() if column.startswith(EMBEDDING_PREFIX) else pa.float64()
     return pa.string()
 
 
 def to_table(columns: list[str], rows: list[dict]) -> pa.Table:
     schema = pa.schema([(c, arrow_type(c)) for c in columns])
-    return pa.Table.from_pylist([{c: row[c] for c in columns} for row in rows], schema=schema)
+    return pa.Table.from_pylist([{c: row.get(c) for c in columns} for row in rows], schema=schema)
 
 
 def write_parquet(path: Path, table: pa.Table) -> Path:
     return write_atomically(path, lambda tmp: pq.write_table(table, tmp))
 
 
-def embeddings_table(fields: list[dict], vectors: np.ndarray) -> pa.Table:
-    columns = embedding_columns(vectors.shape[1])
-    arrays = [pa.array([row[c] for row in fields], type=arrow_type(c)) for c in KEY_COLUMNS]
+def features_table(columns: list[str], rows: list[dict], vectors: np.ndarray) -> pa.Table:
+    """The Metadata_ columns of columns from rows, then the features, one float32 column each."""
+    names = [c for c in columns if not c.startswith(EMBEDDING_PREFIX)]
+    arrays = [pa.array([row[c] for row in rows], type=arrow_type(c)) for c in names]
     arrays += [pa.array(np.ascontiguousarray(vectors[:, i], dtype=np.float32)) for i in range(vectors.shape[1])]
     return pa.Table.from_arrays(arrays, names=columns)
+
+
+def embeddings_table(fields: list[dict], vectors: np.ndarray, labels, channels) -> pa.Table:
+    """embeddings.parquet: a field per row, every Metadata_ column of fields.csv, Image_MCNN_000... features."""
+    return features_table(embedding_columns(labels, channels, vectors.shape[1]), fields, vectors)
+
+
+def profiles_table(fields: list[dict], vectors: np.ndarray) -> pa.Table:
+    """profiles.parquet: a well per row, the median of its fields' features."""
+    rows, medians = well_profiles(fields, vectors)
+    return features_table(profile_columns(vectors.shape[1]), rows, medians)
 
 
 def write_results(results: PlateResults) -> dict:
@@ -98,16 +120,23 @@ def write_results(results: PlateResults) -> dict:
     out, labels = results.out_dir, results.labels
     out.mkdir(parents=True, exist_ok=True)
     (out / SUMMARY_JSON).unlink(missing_ok=True)  # an earlier run's summary would vouch for a half-written set
-    columns = field_columns(labels, results.channels)
-    write_csv(out / FIELDS_CSV, columns, results.fields)
-    write_parquet(out / FIELDS_PARQUET, to_table(columns, results.fields))
+    columns, fields = field_columns(labels, results.channels), results.fields
+    write_csv(out / FIELDS_CSV, columns, fields)
+    write_parquet(out / FIELDS_PARQUET, to_table(columns, fields))
     write_csv(out / WELLS_CSV, well_columns(labels), results.wells)
     write_csv(out / FAILURES_CSV, FAILURE_COLUMNS, results.failures)
     if results.treatments:
         write_csv(out / TREATMENTS_CSV, treatment_columns(labels), results.treatments)
     if results.embeddings is not None:
-        write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(results.fields, results.embeddings))
-    for name in {TREATMENTS_CSV, EMBEDDINGS_PARQUET} - set(results.files.values()):
+        vectors = results.embeddings
+        write_parquet(out / EMBEDDINGS_PARQUET, embeddings_table(fields, vectors, labels, results.channels))
+        write_parquet(out / PROFILES_PARQUET, profiles_table(fields, vectors))
+    if results.thumbnails:
+        write_gallery(out / GALLERY_NPZ, results.thumbnails)
+    if results.run.get("cpa"):
+        write_cpa(results)
+    optional = {TREATMENTS_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET, CPA_PROPERTIES, CPA_DB, GALLERY_NPZ}
+    for name in optional - set(results.files.values()):
         (out / name).unlink(missing_ok=True)  # an earlier run's file must not pass for this run's
     write_report(results)
     summary = results.summary
@@ -137,7 +166,9 @@ def read_failures(path: Path) -> list[dict]:
 def read_embeddings(path: Path, fields: list[dict]) -> np.ndarray:
     """embeddings.parquet as a (fields, width) matrix in the order of fields."""
     table = pq.read_table(path)
-    names = [n for n in table.column_names if n.startswith(EMBEDDING_PREFIX)]
+    names = [n for n in table.column_names if n.startswith(EMBEDDING_PREFIX)] or [
+        n for n in table.column_names if n.startswith(OLD_EMBEDDING_PREFIX)
+    ]
     vectors = (
         np.column_stack([table.column(n).to_numpy() for n in names]).astype(np.float32)
         if names
@@ -155,7 +186,8 @@ def read_results(out_dir: Path) -> PlateResults:
     out_dir = Path(out_dir)
     summary = read_summary(out_dir / SUMMARY_JSON)
     listed = summary.get("files") or {}
-    for name in (FIELDS_PARQUET, FAILURES_CSV, *([EMBEDDINGS_PARQUET] if "embeddings" in listed else [])):
+    optional = [name for kind, name in (("embeddings", EMBEDDINGS_PARQUET), ("gallery", GALLERY_NPZ)) if kind in listed]
+    for name in (FIELDS_PARQUET, FAILURES_CSV, *optional):
         if not (out_dir / name).is_file():
             raise ResultsError(f"{out_dir / name}: missing, though {SUMMARY_JSON} lists it")
     try:
@@ -163,9 +195,17 @@ def read_results(out_dir: Path) -> PlateResults:
         fields = table.to_pylist()
         failures = read_failures(out_dir / FAILURES_CSV)
         embeddings = read_embeddings(out_dir / EMBEDDINGS_PARQUET, fields) if "embeddings" in listed else None
-    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
+        thumbnails = read_gallery(out_dir / GALLERY_NPZ) if "gallery" in listed else None
+    except (OSError, ValueError, KeyError, pa.ArrowException) as exc:  # a damaged .npz raises ValueError or OSError
         raise ResultsError(f"{out_dir}: results unreadable ({exc})") from exc
     run = {k: v for k, v in summary.items() if k not in ("out", "files")}  # derived again by PlateResults
     return PlateResults(
-        out_dir, summary["model"]["labels"], channels_of(table.column_names), fields, failures, run, embeddings
+        out_dir,
+        summary["model"]["labels"],
+        channels_of(table.column_names),
+        fields,
+        failures,
+        run,
+        embeddings,
+        thumbnails,
     )

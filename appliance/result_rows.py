@@ -1,9 +1,11 @@
 """The rows of a plate's result tables: one per field, per well, per treatment, per failure.
 
 Everything starts from "field rows": one dict per classified field with the columns of
-fields.csv, in order (see `field_columns`). Wells and treatments are aggregated from those rows
-alone, so the same rows always give the same wells, whether classify has just made them, merge
-has joined them from shards, or they were read back from fields.parquet. No file I/O here.
+fields.csv (see `field_columns`); ImageNumber and URL_ are added when a PlateResults is built
+(`cellprofiler_rows`), so they number and locate the whole plate, merged or not. Wells and
+treatments are aggregated from those rows alone, so the same rows always give the same wells,
+whether classify has just made them, merge has joined them from shards, or they were read back
+from fields.parquet. No file I/O here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,38 @@ PLACE = ["Metadata_Plate", "Metadata_Well", "Metadata_Row", "Metadata_Column"]
 TREATMENT = ["Metadata_Compound", "Metadata_Concentration"]
 CALL = ["Classify_Class", "Classify_Confidence"]
 FAILURE_COLUMNS = ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "File", "Reason"]
-EMBEDDING_PREFIX = "Embedding_"
+# The embedding is a measurement of the whole field, so a CellProfiler image measurement: Image_<category>_<n>,
+# the names pycytominer infers as features with image_features=True (its infer_cp_features).
+EMBEDDING_PREFIX = "Image_MCNN_"
+OLD_EMBEDDING_PREFIX = "Embedding_"  # what older results folders' embeddings.parquet named them
+
+
+INTEGER_COLUMNS = {
+    "ImageNumber",
+    "Metadata_Column",
+    "Metadata_Site",
+    "Count_Fields",
+    "Count_Wells",
+    "Metadata_Count_Fields",
+}
+FLOAT_PREFIXES = (
+    "Probability_",
+    "Classify_Confidence",
+    "Classify_Agreement",
+    "Classify_Distance",
+    "Metadata_Concentration",
+)
+
+
+def column_kind(column: str) -> type:
+    """What a column holds, whatever file it is written to: int, bool, float or str (embedding features: float)."""
+    if column in INTEGER_COLUMNS or column.startswith("Frame_"):
+        return int
+    if column in BIOLOGIST[1:]:  # Classify_Correct, Classify_LowConfidence
+        return bool
+    if column.startswith((*FLOAT_PREFIXES, EMBEDDING_PREFIX)):
+        return float
+    return str
 
 
 def probability_column(label: str) -> str:
@@ -33,16 +66,19 @@ def call_columns(labels) -> list[str]:
 
 
 def field_columns(labels, channels) -> list[str]:
-    # Where each channel's pixels came from (CellProfiler's names: file, folder, frame in the file), and how
-    # they were read: the layout, the plane / time point / projection, the fit.
-    read = [f"{kind}_{c}" for c in channels for kind in ("FileName", "PathName", "Frame")]
+    # Where each channel's pixels came from (CellProfiler's names: file, folder, URL, frame in the file), and
+    # how they were read: the layout, the plane / time point / projection, the fit.
+    read = [f"{kind}_{c}" for c in channels for kind in ("FileName", "PathName", "URL", "Frame")]
     read += ["Metadata_Layout", "Metadata_Source", "Metadata_Fit"]
+    # Classify_Distance: how far the field lies from the training fields (appliance/embedding_reference.py)
     return [
+        "ImageNumber",
         *PLACE,
         "Metadata_Site",
         *TREATMENT,
         *read,
         *call_columns(labels),
+        "Classify_Distance",
         *BIOLOGIST,
         "Model_SHA256",
         "Model_Precision",
@@ -110,8 +146,22 @@ def shared_moa(rows: list[dict]) -> str | None:
     return classes.pop() if len(classes) == 1 else None
 
 
-def embedding_columns(width: int) -> list[str]:
-    return ["Metadata_Plate", "Metadata_Well", "Metadata_Site"] + [f"{EMBEDDING_PREFIX}{i:03d}" for i in range(width)]
+def feature_columns(width: int) -> list[str]:
+    return [f"{EMBEDDING_PREFIX}{i:03d}" for i in range(width)]
+
+
+def metadata_columns(columns: list[str]) -> list[str]:
+    return [c for c in columns if c.startswith("Metadata_")]
+
+
+def embedding_columns(labels, channels, width: int) -> list[str]:
+    """embeddings.parquet: every Metadata_ column of fields.csv, then the features."""
+    return metadata_columns(field_columns(labels, channels)) + feature_columns(width)
+
+
+def profile_columns(width: int) -> list[str]:
+    """profiles.parquet: a well's place, treatment and field count, then its median features."""
+    return [*PLACE, *TREATMENT, "Metadata_Count_Fields", *feature_columns(width)]
 
 
 def channels_of(columns: list[str]) -> tuple[str, ...]:
@@ -130,9 +180,17 @@ def call(probabilities: np.ndarray, labels) -> dict:
 
 
 def field_row(
-    field: Field, fit_note: str, probabilities: np.ndarray, labels, channels, model_sha256: str, precision: str
+    field: Field,
+    fit_note: str,
+    probabilities: np.ndarray,
+    labels,
+    channels,
+    model_sha256: str,
+    precision: str,
+    distance: float | None = None,
 ) -> dict:
-    """One classified field, keys in fields.csv's column order."""
+    """One classified field: fields.csv's columns but ImageNumber and URL_ (see cellprofiler_rows); distance
+    None when the model has no reference."""
     row = {
         "Metadata_Plate": field.plate,
         "Metadata_Well": field.well,
@@ -148,9 +206,43 @@ def field_row(
     row.update({"Metadata_Layout": field.layout, "Metadata_Source": field.source, "Metadata_Fit": fit_note})
     row.update({probability_column(label): float(p) for label, p in zip(labels, probabilities, strict=True)})
     row.update(call(probabilities, labels))
+    row["Classify_Distance"] = distance
     row.update(biologist_values(field.moa, row, labels))
     row.update({"Model_SHA256": model_sha256, "Model_Precision": precision})
     return row
+
+
+def image_url(path_name: str, file_name: str) -> str:
+    """CellProfiler's URL_ of a file: a file: URL of its absolute path."""
+    return (Path(path_name) / file_name).absolute().as_uri()
+
+
+def cellprofiler_rows(fields: list[dict], channels) -> list[dict]:
+    """Field rows (in plate order) numbered and located as CellProfiler's per-image tables are: ImageNumber
+    1, 2, ... in plate order, URL_<channel> from PathName_ and FileName_. Made whenever the rows are
+    written, so merged shards and rows read back get one numbering of the whole plate."""
+    return [
+        {
+            **row,
+            "ImageNumber": number,
+            **{f"URL_{c}": image_url(row[f"PathName_{c}"], row[f"FileName_{c}"]) for c in channels},
+        }
+        for number, row in enumerate(fields, start=1)
+    ]
+
+
+def well_profiles(fields: list[dict], vectors: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """One profile per well (fields in plate order): its place, treatment and field count, and the median
+    of its fields' embeddings (a well-level profile as pycytominer.aggregate's median makes it)."""
+    wells: dict[tuple[str, str], list[int]] = {}
+    for i, row in enumerate(fields):
+        wells.setdefault((row["Metadata_Plate"], row["Metadata_Well"]), []).append(i)
+    rows, medians = [], np.empty((len(wells), vectors.shape[1]), dtype=np.float32)
+    for n, members in enumerate(wells.values()):
+        first = fields[members[0]]
+        rows.append({**{k: first[k] for k in PLACE + TREATMENT}, "Metadata_Count_Fields": len(members)})
+        medians[n] = np.median(vectors[members], axis=0)
+    return rows, medians
 
 
 def failure_row(failure: Failure) -> dict:

@@ -15,12 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.result_rows import column_notes, treatment_rows, well_rows
+from appliance.result_rows import cellprofiler_rows, column_notes, treatment_rows, well_rows
 
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV, TREATMENTS_CSV = "fields.csv", "fields.parquet", "wells.csv", "treatments.csv"
-FAILURES_CSV, EMBEDDINGS_PARQUET = "failures.csv", "embeddings.parquet"
+FAILURES_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET = "failures.csv", "embeddings.parquet", "profiles.parquet"
+GALLERY_NPZ = "gallery.npz"
 PLATE_MAP_PNG, REPORT_HTML = "plate_map.png", "report.html"
+CPA_PROPERTIES, CPA_DB = "cpa.properties", "cpa.db"  # CellProfiler Analyst's, with classify --cpa
 SUMMARY_JSON = "summary.json"  # written last: where it is, the whole set is
+
+
+# Files that mark a folder as one this project wrote results into: a plate's results (a partial one
+# too), a training run, a watcher's results.
+RESULTS_MARKERS = (SUMMARY_JSON, ".partial", "run.json", "watch-ledger.json")
+OLD_DEFAULT_SUFFIX = "-results"  # before results/<plate>/, classify wrote <plate>-results beside the plate
+
+
+def is_results_folder(folder: Path) -> bool:
+    """A folder of our results (by its marker files or the old default name), or one holding only such
+    folders (results/ itself)."""
+    folder = Path(folder)
+
+    def marked(path: Path) -> bool:
+        return path.name.endswith(OLD_DEFAULT_SUFFIX) or any((path / marker).exists() for marker in RESULTS_MARKERS)
+
+    if not folder.is_dir():
+        return False
+    inside = [p for p in folder.iterdir() if p.is_dir()]
+    return marked(folder) or (bool(inside) and all(map(marked, inside)))
 
 
 class ResultsError(RuntimeError):
@@ -43,10 +65,11 @@ class PlateResults:
     out_dir: Path
     labels: tuple[str, ...]
     channels: tuple[str, ...]
-    fields: list[dict]  # field rows in plate order (result_rows.field_columns)
+    fields: list[dict]  # field rows in plate order (result_rows.field_columns; numbered here)
     failures: list[dict]  # failure rows in plate order
     run: dict
     embeddings: np.ndarray | None = None  # (fields, width) float32, row i belongs to fields[i]
+    thumbnails: dict | None = None  # field key -> (C, h, w) uint16 thumbnail, for the gallery (appliance/gallery.py)
     wells: list[dict] = field(init=False)
     treatments: list[dict] = field(init=False)
 
@@ -55,17 +78,23 @@ class PlateResults:
         self.labels, self.channels = tuple(self.labels), tuple(self.channels)
         if self.embeddings is not None and len(self.embeddings) != len(self.fields):
             raise ValueError(f"{len(self.embeddings)} embeddings for {len(self.fields)} fields")
+        self.fields = cellprofiler_rows(self.fields, self.channels)  # ImageNumber in plate order, URL_
         self.wells = well_rows(self.fields, self.labels)
         self.treatments = treatment_rows(self.wells, self.labels)
 
     @property
     def files(self) -> dict[str, str]:
-        """{kind: file name} of the set, summary.json aside; treatments and embeddings only when there are any."""
+        """{kind: file name} of the set, summary.json aside; treatments, embeddings, gallery only when there are any."""
         files = {"fields": FIELDS_CSV, "fields_parquet": FIELDS_PARQUET, "wells": WELLS_CSV, "failures": FAILURES_CSV}
         if self.treatments:
             files["treatments"] = TREATMENTS_CSV
         if self.embeddings is not None:
             files["embeddings"] = EMBEDDINGS_PARQUET
+            files["profiles"] = PROFILES_PARQUET  # well-level medians of the embeddings
+        if self.run.get("cpa"):
+            files["cpa_properties"], files["cpa_db"] = CPA_PROPERTIES, CPA_DB
+        if self.thumbnails:
+            files["gallery"] = GALLERY_NPZ
         files["report"] = REPORT_HTML
         return files
 

@@ -1,7 +1,7 @@
 """Watch an inbox folder and classify each plate once the imager has finished writing it.
 
 Every sub-folder of the inbox is a plate. A plate is complete when its marker file is there, or
-when none of its files has changed for the quiet period. Changes are what this watcher itself
+when none of its files has changed for the settle period. Changes are what this watcher itself
 saw between polls (names, sizes, modification times), not the files' own times: a copy that
 keeps timestamps makes a half-copied plate look old. Either way the plate must also look the
 same on two polls in a row, so a file still being written is never read.
@@ -45,6 +45,8 @@ PLATE_OPTIONS = {
     "timepoint": int,
     "project": str,
     "embeddings": bool,
+    "plate_wells": int,
+    "cpa": bool,
 }
 DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
 
@@ -58,7 +60,7 @@ class WatchError(ValueError):
 @dataclass
 class WatchOptions:
     marker: str = "COMPLETE"  # a file of this name in a plate folder says the plate is complete
-    quiet: float = 300.0  # seconds without a change that make a plate complete; 0: only the marker does
+    settle: float = 300.0  # seconds without a change that make a plate complete; 0: only the marker does
     poll: float = 5.0  # seconds between looks at the inbox
     attempts: int = 3  # tries of a plate that fails before the watcher gives up on it
     retry_delay: float = 60.0  # seconds between two tries of a failed plate
@@ -88,7 +90,7 @@ def read_watch_config(inbox: Path) -> dict:
 def plate_options(inbox: Path, given: dict) -> tuple[str, dict]:
     """(precision, classify_plate's options): the inbox config's, those given on the command line winning."""
     options = {**read_watch_config(inbox), **given}
-    return options.pop("precision", "f32"), options
+    return options.pop("precision", "auto"), options
 
 
 def snapshot(plate_dir: Path) -> Snapshot:
@@ -139,7 +141,7 @@ class Sighting:
 
 class Watcher:
     """Polls until stopped (run()), one poll at a time (poll(now)), so tests drive it with their own clock;
-    `classify` stands in for classify_plate in tests."""
+    `classify` stands in for classify_plate in tests. log(line) tells progress, warn(line) problems."""
 
     def __init__(
         self,
@@ -150,6 +152,7 @@ class Watcher:
         stop: threading.Event | None = None,
         log=print,
         classify=classify_plate,
+        warn=None,
     ):
         self.inbox, self.out = Path(inbox).resolve(), Path(out).resolve()
         self.options = options or WatchOptions()
@@ -160,8 +163,8 @@ class Watcher:
                 f"{self.out}: the results folder must not be inside the inbox {self.inbox} "
                 "(its folders would be taken for plates)"
             )
-        if self.options.attempts < 1 or self.options.quiet < 0 or self.options.poll <= 0:
-            raise WatchError("attempts must be at least 1, quiet at least 0 and poll above 0 seconds")
+        if self.options.attempts < 1 or self.options.settle < 0 or self.options.poll <= 0:
+            raise WatchError("attempts must be at least 1, settle at least 0 and poll above 0 seconds")
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.out / LOCK, "w")
         try:
@@ -175,6 +178,7 @@ class Watcher:
             self._lock.close()
             raise
         self.classifier, self.stop, self.log, self.classify = classifier, stop or threading.Event(), log, classify
+        self.warn = warn or log  # problems: printed even when log (progress) is silenced
         self.seen: dict[str, Sighting] = {}
         self.retry_at: dict[str, float] = {}
         self.given_up: set[str] = set()
@@ -188,7 +192,7 @@ class Watcher:
         done = sum(entry["status"] == DONE for entry in self.ledger.plates.values())
         opts = self.options
         self.log(
-            f"watching {self.inbox} (marker {opts.marker}, quiet {opts.quiet:g} s, poll {opts.poll:g} s); "
+            f"watching {self.inbox} (marker {opts.marker}, settle {opts.settle:g} s, poll {opts.poll:g} s); "
             f"{done} plate(s) already done according to {self.ledger.path}"
         )
         while not self.stop.is_set():
@@ -210,8 +214,8 @@ class Watcher:
             return None
         if self.options.marker in files:
             return f"marker {self.options.marker}"
-        if files and self.options.quiet and now - previous.changed_at >= self.options.quiet:
-            return f"no change for {self.options.quiet:g} s"
+        if files and self.options.settle and now - previous.changed_at >= self.options.settle:
+            return f"no change for {self.options.settle:g} s"
         return None
 
     def waiting(self, plate: str, now: float) -> bool:
@@ -223,7 +227,7 @@ class Watcher:
         if entry["status"] == FAILED and entry["attempts"] >= self.options.attempts:
             if plate not in self.given_up:
                 self.given_up.add(plate)
-                self.log(
+                self.warn(
                     f"{plate}: failed {entry['attempts']} times, not tried again "
                     f"(last error: {entry.get('error')}); remove it from {self.ledger.path} to retry"
                 )
@@ -238,9 +242,9 @@ class Watcher:
             return
         if entry.get("folder_mtime_ns") not in (None, mtime) and plate not in self.changed_after:
             self.changed_after.add(plate)
-            self.log(
+            self.warn(
                 f"{plate}: files changed after the plate was classified; it is not classified again "
-                f"(a longer --quiet, or a marker, avoids this; remove it from {self.ledger.path} to redo it)"
+                f"(a longer --settle, or a marker, avoids this; remove it from {self.ledger.path} to redo it)"
             )
 
     def poll(self, now: float) -> list[str]:
@@ -249,7 +253,7 @@ class Watcher:
         try:
             plates = inbox_plates(self.inbox)
         except OSError as exc:  # a network share that went away for a while: look again next poll
-            self.log(f"cannot read the inbox: {exc}")
+            self.warn(f"cannot read the inbox: {exc}")
             return classified
         for plate_dir in plates:
             if self.stop.is_set():
@@ -260,7 +264,7 @@ class Watcher:
             try:
                 files = snapshot(plate_dir)
             except OSError as exc:
-                self.log(f"{plate}: cannot list the plate folder: {exc}")
+                self.warn(f"{plate}: cannot list the plate folder: {exc}")
                 continue
             reason = self.completion(plate, files, now)
             if reason and self.classify_one(plate_dir, reason, now):
@@ -280,7 +284,7 @@ class Watcher:
             self.ledger.record(plate, status=FAILED, error=error)
             self.retry_at[plate] = now + self.options.retry_delay
             more = f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts else "giving up"
-            self.log(f"{plate}: failed (attempt {attempt} of {self.options.attempts}): {error}; {more}")
+            self.warn(f"{plate}: failed (attempt {attempt} of {self.options.attempts}): {error}; {more}")
             return False
         if summary.get("interrupted"):  # stopped on request: not the plate's fault, so not a try
             self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1)

@@ -1,9 +1,11 @@
 """End-to-end `classify` throughput against OpenVINO's benchmark_app on the same IR, side by side in one run.
 
-    .venv/bin/python benchmarks/classify_throughput.py MODEL_DIR [--plate PLATE] [--layout bbbc021] [--precision f32]
+    .venv/bin/python benchmarks/classify_throughput.py MODEL_DIR [--plate PLATE] [--layout bbbc021] [--precision auto]
         [--rounds 3]
 
-MODEL_DIR is an export folder (model.xml, and model-int8.xml for --precision int8). Without
+MODEL_DIR is an export folder (model.xml, and model-int8.xml for --precision int8). With the default
+--precision auto, classify runs as its defaults choose (appliance/precision.py) and benchmark_app
+with ITS defaults on model.xml: the comparison a user makes of the two out of the box. Without
 --plate, one synthetic plate at the model's field size (full resolution for a real model; 13
 classes x --fields-per-class fields, 39 by default) is written to a temporary folder, as a BBBC021
 plate; --layout NAME rewrites it, field for field with the same pixels, as that imager lays out a
@@ -19,6 +21,8 @@ every plate; compiling and the first inferences are left out, as benchmark_app l
 The reference: benchmark_app (shipped in the openvino wheel) on the same IR and precision,
 THROUGHPUT hint, random inputs already in memory: the ceiling of inference alone on this
 machine. One untimed classify first brings the plate into the page cache, as any second read of a plate would find it.
+The CPU, its AMX/BF16/VNNI features and OpenVINO's GEMM peaks are measured and printed first
+(benchmarks/machine.py), and both throughputs as GOP/s and a share of the peak at the precision they ran.
 Rounds alternate the two (classify first, then benchmark_app first, ...), so load from other
 processes falls on both; the printed ratio is median ours / median benchmark_app. Target >= 0.90.
 """
@@ -41,6 +45,7 @@ from appliance.classify import classify_plate
 from appliance.inference import Classifier, check_card, read_card, resolve_model
 from appliance.plate import discover_fields
 from appliance.synth import write_dataset
+from benchmarks.machine import compiled_precision, cpu_description, cpu_line, forward_gop, gemm_peaks, peaks_line
 from export.benchmark import benchmark_app_fps
 from tests.appliance.layouts.same_fields import pixels
 from tests.appliance.layouts.test_every_layout import LAYOUTS
@@ -81,7 +86,7 @@ def main() -> None:
         choices=("bbbc021", *LAYOUTS),
         help="the synthetic plate's layout: rewritten, the same pixels, as that imager writes it",
     )
-    parser.add_argument("--precision", default="f32", choices=("f32", "bf16", "int8"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "f32", "bf16", "int8"))
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each (median reported)")
     parser.add_argument("--app-seconds", type=int, default=15, help="benchmark_app's duration per round")
     parser.add_argument("--fields-per-class", type=int, default=3, help="synthetic plate: fields per class")
@@ -90,7 +95,14 @@ def main() -> None:
     if args.plate is not None and args.layout != "bbbc021":
         parser.error("--layout rewrites the synthetic plate; a --plate is read in its own layout")
 
-    xml = resolve_model(args.model, args.precision)
+    cpu, peaks = cpu_description(), gemm_peaks()
+    print(cpu_line(cpu))
+    print(peaks_line(peaks))
+    classifier = Classifier(args.model, precision=args.precision)
+    print(f"classify: precision {classifier.choice.precision} ({classifier.choice.reason})")
+    # benchmark_app: the same precision given, or with --precision auto its own defaults on model.xml
+    app_precision = None if args.precision == "auto" else args.precision
+    xml = resolve_model(args.model, args.precision if app_precision else "f32")
     network = ov.Core().read_model(xml)
     card = read_card(network, str(xml))
     check_card(network, card, str(xml))
@@ -106,8 +118,7 @@ def main() -> None:
                 plate = rewrite(plate, card.size, args.layout, tmp / "rewritten")
                 reading = {"layout": args.layout.split(" ")[0], "channels": LAYOUTS[args.layout][2]}
                 print(f"rewritten in the {args.layout} layout (untimed): {plate}; --channels {reading['channels']}")
-        print(f"model {xml}, precision {args.precision}; warm-up classify (untimed)")
-        classifier = Classifier(args.model, precision=args.precision)
+        print(f"benchmark_app: {xml}, precision {app_precision or 'its default'}; warm-up classify (untimed)")
         warmup = classify_once(plate, classifier, tmp / "warmup", **reading)
         precision_run = warmup["precision"]
         layout = args.layout if args.plate is None else warmup["layout"]  # a given plate's: as classify found it
@@ -118,13 +129,20 @@ def main() -> None:
                 if which == "classify":
                     ours.append(classify_once(plate, classifier, tmp / f"results-{r}", **reading)["fields_per_s"])
                 else:
-                    fps = benchmark_app_fps(xml, args.precision, shape, args.app_seconds)
+                    fps = benchmark_app_fps(xml, app_precision, shape, args.app_seconds)
                     if fps is None:
-                        raise SystemExit(f"benchmark_app gave no throughput for {xml} at {args.precision}")
+                        raise SystemExit(f"benchmark_app gave no throughput for {xml} at {app_precision or 'default'}")
                     app.append(fps)
             print(f"round {r + 1}: classify {ours[-1]:.2f} fields/s, benchmark_app {app[-1]:.2f} fields/s")
 
     ratio = statistics.median(ours) / statistics.median(app)
+    gop = forward_gop(network)
+    app_ran = compiled_precision(xml, app_precision)
+    for name, fps, ran in (
+        ("classify", statistics.median(ours), precision_run),
+        ("benchmark_app", statistics.median(app), app_ran),
+    ):
+        print(f"{name}: {fps * gop:.0f} GOP/s = {fps * gop / peaks[ran]:.0%} of the {ran} GEMM peak")
     print(
         f"classify (end to end through the {layout} layout, reading and decoding included, ran at {precision_run}): "
         f"{statistics.median(ours):.2f} fields/s; benchmark_app: {statistics.median(app):.2f} fields/s "
@@ -137,6 +155,8 @@ def main() -> None:
         args.json.write_text(
             json.dumps(
                 {
+                    "cpu": cpu,
+                    "gemm_peaks_gop_per_s": peaks,
                     "model": str(xml),
                     "plate": str(args.plate or "synthetic"),
                     "layout": layout,

@@ -38,6 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
 
+from benchmarks.machine import announce  # noqa: E402
+
 
 def child(size: tuple[int, int], micro: int, accumulation: int, warmup: int, steps: int) -> dict | None:
     """One rank (or the only process): timed training steps; rank 0 returns the result."""
@@ -162,6 +164,7 @@ def main() -> None:
         if result:
             print(json.dumps(result))
         return
+    announce()
 
     cores = len(os.sched_getaffinity(0))
     if args.global_batch is None:

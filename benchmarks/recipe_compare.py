@@ -21,6 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of this checkout
 
+from benchmarks.machine import announce  # noqa: E402
+
 
 def heldout_accuracy(run: Path, heldout: Path, workers: int) -> tuple[float, int]:
     from torch.utils.data import DataLoader
@@ -60,6 +62,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
+    announce()
 
     data, heldout = args.workdir / "data", args.workdir / "heldout"
     if not (data / "BBBC021_v1_image.csv").is_file():

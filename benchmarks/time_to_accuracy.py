@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of this checkout
 
+from benchmarks.machine import announce  # noqa: E402
+
 
 def stop(process: subprocess.Popen) -> None:
     """End the training command and its data-loading workers (its own process group)."""
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.split("x"))
+    announce()
 
     data, run = args.workdir / "data", args.workdir / "run"
     if not (data / "BBBC021_v1_image.csv").is_file():

@@ -20,6 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
 
+from benchmarks.machine import announce  # noqa: E402
+
 GB = 1024**3
 
 
@@ -68,6 +70,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.precision[0], size, args.batches[0], args.steps)))
         return
+    announce()
     rows = []
     for precision in args.precision:
         peaks = {}

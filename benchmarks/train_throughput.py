@@ -47,6 +47,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training package of this checkout
 
+from benchmarks.machine import cpu_description, cpu_line  # noqa: E402
+
 GB = 1024**3
 VARIANTS = ("naive", "tuned_default_malloc", "tuned")
 CONV_OPS = (
@@ -177,6 +179,7 @@ def main() -> None:
         print(json.dumps(child(args.child, size, args.batch, args.warmup, args.steps)))
         return
 
+    print(cpu_line(cpu_description()), flush=True)  # and torch's own bf16 / fp32 GEMM peaks below
     runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
     peaks = []
     for _ in range(args.rounds):

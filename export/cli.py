@@ -11,18 +11,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail
+from appliance.command_help import Command, commands_app, example
+from appliance.console import EXIT_OK, EXIT_SOME_FAILED, console, extra_needed, fail, print_table
+from appliance.files import write_text
 from appliance.tables import MetadataError
 
-commands = typer.Typer()
+commands = commands_app()
 
 
-@commands.command()
+@commands.command(cls=Command, epilog=example("mcnn-appliance export runs/first --int8   # -> runs/first/export/"))
 def export(
-    run: Annotated[Path, typer.Argument(help="Run folder written by `train`.")],
-    out: Annotated[Path | None, typer.Option(help="Export folder (default RUN/export).")] = None,
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run folder written by `train`.")],
+    out: Annotated[Path | None, typer.Option(metavar="FOLDER", help="Export folder (default RUN/export).")] = None,
     int8: Annotated[
         bool,
         typer.Option(
@@ -30,7 +31,10 @@ def export(
         ),
     ] = False,
     calibration: Annotated[
-        Path | None, typer.Option(help="BBBC021-layout folder to calibrate on (default: the run's training fields).")
+        Path | None,
+        typer.Option(
+            metavar="DATA", help="BBBC021-layout folder to calibrate on (default: the run's training fields)."
+        ),
     ] = None,
     calibration_fields: Annotated[int, typer.Option(help="Calibration fields, stratified by class.")] = 128,
     gate_fields: Annotated[int, typer.Option(help="Held-out fields the accuracy gate compares on.")] = 130,
@@ -57,21 +61,41 @@ def export(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-@commands.command()
+@commands.command(
+    cls=Command, epilog=example("mcnn-appliance benchmark runs/first/export --data heldout/ --json-out bench.json")
+)
 def benchmark(
     model_dir: Annotated[
-        Path, typer.Argument(help="Export folder holding model.xml (and model.onnx, model-int8.xml if present).")
+        Path,
+        typer.Argument(
+            metavar="EXPORT", help="Export folder holding model.xml (and model.onnx, model-int8.xml if present)."
+        ),
     ],
     fields: Annotated[int, typer.Option(help="Fields per timing round (5 rounds per backend).")] = 4,
     data: Annotated[
         Path | None,
-        typer.Option(help="Labelled BBBC021-layout folder for accuracy (default: the run's validation fields)."),
+        typer.Option(
+            metavar="DATA", help="Labelled BBBC021-layout folder for accuracy (default: the run's validation fields)."
+        ),
     ] = None,
-    app_seconds: Annotated[int, typer.Option(help="Seconds per benchmark_app run (0: skip it).")] = 10,
+    app_seconds: Annotated[
+        int, typer.Option(metavar="SECONDS", help="Seconds per benchmark_app run (0: skip it).")
+    ] = 10,
     run: Annotated[
-        Path | None, typer.Option(help="Run folder, for the torch baseline and val rows (default: MODEL_DIR's parent).")
+        Path | None,
+        typer.Option(metavar="RUN", help="Run folder, for the torch baseline and val rows (default: EXPORT's parent)."),
     ] = None,
-    as_json: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON on stdout (not the table).")] = False,
+    json_out: Annotated[Path | None, typer.Option(metavar="FILE", help="Also write the rows as JSON to FILE.")] = None,
+    torch_modes: Annotated[
+        str,
+        typer.Option(
+            "--torch",
+            metavar="MODES",
+            help="Torch peers, comma-separated: f32 (eager), bf16 (eager, channels_last), "
+            "compiled (torch.compile of the bf16 model).",
+        ),
+    ] = "f32,bf16,compiled",
 ):
     """Throughput, latency and accuracy of torch, ONNX Runtime and OpenVINO f32/bf16/int8, side by side."""
     with extra_needed("benchmark"):
@@ -80,19 +104,35 @@ def benchmark(
 
     if fields < 1:
         raise typer.BadParameter("--fields must be at least 1")
+    modes = tuple(m.strip() for m in torch_modes.split(",") if m.strip())
+    if not set(modes) <= {"f32", "bf16", "compiled"}:
+        raise typer.BadParameter(f"--torch {torch_modes}: choose from f32, bf16, compiled")
     try:
         rows = run_benchmark(
-            model_dir, fields=fields, data=data, app_seconds=app_seconds, run_dir=run, log=console.print
+            model_dir,
+            fields=fields,
+            data=data,
+            app_seconds=app_seconds,
+            run_dir=run,
+            log=console.print,
+            torch_modes=modes,
         )
     except (FileNotFoundError, RuntimeError, ValueError) as exc:  # ValueError: model card, metadata, field errors
         raise fail(exc) from None
-    Console().print(table(rows))  # the table on stdout, progress notes on stderr
     if as_json:
-        as_json.write_text(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2))
+    else:
+        print_table(table(rows))  # the table on stdout, progress notes on stderr
+    if json_out:
+        write_text(json_out, json.dumps(rows, indent=2))
 
 
-@commands.command()
-def demo(workdir: Annotated[Path, typer.Option(help="Where the synthetic plates, run and results go.")] = Path("demo")):
+@commands.command(cls=Command, epilog=example("mcnn-appliance demo --workdir demo"))
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(metavar="FOLDER", help="Where the synthetic plates, run and results go.")
+    ] = Path("demo"),
+):
     """Synthetic plates -> train (full resolution) -> export -> classify a held-out plate."""
     with extra_needed("demo"):
         import export.demo as demo_module

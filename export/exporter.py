@@ -13,6 +13,7 @@ Parity runs on fields listed in the run's split.csv: a missing file is an error,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import warnings
@@ -32,6 +33,7 @@ from appliance.model_card import ModelCard
 from export import ExportError
 from export.ir import raw_input_model, save_with_card
 from export.quantize import Int8Options, quantize_export
+from export.reference import training_reference
 from training.predict import Predictor, load_predictor
 
 OPSET = 18
@@ -101,10 +103,15 @@ def export_run(
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "export"
     module, _ = load_predictor(run_dir)  # what the appliance runs: probabilities and embedding
-    card = module.card
     # Read the parity fields first: a missing file should fail before minutes of export.
-    names, raw = read_parity_fields(run_dir, card, parity_fields)
+    names, raw = read_parity_fields(run_dir, module.card, parity_fields)
     reference = module.predict(raw)[0]
+    # The training embeddings' summary rides in the card: the runtime's Classify_Distance needs it.
+    card = dataclasses.replace(module.card, reference=training_reference(module.predict, run_dir, module.card.size))
+    log(
+        f"embedding reference: {card.reference.fields} training fields, "
+        f"{len(card.reference.labels)} centroids, flag beyond {card.reference.threshold:.3g}"
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, xml_path = out_dir / "model.onnx", out_dir / MODEL_XML

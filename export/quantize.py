@@ -169,11 +169,11 @@ def quantize_export(run_dir: Path, export_dir: Path, options: Int8Options = Int8
         "seconds": round(time.perf_counter() - start, 1),
     }
     for suffix in (".xml", ".bin"):
-        source = candidate.with_suffix(suffix)
-        if kept:
-            source.replace(int8_xml.with_suffix(suffix))
-        else:
-            source.unlink()
+        candidate.with_suffix(suffix).unlink()
+    if kept:  # the gate rides in the model, where `--precision auto` reads it (appliance/precision.py)
+        gate = {**section["gate"], "passed": not section["forced"]}
+        extra = {"quantization": json.dumps(how), "int8_gate": json.dumps(gate)}
+        save_with_card(model, replace(card, precision="int8"), int8_xml, extra)
     log(
         f"int8: top-1 {gate_info['int8_accuracy']:.1f}% vs f32 {gate_info['f32_accuracy']:.1f}% on "
         f"{gate_info['fields']} held-out fields (drop {gate_info['drop_points']:+.1f} points, allowed {max_drop:g}); "

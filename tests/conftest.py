@@ -32,6 +32,15 @@ def pytest_configure(config):
     os.environ["COLUMNS"] = WIDTH
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """OpenVINO's compiled-model cache in the session's temporary folder, never the developer's ~/.cache
+    (also for the console scripts tests start: they inherit the environment)."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    os.environ["MCNN_MODEL_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def shared_bbbc021() -> Path:
     """../shared/bbbc021, the real published CSVs. Missing in CI fails (a skip there would hide

@@ -24,11 +24,12 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
+from appliance.embedding_reference import EmbeddingReference
 from appliance.inference import EMBEDDING, MODEL_INT8_XML, MODEL_XML, PROBABILITIES
 from appliance.ir_preprocessing import INPUT, raw_input
 from appliance.model_card import ModelCard
 from appliance.normalization import Normalization
-from tests.conftest import CHANNELS, LABELS, MEAN, SIZE, STD
+from tests.conftest import CHANNELS, LABELS, MEAN, SIZE, STD, random_channel
 
 WIDTH, KERNEL, STRIDE, POOL = 8, 5, 4, 4  # 128x128 -> conv 32x32 -> pool 8x8: 8 x 8 x 8 = 512 features
 HIDDEN = 512  # the embedding's length, as the M-CNN's
@@ -60,6 +61,16 @@ def sha256(tensors: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def reference(seed: int = 0, fields: int = 12) -> EmbeddingReference:
+    """The training embeddings' summary export puts in the card, of random fields (as tests' plates
+    are), labelled LABELS in turn."""
+    rng = np.random.default_rng(seed + 1)
+    raw = np.stack([np.stack([random_channel(rng, c) for c in range(len(CHANNELS))]) for _ in range(fields)])
+    compiled = ov.Core().compile_model(network(seed), "CPU")
+    embeddings = compiled(Normalization(MEAN, STD).apply(raw))[compiled.output(EMBEDDING)]
+    return EmbeddingReference.from_embeddings(embeddings, [LABELS[i % len(LABELS)] for i in range(fields)])
+
+
 def card(seed: int = 0, precision: str = "f32") -> ModelCard:
     """The card export writes for these weights; the INT8 model's differs only in precision."""
     return ModelCard(
@@ -71,6 +82,7 @@ def card(seed: int = 0, precision: str = "f32") -> ModelCard:
         run_id=f"tiny-graph-model-{seed}",
         weights_sha256=sha256(weights(seed)),
         precision=precision,
+        reference=reference(seed),
     )
 
 
@@ -147,12 +159,11 @@ def write_model(folder: Path, seed: int = 0) -> Path:
     return save(raw_input(network(seed), the_card.normalization), Path(folder) / MODEL_XML, the_card)
 
 
-def write_int8_model(folder: Path, seed: int = 0) -> Path:
-    """folder/model-int8.xml: the same weights behind FakeQuantize ops, card precision int8."""
+def write_int8_model(folder: Path, seed: int = 0, gate: dict | None = None) -> Path:
+    """folder/model-int8.xml: the same weights behind FakeQuantize ops, card precision int8; gate is the
+    accuracy gate's record as export/quantize.py writes it (None: an INT8 model exported without one)."""
     the_card = card(seed, "int8")
+    extra = {"quantization": json.dumps(QUANTIZATION)} | ({"int8_gate": json.dumps(gate)} if gate else {})
     return save(
-        raw_input(network(seed, quantized=True), the_card.normalization),
-        Path(folder) / MODEL_INT8_XML,
-        the_card,
-        {"quantization": json.dumps(QUANTIZATION)},
+        raw_input(network(seed, quantized=True), the_card.normalization), Path(folder) / MODEL_INT8_XML, the_card, extra
     )

@@ -11,27 +11,42 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size
+from appliance.command_help import Command, commands_app, example
+from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, parse_size, print_table
 from appliance.tables import MetadataError
 
-commands = typer.Typer()
+commands = commands_app()
+# The precisions train takes, spelt as every command spells them; fp32 is the old spelling, still taken.
+TRAIN_PRECISIONS = {"auto": "auto", "bf16": "bf16", "f32": "fp32"}  # our word -> training's (step.py)
 
 
-@commands.command()
+def train_precision(value: str) -> str:
+    if value == "fp32":
+        console.print("[yellow]--precision fp32 is now spelt f32 (as in classify); fp32 will stop working")
+        value = "f32"
+    if value not in TRAIN_PRECISIONS:
+        raise typer.BadParameter(f"{value!r}: choose one of {', '.join(TRAIN_PRECISIONS)}")
+    return TRAIN_PRECISIONS[value]
+
+
+@commands.command(cls=Command, epilog=example("mcnn-appliance train data/ --out runs/first --epochs 4"))
 def train(
     data: Annotated[
-        Path, typer.Argument(help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv and the Week folders.")
+        Path,
+        typer.Argument(
+            metavar="DATA", help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv and the Week folders."
+        ),
     ],
     out: Annotated[
         Path,
         typer.Option(
+            metavar="RUN",
             help="Run folder to write. One that already holds files is refused (the message names the next free "
-            "folder, e.g. runs/first-2) unless --resume or --overwrite."
+            "folder, e.g. runs/first-2) unless --resume or --overwrite.",
         ),
     ],
-    epochs: int = 4,
+    epochs: Annotated[int, typer.Option(help="Passes over the training fields.")] = 4,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -44,22 +59,29 @@ def train(
     ] = 1,
     size: Annotated[
         str | None,
-        typer.Option(help="Field size HEIGHTxWIDTH (default: the data's, read from the TIFF headers; all must agree)."),
+        typer.Option(
+            metavar="HxW",
+            help="Field size, height x width (default: the data's, read from every TIFF header; all must agree).",
+        ),
     ] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Same seed, same split, initial weights and shuffles.")] = 0,
     recipe: Annotated[
         str | None,
         typer.Option(
+            metavar="[adamw|paper]",
             help="Optimizer and schedule: adamw (the default; AdamW "
             "3e-4, tuned for the demo) or paper (Nesterov SGD, 0.01 "
             "per 256 fields scaled linearly, 2 warmup epochs). The "
-            "options below override it."
+            "options below override it.",
         ),
     ] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adamw or sgd (Nesterov).")] = None,
+    optimizer: Annotated[str | None, typer.Option(metavar="[adamw|sgd]", help="adamw or sgd (Nesterov).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate at --lr-reference-batch.")] = None,
     lr_scaling: Annotated[
-        str | None, typer.Option(help="none, or linear: peak rate = lr x global batch / --lr-reference-batch.")
+        str | None,
+        typer.Option(
+            metavar="[none|linear]", help="none, or linear: peak rate = lr x global batch / --lr-reference-batch."
+        ),
     ] = None,
     lr_reference_batch: Annotated[int | None, typer.Option(help="The global batch --lr is given for.")] = None,
     weight_decay: Annotated[float | None, typer.Option(help="Weight decay (weights, not biases).")] = None,
@@ -67,7 +89,14 @@ def train(
         float | None, typer.Option(help="Linear warmup (epochs, fractions allowed), then cosine decay.")
     ] = None,
     clip_grad: Annotated[float, typer.Option(help="Clip the gradient norm to this; 0 = off.")] = 0.0,
-    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32.")] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            metavar="[auto|f32|bf16]",
+            callback=train_precision,
+            help="auto: bf16 where the CPU has it natively, else f32.",
+        ),
+    ] = "auto",
     workers: Annotated[int, typer.Option(help="Data-loading processes.")] = 1,
     target_acc: Annotated[
         float,
@@ -93,21 +122,23 @@ def train(
     ] = 1,
     nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
     rdzv_endpoint: Annotated[
-        str | None, typer.Option(help="HOST:PORT every node can reach (with --nnodes > 1).")
+        str | None, typer.Option(metavar="HOST:PORT", help="HOST:PORT every node can reach (with --nnodes > 1).")
     ] = None,
     split: Annotated[
         str,
         typer.Option(
+            metavar="[stratified|nsc|nscb]",
             help="stratified (a random fifth of every class held out), nsc "
-            "(not-same-compound) or nscb (not-same-compound-or-batch)."
+            "(not-same-compound) or nscb (not-same-compound-or-batch).",
         ),
     ] = "stratified",
     fold: Annotated[
         str | None,
         typer.Option(
+            metavar="K|all",
             help="nsc/nscb: the compound held out, as an index into "
             "the compounds sorted by name (DMSO excluded), or "
-            "all: one run per fold in OUT/fold-K."
+            "all: one run per fold in OUT/fold-K.",
         ),
     ] = None,
     checkpoint_every: Annotated[
@@ -156,25 +187,29 @@ def by_name(cls, arguments: dict):
     return cls(**{f.name: arguments[f.name] for f in fields(cls) if f.name in arguments})
 
 
-@commands.command()
+@commands.command(cls=Command, epilog=example("mcnn-appliance evaluate runs/first --split val"))
 def evaluate(
     run: Annotated[
         Path,
         typer.Argument(
+            metavar="RUN",
             help="Run folder written by `train` (or by `train --fold all`: "
-            "the folds pooled), or an export folder holding model.xml."
+            "the folds pooled), or an export folder holding model.xml.",
         ),
     ],
     data: Annotated[
         Path | None,
         typer.Option(
+            metavar="DATA",
             help="BBBC021-layout labelled plates to score on (default: the data the run was trained on). "
             "The run's own data (moved, say) is scored by --split; other plates on all their labelled fields "
-            "but those the run trained on, into evaluation/on-NAME/."
+            "but those the run trained on, into evaluation/on-NAME/.",
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="The split.csv fields to score: val, train or all.")] = "val",
-    batch_size: int = 4,
+    split: Annotated[
+        str, typer.Option(metavar="[val|train|all]", help="The split.csv fields to score: val, train or all.")
+    ] = "val",
+    batch_size: Annotated[int, typer.Option(help="Fields per forward pass.")] = 4,
 ):
     """Score a run or its export on its held-out fields or on other labelled plates (--data): field and
     treatment accuracy, per class, confusion matrices."""
@@ -185,7 +220,7 @@ def evaluate(
         summary = evaluation.evaluate_run(run, data, split, batch_size)
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
-    Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
+    print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
     console.print(f"scored: {summary['scored']}")
     console.print(f"evaluation written to {summary['out']}")
     if summary["failed"]:

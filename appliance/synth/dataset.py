@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor
@@ -112,6 +113,22 @@ def _write_field(job: tuple) -> list[str]:
 
 def _quoted(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
+
+
+def clear_folder(out: Path, overwrite: bool) -> None:
+    """Make `out` ready for a new dataset: refuse a non-empty folder (its old plates' files would stay
+    beside a CSV listing only the new ones) unless overwrite, which removes the Week folders and CSVs
+    a dataset consists of, and nothing else."""
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{out}: not empty; choose an empty or new folder, or --overwrite to replace its plates")
+    for entry in out.iterdir():
+        if entry.is_dir() and entry.name.startswith("Week"):
+            shutil.rmtree(entry)
+        elif entry.name in (IMAGE_CSV, MOA_CSV):
+            entry.unlink()
 
 
 def write_dataset(

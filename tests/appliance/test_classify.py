@@ -37,7 +37,7 @@ def read_csv(path):
 
 @pytest.fixture(scope="module")
 def classifier(tiny_model):
-    return Classifier(tiny_model)
+    return Classifier(tiny_model, "f32")  # the same figures on every CPU kind
 
 
 @pytest.fixture
@@ -53,17 +53,19 @@ def damaged_plate(tmp_path):
     return plate, written
 
 
-def test_classify_plate(classifier, damaged_plate):
+def test_classify_plate(classifier, damaged_plate, tmp_path, monkeypatch):
     plate, written = damaged_plate
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
     seen = []
     summary = classify_plate(plate, classifier, progress=lambda done, total, rate: seen.append((done, total)))
-    out = default_out(plate)
-    assert out == plate.parent / "Week1_22123-results" and summary["out"] == str(out)
+    out = default_out(plate)  # under the working directory, never beside the plate in the imager's tree
+    assert out == tmp_path / "work" / "results" / "Week1_22123" and summary["out"] == str(out)
     assert summary["counts"] == {"fields": 6, "classified": 3, "failed": 3, "skipped_done": 0}
     assert summary["precision"] == "f32" and summary["fields_per_s"] > 0 and not summary["interrupted"]
     assert seen[-1] == (5, 5)  # complete fields read; the one missing a channel never gets that far
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "report"}
+    assert set(summary["files"]) == {"fields", "fields_parquet", "wells", "failures", "gallery", "report"}
     assert not (out / ".partial").exists() and (out / "report.html").is_file()
 
     failures = read_csv(out / "failures.csv")
@@ -72,12 +74,12 @@ def test_classify_plate(classifier, damaged_plate):
     assert "unreadable TIFF" in failures[0]["Reason"]
     assert failures[1]["Reason"] == "missing channel Actin (w4)"
     assert failures[2]["File"] == written[("C02", 2)]["DAPI"].name
-    assert "96x64 (WxH), the model takes 128x128" in failures[2]["Reason"]
+    assert "64x96 (HxW), the model takes 128x128" in failures[2]["Reason"]
 
     with open(out / "fields.csv", newline="") as f:
         header = next(csv.reader(f))
     assert header == field_columns(LABELS, CHANNELS)
-    assert header[19:22] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
+    assert header[23:26] == ["Probability_Actin_disruptors", "Probability_DMSO", "Probability_Microtubule_stabilizers"]
     fields = read_csv(out / "fields.csv")
     assert [(f["Metadata_Well"], f["Metadata_Row"], f["Metadata_Column"], f["Metadata_Site"]) for f in fields] == [
         ("B02", "B", "2", "1"),
@@ -86,6 +88,8 @@ def test_classify_plate(classifier, damaged_plate):
     ]
     assert fields[0]["FileName_DAPI"] == written[("B02", 1)]["DAPI"].name
     assert fields[0]["PathName_DAPI"] == str(written[("B02", 1)]["DAPI"].parent.resolve())
+    assert fields[2]["URL_Actin"] == written[("C02", 1)]["Actin"].resolve().as_uri()
+    assert [f["ImageNumber"] for f in fields] == ["1", "2", "3"]
     assert (fields[0]["Frame_DAPI"], fields[0]["Metadata_Layout"], fields[0]["Metadata_Source"]) == ("", "bbbc021", "")
     assert fields[0]["Metadata_Compound"] == "" and fields[0]["Model_Precision"] == "f32"
     assert fields[0]["Model_SHA256"] == classifier.card.weights_sha256
@@ -100,15 +104,16 @@ def test_classify_plate(classifier, damaged_plate):
 
     wells = read_csv(out / "wells.csv")
     assert [(w["Metadata_Well"], w["Count_Fields"], w["Classify_Agreement"]) for w in wells] == [
-        ("B02", "1", "1.000000"),
-        ("B03", "1", "1.000000"),
-        ("C02", "1", "1.000000"),
+        ("B02", "1", "1.0"),
+        ("B03", "1", "1.0"),
+        ("C02", "1", "1.0"),
     ]
     assert not (out / "treatments.csv").exists()  # no compound known
 
 
-def test_the_report_rebuilt_from_the_folder_is_the_one_classify_wrote(classifier, damaged_plate):
+def test_the_report_rebuilt_from_the_folder_is_the_one_classify_wrote(classifier, damaged_plate, monkeypatch):
     plate, _ = damaged_plate
+    monkeypatch.chdir(plate.parent)
     summary = classify_plate(plate, classifier, embeddings=True)
     out = default_out(plate)
     written = (out / "report.html").read_text()
@@ -122,11 +127,14 @@ def test_one_classify_writes_each_result_file_once_and_the_summary_last(classifi
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03"), sites=(1, 2))
     replaced = renamed_into_place(monkeypatch, out)
-    for run in range(2):  # the second run finds every field done and writes the set again, once
-        classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)
-        final = [name for name in replaced if "/" not in name]  # not .partial/'s chunks
-        assert sorted(final) == sorted(RESULT_SET) and final[-1] == "summary.json", run
-        replaced.clear()
+    first = classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)
+    final = [name for name in replaced if "/" not in name]  # not .partial/'s chunks
+    assert sorted(final) == sorted([*RESULT_SET, "gallery.npz"]) and final[-1] == "summary.json"
+    replaced.clear()
+    before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.iterdir()}
+    again = classify_plate(plate, classifier, out, embeddings=True, chunk_fields=2)  # every field done already
+    assert again == {**first, "nothing_to_do": True} and replaced == []  # nothing written, the record kept
+    assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in out.iterdir()} == before
 
 
 def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_path):
@@ -136,8 +144,9 @@ def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_pa
     fields = pq.read_table(tmp_path / "out" / "fields.parquet").to_pylist()
     vectors = pq.read_table(tmp_path / "out" / "embeddings.parquet")
     assert summary["files"]["embeddings"] == "embeddings.parquet" and len(fields) == 9
-    assert vectors.column_names[:4] == ["Metadata_Plate", "Metadata_Well", "Metadata_Site", "Embedding_000"]
-    assert vectors.num_columns == 3 + 512
+    metadata = [c for c in vectors.column_names if c.startswith("Metadata_")]
+    assert vectors.column_names == [*metadata, *(f"Image_MCNN_{i:03d}" for i in range(512))]
+    assert {"Metadata_Plate", "Metadata_Well", "Metadata_Site", "Metadata_Compound", "Metadata_Layout"} <= set(metadata)
     import tifffile
 
     raw = np.stack(
@@ -149,7 +158,7 @@ def test_every_field_gets_its_own_probabilities_and_embedding(classifier, tmp_pa
     probabilities, embedding = classifier.predict(raw)
     np.testing.assert_allclose([[f[c] for c in PROBABILITIES] for f in fields], probabilities, atol=1e-6)
     np.testing.assert_allclose(
-        np.stack([vectors.column(f"Embedding_{i:03d}").to_numpy() for i in range(512)], 1), embedding, atol=1e-6
+        np.stack([vectors.column(f"Image_MCNN_{i:03d}").to_numpy() for i in range(512)], 1), embedding, atol=1e-6
     )
 
 
@@ -197,8 +206,23 @@ def test_stop_commits_what_is_done_and_a_rerun_finishes(classifier, tmp_path):
     assert len(fields) == 12 == len({(f["Metadata_Well"], f["Metadata_Site"]) for f in fields})
     assert not (out / ".partial").exists()
 
-    third = classify_plate(plate, classifier, out)  # a finished folder: nothing left to do
-    assert third["counts"]["skipped_done"] == 12 and read_csv(out / "fields.csv") == fields
+    summary_json = (out / "summary.json").read_bytes()
+    third = classify_plate(plate, classifier, out)  # a finished folder: nothing left to do, nothing rewritten
+    assert third["nothing_to_do"] and third["fields_per_s"] == second["fields_per_s"] > 0
+    assert read_csv(out / "fields.csv") == fields and (out / "summary.json").read_bytes() == summary_json
+
+
+def test_a_rerun_that_classifies_nothing_new_keeps_the_first_runs_figures(classifier, damaged_plate, tmp_path):
+    """Only the failed fields are tried again, and fail again: the record keeps the first run's fields/s
+    and timings, and lists the rerun beside them, rather than 0 fields/s."""
+    plate, _ = damaged_plate
+    out = tmp_path / "out"
+    first = classify_plate(plate, classifier, out)
+    again = classify_plate(plate, classifier, out)
+    assert again["counts"]["skipped_done"] == 3 and again["counts"]["failed"] == 3 and "nothing_to_do" not in again
+    assert (again["fields_per_s"], again["timings"]) == (first["fields_per_s"], first["timings"])
+    assert first["fields_per_s"] > 0 and len(again["reruns"]) == 1 and "timings" in again["reruns"][0]
+    assert json.loads((out / "summary.json").read_text()) == again
 
 
 def test_a_rerun_with_another_model_or_shard_is_refused_not_mixed(classifier, tiny_model, tmp_path):
@@ -321,7 +345,7 @@ def test_kill_9_then_rerun_gives_every_field_exactly_once(tiny_model, tmp_path):
         np.testing.assert_allclose([a[c] for c in PROBABILITIES], [b[c] for c in PROBABILITIES], atol=1e-6)
     embedded = [pq.read_table(d / "embeddings.parquet") for d in (out, reference)]
     assert embedded[0].num_rows == 24
-    vectors = [np.stack([table.column(i).to_numpy() for i in range(3, 3 + 512)], axis=1) for table in embedded]
+    vectors = [np.stack([table.column(f"Image_MCNN_{i:03d}").to_numpy() for i in range(512)], 1) for table in embedded]
     np.testing.assert_allclose(vectors[0], vectors[1], atol=1e-6)
 
 

@@ -6,12 +6,14 @@ import importlib.util
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import tifffile
+import typer
 from typer.testing import CliRunner
 
 import appliance
@@ -35,9 +37,52 @@ def test_version_and_help_of_every_command():
         assert result.exit_code == 0 and "Usage" in result.stdout, command
 
 
+COMMANDS = ("synth", "train", "evaluate", "export", "classify", "merge", "watch", "benchmark", "demo")
+
+
+def check_help(text: str, command: str | None) -> None:
+    """Help as a user reads it: every option named in full, values by metavar or choices (not Typer's
+    <str>, <list[Path]>, {out}), an example, and nothing cut short."""
+    group = typer.main.get_command(app)
+    words = set(text.split())
+    assert not re.search(r"<(str|int|float|bool|path|list)|\{\w+\}|…", text), text
+    assert "Example:" in text and "-h, --help" in text
+    if command is None:
+        assert set(COMMANDS) <= words and {"--install-completion", "--show-completion", "--version"} <= words
+        return
+    for param in group.commands[command].params:
+        names = param.opts if param.param_type_name == "option" else [param.metavar or param.name.upper()]
+        assert all(name in words for name in names), (command, names)
+    assert f"mcnn-appliance {command} " in text  # the example is whole, on one line
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_help_of_every_command_at_any_width(columns):
+    for command in (None, *COMMANDS):
+        args = ("-h",) if command is None else (command, "-h")
+        result = runner.invoke(app, args, env={"COLUMNS": str(columns)})
+        assert result.exit_code == 0, result.output
+        check_help(result.stdout, command)
+
+
+@pytest.mark.parametrize("columns", [40, 80])
+def test_help_through_the_console_script_without_a_terminal(tmp_path, columns):
+    for args, command in ((("--help",), None), (("classify", "-h"), "classify")):
+        result = run_console_script(*args, cwd=tmp_path, columns=columns)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        check_help(result.stdout, command)
+        assert "\x1b[" not in result.stdout  # no colour codes in a log
+
+
+def test_shell_completion_is_offered():
+    result = runner.invoke(app, ["--show-completion", "bash"], prog_name="mcnn-appliance")
+    assert result.exit_code == 0 and "_MCNN_APPLIANCE_COMPLETE" in result.stdout
+
+
 def test_classify_and_watch_take_the_shared_options_and_classify_plate_every_one_it_passes_on():
     from appliance.classify import classify_plate
-    from appliance.cli import SHARED_OPTIONS, classify, watch
+    from appliance.cli import classify, watch
+    from appliance.plate_options import SHARED_OPTIONS
     from appliance.watch import PLATE_OPTIONS
 
     function = inspect.signature(classify_plate).parameters
@@ -62,23 +107,29 @@ def test_classify_refuses_a_field_of_another_size(tmp_path, tiny_model):
     result = invoke("classify", plate, "--model", tiny_model, "--out", tmp_path / "out")
     assert result.exit_code == 1
     failure = list(csv.DictReader(open(tmp_path / "out" / "failures.csv")))[0]
-    assert failure["File"] == path.name and "128x64" in failure["Reason"]
+    assert failure["File"] == path.name and "64x128" in failure["Reason"]
 
 
-def test_classify_defaults_json_quiet_and_exit_codes(tmp_path, tiny_model):
+def test_classify_defaults_json_quiet_and_exit_codes(tmp_path, tiny_model, monkeypatch):
     from tests.conftest import write_plate
 
-    plate = tmp_path / "Week1_22123"
+    plate, work = tmp_path / "imager" / "Week1_22123", tmp_path / "work"
     write_plate(plate, wells=("B02", "C03"), sites=(1, 2))
+    work.mkdir()
+    monkeypatch.chdir(work)
     result = invoke("classify", plate, "--model", tiny_model, "--quiet", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)  # stdout holds the JSON alone
-    assert summary["out"] == str(tmp_path / "Week1_22123-results") and summary["counts"]["classified"] == 4
-    assert (tmp_path / "Week1_22123-results" / "fields.parquet").is_file()
+    results = work / "results" / "Week1_22123"  # never beside the plate, in the imager's tree
+    assert summary["out"] == str(results) and summary["counts"]["classified"] == 4
+    assert (results / "fields.parquet").is_file() and os.listdir(plate.parent) == ["Week1_22123"]
     assert "fields classified" not in result.output  # --quiet
 
     result = invoke("classify", plate, "--model", tiny_model)  # rerun: everything already done
-    assert result.exit_code == 0 and "4 fields classified (4 done earlier)" in result.output
+    assert (
+        result.exit_code == 0
+        and f"nothing to do, its 4 fields were classified on {summary['finished']}" in " ".join(result.output.split())
+    )
     for args, says in (
         (["--shard", "2/2"], "I from 0 to N-1"),
         (["--out", plate / "res"], "inside the plate"),
@@ -90,7 +141,53 @@ def test_classify_defaults_json_quiet_and_exit_codes(tmp_path, tiny_model):
     result = invoke("classify", plate, "--model", tiny_model, "--embeddings")  # not what the folder holds
     assert result.exit_code == 2 and "--force" in result.output
     result = invoke("classify", plate, "--model", tiny_model, "--embeddings", "--force", "--quiet")
-    assert result.exit_code == 0 and (tmp_path / "Week1_22123-results" / "embeddings.parquet").is_file()
+    assert result.exit_code == 0 and (results / "embeddings.parquet").is_file()
+
+
+def test_a_glob_over_plates_and_their_results_skips_the_results_with_a_note(tmp_path, tiny_model, monkeypatch):
+    """data/Week*/* matches the plates, the results folders earlier versions wrote beside them (<plate>-results),
+    and any results folder of ours (summary.json): those are skipped, the plates classified."""
+    from tests.conftest import write_plate
+
+    data = tmp_path / "data"
+    for name in ("Week1/Week1_22123", "Week2/Week2_24121"):
+        write_plate(data / name, wells=("B02",), sites=(1,))
+    (data / "Week1" / "Week1_22123-results").mkdir()  # the old default, even without its files
+    (data / "Week2" / "copied").mkdir()
+    (data / "Week2" / "copied" / "summary.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("classify", *sorted(data.glob("Week*/*")), "--model", tiny_model, "--json")
+    assert result.exit_code == 0, result.output
+    assert [s["plate"] for s in json.loads(result.stdout)] == ["Week1_22123", "Week2_24121"]
+    assert (tmp_path / "results" / "Week2_24121" / "summary.json").is_file()
+    notes = " ".join(result.output.split())
+    assert f"{data / 'Week1' / 'Week1_22123-results'}: skipped, a results folder" in notes
+    assert f"{data / 'Week2' / 'copied'}: skipped, a results folder" in notes
+    again = invoke("classify", *sorted(tmp_path.glob("*/*")), "--model", tiny_model)  # data/Week1, results/P...
+    assert again.exit_code == 0, again.output
+    result = invoke("classify", data / "Week1" / "Week1_22123-results", "--model", tiny_model)
+    assert result.exit_code == 2 and "no plate to classify" in result.output
+
+
+def test_synth_refuses_a_folder_that_is_not_empty_unless_overwrite(tmp_path):
+    """Old plates would otherwise stay beside a CSV that lists only the new ones."""
+    out = tmp_path / "data"
+    args = ("synth", out, "--plates", "1", "--fields-per-class", "1", "--size", "64x80")
+    assert invoke(*args, "--seed", "1").exit_code == 0
+    old = sorted(p.name for p in out.rglob("*.tif"))
+    (out / "notes.txt").write_text("mine")
+    result = invoke(*args, "--seed", "2")
+    assert (
+        result.exit_code == 2
+        and f"{out}: not empty" in " ".join(result.output.split())
+        and "--overwrite" in result.output
+    )
+    assert sorted(p.name for p in out.rglob("*.tif")) == old
+    assert invoke(*args, "--seed", "2", "--overwrite").exit_code == 0
+    new = sorted(p.name for p in out.rglob("*.tif"))
+    listed = (out / "BBBC021_v1_image.csv").read_text()
+    assert not set(new) & set(old) and all(name in listed for name in new)
+    assert (out / "notes.txt").read_text() == "mine"  # what synth did not write stays
 
 
 def test_classify_without_a_model_exits_2(tmp_path):
@@ -159,7 +256,7 @@ def test_classify_a_folder_of_plates_in_other_layouts(tmp_path, tiny_model):
     ]
     with open(tmp_path / "out" / "P2" / "fields.csv", newline="") as f:
         (row,) = csv.DictReader(f)
-    assert row["Metadata_Fit"] == "pad 128x96 -> 128x128"
+    assert row["Metadata_Fit"] == "pad 96x128 -> 128x128"
     assert (row["Metadata_Compound"], float(row["Metadata_Concentration"])) == ("taxol", 0.3)
 
 
@@ -253,3 +350,17 @@ def test_classify_reads_a_z_stack_by_plane_or_projection_and_refuses_to_guess(tm
         with open(out / "fields.csv", newline="") as f:
             (row,) = csv.DictReader(f)
         assert (row["Metadata_Layout"], row["Metadata_Source"]) == ("harmony", source)
+
+
+def test_a_table_is_printed_whole_in_a_narrow_terminal(capsys, monkeypatch):
+    """benchmark's and evaluate's tables: at COLUMNS=40 no cell is cut short with an ellipsis."""
+    from rich.table import Table
+
+    from appliance.console import print_table
+
+    monkeypatch.setenv("COLUMNS", "40")
+    table = Table("backend", "fields/s", "of benchmark_app", title="M-CNN inference")
+    table.add_row("openvino bf16 (AVX-512, 2 threads)", "7.26", "98 %")
+    print_table(table)
+    printed = capsys.readouterr().out
+    assert "openvino bf16 (AVX-512, 2 threads)" in printed and "of benchmark_app" in printed and "…" not in printed

@@ -28,3 +28,18 @@ def test_the_file_and_its_folder_are_synced(tmp_path, monkeypatch):
     monkeypatch.setattr("appliance.files.os.fsync", lambda fd: synced.append(fd))
     write_json(tmp_path / "summary.json", {"a": 1})
     assert len(synced) == 2 and (tmp_path / "summary.json").read_text() == '{\n  "a": 1\n}'
+
+
+def test_files_get_the_users_umask_even_from_a_writer_that_makes_them_private(tmp_path):
+    """safetensors writes its files 0600; a result or a model others in the lab read must follow the umask."""
+    import os
+
+    from appliance.files import FILE_MODE, umask
+
+    def private(tmp):
+        tmp.write_bytes(b"weights")
+        os.chmod(tmp, 0o600)
+
+    path = write_atomically(tmp_path / "weights.safetensors", private)
+    assert FILE_MODE == 0o666 & ~umask() and (path.stat().st_mode & 0o777) == FILE_MODE
+    assert (write_text(tmp_path / "a.csv", "a\n").stat().st_mode & 0o777) == FILE_MODE

@@ -95,7 +95,7 @@ def test_rgb_file(tmp_path):
 
 def test_wrong_size_without_fit_names_the_option(tmp_path):
     paths = write_channels(tmp_path, [noise(i, (60, 80)) for i in range(3)])
-    with pytest.raises(FieldError, match=r"field is 80x60 \(WxH\), the model takes 80x64 \(--fit pad or --fit resize"):
+    with pytest.raises(FieldError, match=r"field is 60x80 \(HxW\), the model takes 64x80 \(--fit pad or --fit resize"):
         read_plate_field(field_of(paths), SIZE)
 
 
@@ -103,24 +103,24 @@ def test_fit_pad_centres_the_field_with_zeros(tmp_path):
     images = [noise(i, (61, 76)) for i in range(3)]
     paths = write_channels(tmp_path, images)
     out = np.full((3, *SIZE), 7, np.uint16)
-    assert read_plate_field(field_of(paths), SIZE, out, fit="pad") == "pad 76x61 -> 80x64"
+    assert read_plate_field(field_of(paths), SIZE, out, fit="pad") == "pad 61x76 -> 64x80"
     np.testing.assert_array_equal(out[:, 1:62, 2:78], np.stack(images))  # the odd pixel goes bottom
     assert out[:, :1].max() == 0 and out[:, 62:].max() == 0 and out[:, :, :2].max() == 0 and out[:, :, 78:].max() == 0
 
 
 def test_fit_pad_cannot_shrink(tmp_path):
     paths = write_channels(tmp_path, [noise(i, (64, 90)) for i in range(3)])
-    with pytest.raises(FieldError, match="larger than the model's 80x64: padding cannot shrink it"):
+    with pytest.raises(FieldError, match="larger than the model's 64x80: padding cannot shrink it"):
         read_plate_field(field_of(paths), SIZE, fit="pad")
 
 
 def test_fit_resize_keeps_the_aspect_ratio_then_pads(tmp_path):
-    # 160x100 (WxH) -> one factor 0.5 -> 80x50, then 7 rows of zeros above and below
+    # 100x160 (HxW) -> one factor 0.5 -> 50x80, then 7 rows of zeros above and below
     image = np.full((100, 160), 1000, np.uint16)
     image[:, 80:] = 3000
     paths = write_channels(tmp_path, [image] * 3)
     out = np.zeros((3, *SIZE), np.uint16)
-    assert read_plate_field(field_of(paths), SIZE, out, fit="resize") == "resize 160x100 -> 80x50, pad 80x50 -> 80x64"
+    assert read_plate_field(field_of(paths), SIZE, out, fit="resize") == "resize 100x160 -> 50x80, pad 50x80 -> 64x80"
     assert out[:, :7].max() == 0 and out[:, 57:].max() == 0
     assert (out[:, 7:57, :39] == 1000).all() and (out[:, 7:57, 41:] == 3000).all()
 
@@ -128,7 +128,7 @@ def test_fit_resize_keeps_the_aspect_ratio_then_pads(tmp_path):
 def test_fit_resize_scales_a_small_field_up(tmp_path):
     paths = write_channels(tmp_path, [np.full((32, 40), 500, np.uint16)] * 3)
     out = np.zeros((3, *SIZE), np.uint16)
-    assert read_plate_field(field_of(paths), SIZE, out, fit="resize") == "resize 40x32 -> 80x64"
+    assert read_plate_field(field_of(paths), SIZE, out, fit="resize") == "resize 32x40 -> 64x80"
     assert (out == 500).all()
 
 
@@ -228,10 +228,10 @@ def test_zarr_size_is_checked_before_reading(tmp_path):
     import zarr
 
     path = zarr_array(tmp_path, np.stack([noise(i, (32, 40)) for i in range(3)]))
-    with pytest.raises(FieldError, match=r"field is 40x32 \(WxH\), the model takes 80x64 \(--fit pad"):
+    with pytest.raises(FieldError, match=r"field is 32x40 \(HxW\), the model takes 64x80 \(--fit pad"):
         read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE)
     out = np.zeros((3, *SIZE), np.uint16)
-    assert read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE, out, fit="pad") == "pad 40x32 -> 80x64"
+    assert read_plate_field(field_of([path] * 3, planes=(0, 1, 2)), SIZE, out, fit="pad") == "pad 32x40 -> 64x80"
     # Metadata alone declaring a huge plane (no chunk is stored): refused from the metadata, nothing allocated.
     huge = tmp_path / "huge"
     zarr.create_array(huge, shape=(3, 100_000, 100_000), chunks=(1, 1024, 1024), dtype="uint16")

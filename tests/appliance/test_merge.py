@@ -84,7 +84,7 @@ def test_shards_of_another_model_are_refused(shards, tiny_model, tmp_path):
 def test_a_merge_writes_each_file_once_and_its_report_is_rebuilt_from_the_folder(shards, tmp_path, monkeypatch):
     replaced = renamed_into_place(monkeypatch, tmp_path / "merged")
     merge_results([shards / f"shard{i}" for i in range(3)], tmp_path / "merged")
-    assert sorted(replaced) == sorted(RESULT_SET) and replaced[-1] == "summary.json"
+    assert sorted(replaced) == sorted([*RESULT_SET, "gallery.npz"]) and replaced[-1] == "summary.json"
     written = (tmp_path / "merged" / "report.html").read_text()
     write_report(read_results(tmp_path / "merged"))
     assert (tmp_path / "merged" / "report.html").read_text() == written and "merged 3 of 3" in written

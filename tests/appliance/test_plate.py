@@ -291,3 +291,48 @@ def test_plate_folders_expands_a_folder_of_plates(tmp_path):
 def test_unknown_layout_is_a_plate_error(tmp_path):
     with pytest.raises(PlateError, match="unknown layout 'phenix'"):
         discover_fields(tmp_path, layout="phenix")
+
+
+# pycytominer's / JUMP's platemap, laid out as the Broad's files are (tab-separated .txt, mg_per_ml beside
+# mmoles_per_liter, numbers to 18 digits, solvent-only wells with an empty broad_sample), e.g.
+# github.com/broadinstitute/lincs-cell-painting metadata/platemaps/2016_04_01_a549_48hr_batch1/platemap/
+# C-7161-01-LM6-003.txt. Compound ids and doses here are made up in that layout.
+JUMP_PLATEMAP = (
+    "plate_map_name\twell_position\tbroad_sample\tmg_per_ml\tmmoles_per_liter\tsolvent\r\n"
+    "C-7161-01-LM6-003\tB02\t\t\t\tDMSO\r\n"
+    "C-7161-01-LM6-003\tB03\tBRD-K00000001-001-01-1\t1.44125300000000010\t9.99999999999999999\tDMSO\r\n"
+    "C-7161-01-LM6-003\tC02\tBRD-K00000001-001-01-1\t0.00593108230487805194\t0.0411522633769230769\tDMSO\r\n"
+)
+
+
+def test_a_jump_platemap_fills_compound_and_concentration(tmp_path):
+    plate = tmp_path / "SQ00015211"  # a JUMP plate barcode: the map is named in barcode_platemap.csv, not here
+    write_plate(plate, wells=("B02", "B03", "C02", "C03"), sites=(1,))
+    (tmp_path / "C-7161-01-LM6-003.txt").write_text(JUMP_PLATEMAP, newline="")
+    fields, _ = discover_fields(plate, platemap=tmp_path / "C-7161-01-LM6-003.txt")
+    assert [(f.well, f.compound, f.concentration) for f in fields] == [
+        ("B02", "DMSO", None),  # the solvent only
+        ("B03", "BRD-K00000001-001-01-1", 10.0),
+        ("C02", "BRD-K00000001-001-01-1", 0.0411522633769230769),
+        ("C03", None, None),  # not on the map
+    ]
+
+    two_maps = JUMP_PLATEMAP + "C-7161-01-LM6-004\tB02\tBRD-K00000002-001-01-1\t1.0\t3.33333333333076923\tDMSO\r\n"
+    (tmp_path / "maps.txt").write_text(two_maps, newline="")
+    with pytest.raises(PlateError, match=r"maps.txt: holds the plate maps C-7161-01-LM6-003, C-7161-01-LM6-004; none"):
+        discover_fields(plate, platemap=tmp_path / "maps.txt")
+    named = tmp_path / "C-7161-01-LM6-004"
+    write_plate(named, wells=("B02",), sites=(1,))
+    (field,), _ = discover_fields(named, platemap=tmp_path / "maps.txt")
+    assert (field.compound, field.concentration) == ("BRD-K00000002-001-01-1", 3.33333333333076923)
+
+    (tmp_path / "bad.txt").write_text(JUMP_PLATEMAP.replace("9.99999999999999999", "ten"), newline="")
+    with pytest.raises(PlateError, match=r"bad.txt, line 3: could not convert string to float: 'ten'"):
+        discover_fields(plate, platemap=tmp_path / "bad.txt")
+    long = JUMP_PLATEMAP.replace("\tDMSO\r\nC-7161", "\tDMSO\textra\r\nC-7161", 1)
+    (tmp_path / "long.txt").write_text(long, newline="")
+    with pytest.raises(PlateError, match=r"long.txt, line 2: more values than the header has columns"):
+        discover_fields(plate, platemap=tmp_path / "long.txt")
+    (tmp_path / "cut.txt").write_text(JUMP_PLATEMAP.replace("\tsolvent", ""), newline="")
+    with pytest.raises(PlateError, match=r"cut.txt: missing column\(s\) solvent"):
+        discover_fields(plate, platemap=tmp_path / "cut.txt")

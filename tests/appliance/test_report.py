@@ -83,11 +83,17 @@ def test_96_well_plate_report(tmp_path):
     assert "run-2026-11-25-abc" in html and "ab" * 32 in html and "3.81 fields/s" in html
     assert "2026-11-25T10:00:00+00:00" in html  # the date the run finished, as the summary keeps it
 
-    # self-contained: the map inline, no URL of any kind, nothing fetched
-    inline = r'src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}"'
-    assert re.search("<img [^>]*" + inline, html)
-    rest = re.sub(inline, "", html)
-    assert not re.search(r"https?:|//[a-z]|<link|<script|@import|url\(|src=", rest, re.IGNORECASE)
+    # the map inline as SVG, one well per position, each with its hover text
+    assert html.count('<g class="well"') == 96
+    b02 = re.search(r'<g class="well" data-well="B02"><title>(.*?)</title>', html, re.DOTALL).group(1)
+    well = results.wells[0]
+    assert b02.startswith("B02\n") and f"class {escape(well['Classify_Class'])}, confidence" in b02
+    assert f"{well['Classify_Confidence']:.2f}" in b02 and "2 field(s) classified" in b02
+    assert "1 field(s) failed" in b02  # B02 s3 failed
+    assert re.search(r'data-well="A01"><title>A01\nnot imaged \(no fields\)</title>', html)  # never imaged
+
+    # self-contained: no URL of any kind, nothing fetched, no script
+    assert not re.search(r"https?:|//[a-z]|<link|<script|@import|url\(|src=", html, re.IGNORECASE)
 
 
 def test_384_well_plate_report(tmp_path):
@@ -132,8 +138,10 @@ def test_failures_off_the_map_and_plates_too_large_to_draw(tmp_path):
     html = html_of(write_report(made_results(tmp_path, ["B02"], failures=failures)))
     assert "1 failure(s) name no well on the plate" in html and "no well in the file name" in html
 
-    html = html_of(write_report(made_results(tmp_path, ["B02", "AF48"])))  # a 1536-well plate
-    assert "No plate map: wells AF48 lie outside a 384-well plate" in html and "<img" not in html
+    html = html_of(write_report(made_results(tmp_path, ["B02", "AF48"])))
+    assert "1536-well plate; 2 wells with a result" in html and 'class="platemap"' in html
+    html = html_of(write_report(made_results(tmp_path, ["B02", "AG01"])))  # past the last row of 1536 wells
+    assert "No plate map: wells AG01 lie outside a 1536-well plate" in html and 'class="platemap"' not in html
     assert not (tmp_path / "plate_map.png").exists()  # the earlier map would contradict the tables
 
 
@@ -151,10 +159,11 @@ def test_plate_layout_from_wells():
     assert plate_layout([("A", 1), ("H", 12)]) == PLATE_96
     assert plate_layout([("B", 2), ("I", 1)]) == PLATE_384
     assert plate_layout([("A", 13)]) == PLATE_384
-    with pytest.raises(ValueError, match="Q01"):
-        plate_layout([("Q", 1)])
-    with pytest.raises(ValueError, match="A25"):
-        plate_layout([("A", 25)])
+    assert plate_layout([("Q", 1)]).wells == plate_layout([("A", 25)]).wells == 1536
+    with pytest.raises(ValueError, match="AG01"):
+        plate_layout([("AG", 1)])
+    with pytest.raises(ValueError, match="A49"):
+        plate_layout([("A", 49)])
     # a well with failures only still decides the plate
     assert map_layout([{"Metadata_Well": "B02", "Classify_Class": "DMSO"}], failed=["M20"]) == PLATE_384
 

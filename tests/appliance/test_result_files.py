@@ -24,7 +24,7 @@ def rows_of(path):
 
 
 # The files of a results set with embeddings (treatments.csv too when compounds are known), in no order.
-TABLES = ("fields.csv", "fields.parquet", "wells.csv", "failures.csv", "embeddings.parquet")
+TABLES = ("fields.csv", "fields.parquet", "wells.csv", "failures.csv", "embeddings.parquet", "profiles.parquet")
 RESULT_SET = (*TABLES, "plate_map.png", "report.html", "summary.json")
 
 
@@ -55,7 +55,7 @@ def test_read_results_rebuilds_what_was_written(tmp_path):
 
     fields = rows_of(tmp_path / "fields.csv")
     assert len(fields) == 6 and fields[4]["Metadata_Compound"] == ""
-    assert fields[0]["Metadata_Concentration"] == "0.100000"
+    assert fields[0]["Metadata_Concentration"] == "0.1"  # exactly: the shortest text of the float
     assert pq.read_table(tmp_path / "fields.parquet").column("Metadata_Compound").to_pylist()[4] is None
     assert list(rows_of(tmp_path / "treatments.csv")[0]) == [
         "Metadata_Compound",
@@ -118,3 +118,26 @@ def test_an_incomplete_or_foreign_folder_is_refused_by_name(tmp_path):
     (tmp_path / "summary.json").write_text('{"plate": "P1"}')
     with pytest.raises(ResultsError, match="summary.json: not a results summary"):
         read_results(tmp_path)
+
+
+def test_every_number_is_written_exactly(tmp_path):
+    """A concentration of 1e-7 is 1e-07, not 0.000000; each probability reads back as the very float written."""
+    from appliance.result_files import csv_value
+
+    assert [csv_value(v) for v in (1e-07, 0.1, 1 / 3, np.float32(0.1), float("nan"), None, 3)] == [
+        "1e-07",
+        "0.1",
+        "0.3333333333333333",
+        "0.10000000149011612",  # a float32 widened exactly
+        "",
+        "",
+        "3",
+    ]
+    results = made_results(tmp_path, WELLS, compounds={"B02": "taxol"})
+    results.fields[0]["Metadata_Concentration"] = 1e-07
+    write_results(results)
+    fields = rows_of(tmp_path / "fields.csv")
+    assert fields[0]["Metadata_Concentration"] == "1e-07"
+    for row, written in zip(fields, results.fields):
+        for column in (probability_column(label) for label in LABELS):
+            assert float(row[column]) == written[column]

@@ -7,6 +7,7 @@ import pytest
 
 from appliance.layouts.base import Field
 from appliance.result_rows import (
+    cellprofiler_rows,
     channels_of,
     field_columns,
     field_row,
@@ -60,7 +61,10 @@ def test_wells_and_treatments_aggregate_with_agreement():
         field_row(field(w, s, *treatment[w]), "", np.array(p), LABELS, CHANNELS, "abc", "bf16")
         for (w, s), p in probs.items()
     ]
-    assert list(rows[0]) == field_columns(LABELS, CHANNELS)
+    numbered = cellprofiler_rows(rows, CHANNELS)
+    assert sorted(numbered[0]) == sorted(field_columns(LABELS, CHANNELS))
+    assert [r["ImageNumber"] for r in numbered] == [1, 2, 3, 4, 5]
+    assert (numbered[0]["PathName_Tubulin"], numbered[0]["URL_Tubulin"]) == ("/x", "file:///x/B02_s1_w2.tif")
     wells = well_rows(rows, LABELS)
     assert [(w["Metadata_Well"], w["Count_Fields"], w["Classify_Class"]) for w in wells] == [
         ("B02", 3, "Actin disruptors"),

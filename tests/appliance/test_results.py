@@ -94,3 +94,20 @@ def test_embeddings_must_be_one_per_field(tmp_path):
     results = made_results(tmp_path, ["B02"], embeddings=True)
     with pytest.raises(ValueError, match="1 embeddings for 2 fields"):
         PlateResults(tmp_path, LABELS, CHANNELS, results.fields, [], RUN, results.embeddings[:1])
+
+
+def test_results_folders_are_told_from_plates(tmp_path):
+    """What `classify data/*/*` skips: our results (summary.json, .partial/, run.json, watch-ledger.json, the old
+    <plate>-results name), and a folder holding only those (results/); never a plate or an empty folder."""
+    from appliance.results import is_results_folder
+    from tests.conftest import write_plate
+
+    write_plate(tmp_path / "P1", wells=("B02",), sites=(1,))
+    (tmp_path / "P1-results").mkdir()
+    for name, marker in (("a", "summary.json"), ("b", "run.json"), ("c", "watch-ledger.json")):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        (tmp_path / "results" / name / marker).write_text("{}")
+    (tmp_path / "results" / "d" / ".partial").mkdir(parents=True)
+    (tmp_path / "empty").mkdir()
+    assert [p.name for p in sorted(tmp_path.iterdir()) if is_results_folder(p)] == ["P1-results", "results"]
+    assert all(is_results_folder(p) for p in (tmp_path / "results").iterdir())

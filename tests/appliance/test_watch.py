@@ -1,7 +1,7 @@
 """Watch mode: plates classified once complete, exactly once across restarts, failures bounded, SIGTERM clean.
 
 Most tests drive Watcher.poll with their own clock; the slow-writer test and the SIGTERM test run
-the real loop against real time (quiet period 1 s).
+the real loop against real time (settle period 1 s).
 """
 
 import csv
@@ -25,7 +25,7 @@ from appliance.inference import Classifier
 from appliance.watch import LEDGER, Watcher, WatchError, WatchOptions, snapshot
 from tests.conftest import write_plate
 
-FAST = WatchOptions(quiet=1.0, poll=0.1, attempts=3, retry_delay=5.0)
+FAST = WatchOptions(settle=1.0, poll=0.1, attempts=3, retry_delay=5.0)
 
 
 def rows(path: Path) -> list[dict]:
@@ -99,7 +99,7 @@ def test_a_slowly_written_plate_is_classified_once_after_the_writer_finishes(tmp
     assert [name for name, _, _ in seen] == ["Week1_22123"]
     _, files, called_at = seen[0]
     # The watcher reads its clock at the start of a poll, so it may date the last change up to a poll early.
-    assert called_at >= finished["at"] + FAST.quiet - FAST.poll
+    assert called_at >= finished["at"] + FAST.settle - FAST.poll
     assert files == snapshot(inbox / "Week1_22123")  # every file whole when it was read
     entry = ledger(out)["Week1_22123"]
     assert (entry["status"], entry["attempts"], entry["classified"], entry["failed_fields"]) == ("done", 1, 4, 0)
@@ -107,12 +107,12 @@ def test_a_slowly_written_plate_is_classified_once_after_the_writer_finishes(tmp
     assert rows(out / "Week1_22123" / "failures.csv") == []
 
 
-def test_the_quiet_period_restarts_with_every_change(tmp_path, classifier, calls):
+def test_the_settle_period_restarts_with_every_change(tmp_path, classifier, calls):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     written = write_plate(inbox / "P1", wells=("B02",), sites=(1,))
     seen, counting = calls
     with Watcher(
-        inbox, out, classifier, WatchOptions(quiet=10, marker="DONE"), log=lambda line: None, classify=counting
+        inbox, out, classifier, WatchOptions(settle=10, marker="DONE"), log=lambda line: None, classify=counting
     ) as watcher:
         assert watcher.poll(0) == [] and watcher.poll(9) == []
         with open(written[("B02", 1)]["DAPI"], "ab") as f:  # the imager appends to a file
@@ -123,14 +123,14 @@ def test_the_quiet_period_restarts_with_every_change(tmp_path, classifier, calls
     assert [name for name, _, _ in seen] == ["P1"]
 
 
-def test_a_marker_file_completes_a_plate_and_quiet_zero_waits_for_it(tmp_path, classifier, calls):
+def test_a_marker_file_completes_a_plate_and_settle_zero_waits_for_it(tmp_path, classifier, calls):
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     write_plate(inbox / "P1", wells=("B02",), sites=(1,))
     seen, counting = calls
     with Watcher(
-        inbox, out, classifier, WatchOptions(quiet=0, marker="plate.done"), log=lambda line: None, classify=counting
+        inbox, out, classifier, WatchOptions(settle=0, marker="plate.done"), log=lambda line: None, classify=counting
     ) as watcher:
-        assert [watcher.poll(t) for t in (0, 100, 10_000)] == [[], [], []]  # no marker, no quiet rule: wait
+        assert [watcher.poll(t) for t in (0, 100, 10_000)] == [[], [], []]  # no marker, no settle rule: wait
         (inbox / "P1" / "plate.done").write_text("")
         assert watcher.poll(10_001) == []  # the marker is new: one more poll to see nothing still changes
         assert watcher.poll(10_002) == ["P1"]
@@ -141,7 +141,7 @@ def test_a_restarted_watcher_never_classifies_a_plate_again(tmp_path, classifier
     inbox, out = tmp_path / "inbox", tmp_path / "out"
     write_plate(inbox / "P1", wells=("B02",), sites=(1,))
     seen, counting = calls
-    options = WatchOptions(quiet=1)
+    options = WatchOptions(settle=1)
     with Watcher(inbox, out, classifier, options, log=lambda line: None, classify=counting) as first:
         with pytest.raises(WatchError, match="another watcher"):
             Watcher(inbox, out, classifier, options)
@@ -161,7 +161,7 @@ def test_files_arriving_after_a_plate_was_classified_are_reported_once(tmp_path,
     write_plate(inbox / "P1", wells=("B02",), sites=(1,))
     seen, counting = calls
     lines = []
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), log=lines.append, classify=counting) as watcher:
+    with Watcher(inbox, out, classifier, WatchOptions(settle=1), log=lines.append, classify=counting) as watcher:
         assert watcher.poll(0) == [] and watcher.poll(2) == ["P1"]
         write_plate(inbox / "P1", wells=("B03",), sites=(1,), seed=1)  # the imager was not finished after all
         assert watcher.poll(3) == [] and watcher.poll(10) == []
@@ -175,7 +175,7 @@ def test_a_watcher_killed_inside_a_plate_counts_a_failed_try_and_retries(tmp_pat
     out.mkdir()
     (out / LEDGER).write_text(json.dumps({"plates": {"P1": {"status": "running", "attempts": 1}}}))
     seen, counting = calls
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), log=lambda line: None, classify=counting) as w:
+    with Watcher(inbox, out, classifier, WatchOptions(settle=1), log=lambda line: None, classify=counting) as w:
         assert ledger(out)["P1"]["status"] == "failed" and "killed" in ledger(out)["P1"]["error"]
         assert w.poll(0) == [] and w.poll(2) == ["P1"]
     assert (ledger(out)["P1"]["status"], ledger(out)["P1"]["attempts"]) == ("done", 2)
@@ -189,7 +189,7 @@ def test_a_failing_plate_is_reported_and_tried_a_bounded_number_of_times(tmp_pat
     seen, counting = calls
     lines = []
     with Watcher(
-        inbox, out, classifier, WatchOptions(quiet=1, attempts=3, retry_delay=10), log=lines.append, classify=counting
+        inbox, out, classifier, WatchOptions(settle=1, attempts=3, retry_delay=10), log=lines.append, classify=counting
     ) as watcher:
         for t in range(0, 100, 2):
             watcher.poll(t)
@@ -202,6 +202,23 @@ def test_a_failing_plate_is_reported_and_tried_a_bounded_number_of_times(tmp_pat
     assert len(failed) == 3 and "retrying in 10 s" in failed[0] and "giving up" in failed[2]
     assert sum("not tried again" in line for line in lines) == 1
     assert ledger(out)["Good"]["status"] == "done"
+
+
+def test_a_quiet_watcher_still_tells_its_problems(tmp_path, classifier, calls):
+    """watch --quiet silences progress (log), never a failing plate (warn)."""
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    (inbox / "Broken").mkdir(parents=True)
+    (inbox / "Broken" / "notes.txt").write_text("no images here")
+    write_plate(inbox / "Good", wells=("B02",), sites=(1,))
+    _, counting = calls
+    progress, problems = [], []
+    options = WatchOptions(settle=1, attempts=1)
+    with Watcher(inbox, out, classifier, options, log=progress.append, warn=problems.append, classify=counting) as w:
+        for t in range(0, 10, 2):
+            w.poll(t)
+    assert any(line.startswith("Broken: failed (attempt 1 of 1)") for line in problems)
+    assert any(line.startswith("Good: 1 fields classified") for line in progress)
+    assert not any("Broken" in line and "failed" in line for line in progress)
 
 
 def test_stop_finishes_the_current_batch_and_the_plate_is_done_after_a_restart(tmp_path, classifier):
@@ -217,7 +234,7 @@ def test_stop_finishes_the_current_batch_and_the_plate_is_done_after_a_restart(t
         inbox,
         out,
         classifier,
-        WatchOptions(quiet=1),
+        WatchOptions(settle=1),
         stop=stop,
         log=lambda line: None,
         classify=stopping_after_first_batch,
@@ -226,7 +243,7 @@ def test_stop_finishes_the_current_batch_and_the_plate_is_done_after_a_restart(t
     assert (ledger(out)["P1"]["status"], ledger(out)["P1"]["attempts"]) == ("interrupted", 0)
     assert 1 <= len(rows(out / "P1" / "fields.csv")) < 24  # the fields in flight were finished and written
 
-    with Watcher(inbox, out, classifier, WatchOptions(quiet=1), log=lambda line: None) as watcher:
+    with Watcher(inbox, out, classifier, WatchOptions(settle=1), log=lambda line: None) as watcher:
         assert watcher.poll(0) == [] and watcher.poll(2) == ["P1"]
     assert (ledger(out)["P1"]["status"], ledger(out)["P1"]["attempts"]) == ("done", 1)
     assert len(rows(out / "P1" / "fields.csv")) == 24
@@ -262,7 +279,7 @@ def test_sigterm_finishes_the_current_field_and_exits_cleanly(tmp_path, tiny_mod
         str(tiny_model),
         "--out",
         str(out),
-        "--quiet",
+        "--settle",
         "0.5",
         "--poll",
         "0.1",
@@ -290,7 +307,7 @@ def test_watch_cli_refuses_what_it_cannot_watch(tmp_path, tiny_model):
     result = runner.invoke(app, ["watch", "--help"])
     assert result.exit_code == 0 and "Usage" in result.stdout
     options = {name for param in typer.main.get_command(app).commands["watch"].params for name in param.opts}
-    assert {"--quiet", "--marker", "--poll", "--attempts"} <= options  # help shortens them in a narrow terminal
+    assert {"--settle", "--quiet", "--marker", "--poll", "--attempts"} <= options
     result = runner.invoke(
         app, ["watch", str(tmp_path / "missing"), "--model", str(tiny_model), "--out", str(tmp_path / "out")]
     )
@@ -339,7 +356,7 @@ def test_the_inbox_config_sets_how_plates_are_read_and_the_command_line_wins(tmp
     (inbox / "P1" / "COMPLETE").touch()
     stop = threading.Event()
     watching = Watcher(
-        inbox, out, classifier, replace(FAST, quiet=0.0, classify=options), stop=stop, log=lambda line: None
+        inbox, out, classifier, replace(FAST, settle=0.0, classify=options), stop=stop, log=lambda line: None
     )
     watcher = threading.Thread(target=watching.run)
     watcher.start()

@@ -1,6 +1,7 @@
 """The whole path through the CLI at a small size: synth, train, export, classify (torch side)."""
 
 import csv
+import json
 
 import pytest
 from typer.testing import CliRunner
@@ -35,5 +36,9 @@ def test_synth_train_export_classify_end_to_end(tmp_path):
     assert len(rows) == 12 and len(failures) == 1 and failures[0]["File"] == broken.name
     assert {"Metadata_Plate", "Metadata_Well", "Metadata_Site", "Classify_Class"} <= set(rows[0])
     assert sum(float(v) for k, v in rows[0].items() if k.startswith("Probability_")) == pytest.approx(1, abs=1e-4)
+    assert all(float(r["Classify_Distance"]) >= 0 for r in rows)  # the card's training reference, from export
+    summary = json.loads((results / "summary.json").read_text())
+    flagged = sum(float(r["Classify_Distance"]) > summary["distance"]["threshold"] for r in rows)
+    assert summary["distance"]["flagged"] == flagged and (results / "gallery.npz").is_file()
     wells = list(csv.DictReader(open(results / "wells.csv")))
     assert sum(int(w["Count_Fields"]) for w in wells) == 12

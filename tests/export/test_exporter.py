@@ -11,9 +11,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from appliance.embedding_reference import KEY as REFERENCE_KEY
+from appliance.embedding_reference import EmbeddingReference
+from appliance.fieldsets import from_split, read_raw
 from appliance.inference import Classifier
 from export.exporter import ExportError, export_run
 from tests.conftest import MEAN, STD
+from training.predict import load_predictor
 from training.run import load_run, model_card
 
 
@@ -21,7 +25,10 @@ def test_onnx_carries_the_card_and_is_self_contained(tiny_run, tiny_export):
     path = Path(tiny_export["onnx"])
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
-    assert {p.key: p.value for p in proto.metadata_props} == model_card(load_run(tiny_run)[1]).to_metadata()
+    props = {p.key: p.value for p in proto.metadata_props}
+    reference = props.pop(REFERENCE_KEY)  # the training embeddings' summary: test_card_carries_the_training_reference
+    assert props == model_card(load_run(tiny_run)[1]).to_metadata()
+    assert EmbeddingReference.from_metadata(reference).fields == 2
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in proto.graph.input] == ["fields"]
     assert [o.name for o in proto.graph.output] == ["probabilities", "embedding"]
@@ -35,8 +42,25 @@ def test_onnx_carries_the_card_and_is_self_contained(tiny_run, tiny_export):
 def test_ir_card_round_trips_and_takes_uint16(tiny_run, tiny_model):
     classifier = Classifier(tiny_model)
     assert classifier.card == model_card(load_run(tiny_run)[1])
-    assert classifier.card.to_metadata() == model_card(load_run(tiny_run)[1]).to_metadata()
+    card = classifier.card.to_metadata()
+    assert card.pop(REFERENCE_KEY) and card == model_card(load_run(tiny_run)[1]).to_metadata()
     assert classifier.size == (128, 128) and classifier.precision == "f32"
+
+
+def test_card_carries_the_training_reference(tiny_run, tiny_model):
+    """Centroids and threshold worked out here from torch's embeddings of the run's training fields."""
+    reference = Classifier(tiny_model).card.reference
+    train = [f for f in from_split(tiny_run) if f.split == "train"]
+    predictor, _ = load_predictor(tiny_run)
+    embeddings = predictor.predict(read_raw(train, (128, 128)))[1].astype(np.float64)
+    assert reference.fields == len(train) == 2 and set(reference.labels) == {f.moa for f in train}
+    for label, centroid in zip(reference.labels, reference.centroids, strict=True):
+        rows = [e for e, f in zip(embeddings, train, strict=True) if f.moa == label]
+        assert centroid == pytest.approx(np.mean(rows, axis=0), rel=1e-4, abs=1e-5)
+    own = [min(np.linalg.norm(e - c) for c in reference.centroids.astype(np.float64)) for e in embeddings]
+    assert reference.threshold == pytest.approx(np.percentile(own, 99), rel=1e-4, abs=1e-5)
+    # classify's Classify_Distance: a training field lies within the threshold of its own centroid
+    assert (Classifier(tiny_model).card.reference.distances(embeddings) <= reference.threshold + 1e-4).all()
 
 
 def test_parity_figures(tiny_export, tiny_model):

@@ -5,11 +5,11 @@ import openvino as ov
 import pytest
 
 from appliance.inference import MODEL_INT8_XML, MODEL_XML, Classifier, is_quantized, read_card
-from appliance.model_card import KEYS
+from appliance.model_card import KEYS, OPTIONAL_KEYS
 from tests import tiny_ir
 
 # What differs between two models of the same labels, channels, size and normalisation.
-WEIGHTS_KEYS = {"run_id", "weights_sha256"}
+WEIGHTS_KEYS = {"run_id", "weights_sha256", "embedding_reference"}
 PREPROCESSING = ("Convert", "Convert", "Subtract", "Multiply")  # u16 -> i32 -> f32, mean, 1 / std
 
 
@@ -62,7 +62,7 @@ def test_the_float_ir_is_what_export_writes(built, tiny_model):
     assert ours == exported
     assert ours["input"] == ("fields", ov.Type.u16, "[?,3,128,128]") and ours["first_convert"] == ["i32"]
     assert ours["preprocessing"] == list(PREPROCESSING) and not ours["quantized"]
-    assert set(ours["rt_info"]) == set(KEYS)
+    assert set(ours["rt_info"]) == set(KEYS) | set(OPTIONAL_KEYS)
 
 
 def test_the_int8_ir_is_what_export_int8_writes(built, int8_run):
