@@ -25,7 +25,12 @@ from appliance.wells import plate_format
 
 IMAGE_TABLE = "Per_Image"
 IMAGE_ID = "ImageNumber"
-SQL_TYPES = {int: "INTEGER", float: "FLOAT", str: "TEXT"}  # ExportToDatabase's: COLTYPE_INTEGER/FLOAT, TEXT
+SQL_TYPES = {
+    int: "INTEGER",
+    bool: "INTEGER",
+    float: "FLOAT",
+    str: "TEXT",
+}  # ExportToDatabase's: COLTYPE_INTEGER/FLOAT, TEXT
 CPA_PLATE_TYPES = (6, 24, 96, 384, 1536)  # CPA's supported_plate_types (cpa/properties.py), 5600-spot arrays aside
 COLOURS = {"DAPI": "blue", "Tubulin": "green", "Actin": "red"}  # CPA's colour names; other channels: gray
 

@@ -19,7 +19,15 @@ import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
 
-from appliance.model_card import KEYS, OPTIONAL_KEYS, WEIGHTS_FILE_SHA256, ModelCard, ModelCardError, file_sha256
+from appliance.model_card import (
+    KEYS,
+    OPTIONAL_KEYS,
+    WEIGHTS_FILE_SHA256,
+    ModelCard,
+    ModelCardError,
+    check_matches_run,
+    file_sha256,
+)
 from appliance.precision import MODEL_INT8_XML, MODEL_XML, choose_precision
 from appliance.threads import compute_threads
 
@@ -167,6 +175,7 @@ class Classifier:
         self.warning = check_weights_file(network, self.xml)
         check_card(network, self.card, str(self.xml))
         check_precision(self.card, precision, str(self.xml))
+        check_matches_run(self.card, self.xml.parent, str(self.xml))
         # Threads this process may use (affinity, cgroup quota, MCNN_THREADS), not the host's core count.
         self.threads = threads or compute_threads()
         # THROUGHPUT: several CPU streams, each field of a batch its own request (see predict).

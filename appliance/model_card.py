@@ -140,3 +140,22 @@ def check_columns(labels: tuple[str, ...], source: str) -> None:
                 "rename one (in the training run's MoA table) and export again"
             )
         first[column] = label
+
+
+def check_matches_run(card: ModelCard, model_folder: Path, source: str) -> None:
+    """An export inside a run folder (RUN/export) must be that run's: a run retrained since is refused,
+    rather than classifying with the old model silently. An export elsewhere carries its card alone."""
+    run_json = Path(model_folder).parent / "run.json"
+    if not run_json.is_file():
+        return
+    try:
+        run_hash = json.loads(run_json.read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelCardError(f"{run_json}: unreadable ({exc}); cannot tell whether {source} is this run's") from None
+    if run_hash and run_hash != card.weights_sha256:
+        raise ModelCardError(
+            f"{source}: exported from weights {card.weights_sha256[:12]}..., but {run_json} now holds weights "
+            f"{run_hash[:12]}... (the run was trained again); export it again: "
+            f"mcnn-appliance export {run_json.parent}"
+            + ("" if Path(model_folder).name == "export" else f" --out {model_folder}")
+        )

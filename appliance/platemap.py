@@ -2,10 +2,10 @@
 
 A well's colour is its class, its shade the class's mean probability (pale: unsure), and the
 class's number is written in the well, so the map reads without telling colours apart. Wells
-without a result are grey; wells where fields failed get a thick dark ring (and a cross when
-nothing in the well could be classified). The grid is the smallest standard plate (appliance.wells:
-6, 12, 24, 48, 96, 384 or 1536 wells) holding every well given. matplotlib only, Agg backend: no
-display needed.
+never imaged (no field at all) are white with a dotted outline; wells where fields failed get a
+thick dark ring, and when nothing in the well could be classified a grey fill and a cross. The
+grid is the smallest standard plate (appliance.wells: 6, 12, 24, 48, 96, 384 or 1536 wells)
+holding every well given. matplotlib only, Agg backend: no display needed.
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ PALETTE = (
     "#DDCC77",
     "#AA4499",
 )
-EMPTY = "#E4E4E4"  # a well with no result
+EMPTY = "#E4E4E4"  # a well imaged but without a result: every field in it failed
 EMPTY_EDGE = "#9A9A9A"
+NOT_IMAGED_EDGE = "#C8C8C8"  # a well with no field at all: white, dotted outline
 FAILED_EDGE = "#1A1A1A"  # ring of a well where fields failed
 MIN_SHADE = 0.3  # the least class colour a well gets (at chance-level confidence)
 
@@ -160,10 +161,13 @@ def draw_plate_map(
                 fill = shade(class_colour(index), result[1], len(labels))
                 ax.add_patch(Circle((x, y), radius, facecolor=fill, edgecolor="white", linewidth=0.6))
                 ax.text(x, y, str(index + 1), ha="center", va="center", fontsize=font, color=text_colour(fill))
-            else:
+            elif n_failed:
                 ax.add_patch(Circle((x, y), radius, facecolor=EMPTY, edgecolor=EMPTY_EDGE, linewidth=0.8))
-                if n_failed:
-                    ax.text(x, y, "\u00d7", ha="center", va="center", fontsize=font * 1.4, color=FAILED_EDGE)
+                ax.text(x, y, "\u00d7", ha="center", va="center", fontsize=font * 1.4, color=FAILED_EDGE)
+            else:  # never imaged: nothing was there to classify, nothing went wrong
+                ax.add_patch(
+                    Circle((x, y), radius, facecolor="white", edgecolor=NOT_IMAGED_EDGE, linewidth=0.8, linestyle=":")
+                )
             if n_failed:
                 ax.add_patch(
                     Circle((x, y), 0.455, facecolor="none", edgecolor=FAILED_EDGE, linewidth=1.6 if big else 2.4)
@@ -188,7 +192,7 @@ def draw_plate_map(
         Patch(facecolor=class_colour(i), edgecolor="none", label=f"{i + 1}  {label}") for i, label in enumerate(labels)
     ]
     handles += [
-        Patch(facecolor=EMPTY, edgecolor=EMPTY_EDGE, label="no result"),
+        Patch(facecolor="white", edgecolor=NOT_IMAGED_EDGE, linestyle=":", label="not imaged (no fields)"),
         Line2D(
             [],
             [],

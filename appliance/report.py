@@ -17,7 +17,7 @@ from pathlib import Path
 from appliance.confusion import confusion_html, treatment_moa
 from appliance.files import write_text
 from appliance.gallery import COLOURS, STRETCH, gallery_html
-from appliance.platemap import EMPTY, FAILED_EDGE, draw_plate_map, map_layout, on_plate
+from appliance.platemap import EMPTY, FAILED_EDGE, NOT_IMAGED_EDGE, draw_plate_map, map_layout, on_plate
 from appliance.report_html import cell, key_values, number, page, swatch, table, text
 from appliance.results import PLATE_MAP_PNG, REPORT_HTML, PlateResults
 from appliance.svg_map import FLAG, plate_svg
@@ -117,8 +117,8 @@ def treatments_section(treatments: list[dict], labels: list[str]) -> str:
         for t in treatments
     ]
     return (
-        '<h2>Treatments</h2><p class="muted">Mean of the treatment\'s field probabilities; agreement: '
-        "the fraction of its fields whose own class is the treatment's.</p>"
+        '<h2>Treatments</h2><p class="muted">Mean of the treatment\'s well probabilities (each well '
+        "weighing the same); agreement: the fraction of its wells whose own class is the treatment's.</p>"
         + table(["compound", "concentration", "wells", "fields", "class", "confidence", "agreement"], rows)
     )
 
@@ -203,6 +203,10 @@ RING_ICON = (
     f'<svg width="12" height="12" viewBox="0 0 12 12"><circle cx="6" cy="6" r="4.8" fill="{EMPTY}" '
     f'stroke="{FAILED_EDGE}" stroke-width="1.8"/></svg>'
 )
+NOT_IMAGED_ICON = (
+    '<svg width="12" height="12" viewBox="0 0 12 12"><circle cx="6" cy="6" r="4.8" fill="white" '
+    f'stroke="{NOT_IMAGED_EDGE}" stroke-dasharray="1.5,1.5"/></svg>'
+)
 FLAG_ICON = f'<svg width="12" height="12" viewBox="0 0 12 12"><path d="M12,0 h-12 l12,12 z" fill="{FLAG}"/></svg>'
 
 
@@ -231,13 +235,15 @@ def plate_map_section(png: Path, run: dict, results: PlateResults, labels: list[
     )
     return (
         f'<h2>Plate map</h2><p class="muted">{layout.wells}-well plate; {len(wells)} wells with a result, '
-        f"{len(mapped)} with failed fields (ringed), {len(far)} with fields far from the training set "
+        f"{len(mapped)} with failed fields (ringed; grey with a cross: none classified), {len(far)} with fields "
+        f"far from the training set "
         f'(<span style="color:{FLAG}">red corner</span>).{escape(note)} Colour: the well\'s class (mean of its '
         "fields' probabilities), paler when less sure; the number is the class's number. Point at a well for "
         "its class, confidence and fields. plate_map.png beside this report is the same map as a picture; every "
         "field and well is in fields.csv and wells.csv.</p>"
         f"{svg}"
-        f'<p class="legend">{legend}<span class="item">{RING_ICON} ringed: fields failed</span>{qc}</p>'
+        f'<p class="legend">{legend}<span class="item">{RING_ICON} ringed: fields failed</span>'
+        f'<span class="item">{NOT_IMAGED_ICON} not imaged (no fields)</span>{qc}</p>'
     )
 
 

@@ -86,6 +86,8 @@ def arrow_type(column: str):
     kind = column_kind(column)
     if kind is int:
         return pa.int64()
+    if kind is bool:  # Classify_Correct (empty where the class is unknown), Classify_LowConfidence
+        return pa.bool_()
     if kind is float:  # the embedding's features stay float32, as the model gives them
         return pa.float32() if column.startswith(EMBEDDING_PREFIX) else pa.float64()
     return pa.string()

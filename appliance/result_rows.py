@@ -46,9 +46,11 @@ FLOAT_PREFIXES = (
 
 
 def column_kind(column: str) -> type:
-    """What a column holds, whatever file it is written to: int, float or str (embedding features: float)."""
+    """What a column holds, whatever file it is written to: int, bool, float or str (embedding features: float)."""
     if column in INTEGER_COLUMNS or column.startswith("Frame_"):
         return int
+    if column in BIOLOGIST[1:]:  # Classify_Correct, Classify_LowConfidence
+        return bool
     if column.startswith((*FLOAT_PREFIXES, EMBEDDING_PREFIX)):
         return float
     return str
@@ -78,17 +80,71 @@ def field_columns(labels, channels) -> list[str]:
         *read,
         *call_columns(labels),
         "Classify_Distance",
+        *BIOLOGIST,
         "Model_SHA256",
         "Model_Precision",
     ]
 
 
 def well_columns(labels) -> list[str]:
-    return [*PLACE, *TREATMENT, "Count_Fields", *call_columns(labels), "Classify_Agreement", "Model_Precision"]
+    return [
+        *PLACE,
+        *TREATMENT,
+        "Count_Fields",
+        *call_columns(labels),
+        *BIOLOGIST,
+        "Classify_Agreement",
+        "Model_Precision",
+    ]
 
 
 def treatment_columns(labels) -> list[str]:
-    return [*TREATMENT, "Count_Wells", "Count_Fields", *call_columns(labels), "Classify_Agreement"]
+    return [*TREATMENT, "Count_Wells", "Count_Fields", *call_columns(labels), *BIOLOGIST, "Classify_Agreement"]
+
+
+# --- what a biologist reads beside the call: the annotated class, right or wrong, a near-chance flag ---
+
+BIOLOGIST = ["Metadata_MoA", "Classify_Correct", "Classify_LowConfidence"]
+LOW_CONFIDENCE_TIMES_CHANCE = 2.0  # a call is flagged when its probability is below twice chance (1 / classes)
+CONCENTRATION_UNIT = "as the plate's metadata gives it; BBBC021's are micromolar (uM)"
+
+
+def low_confidence_below(labels) -> float:
+    """The probability under which a call is flagged: twice chance, capped below certainty (two classes)."""
+    return min(LOW_CONFIDENCE_TIMES_CHANCE / len(labels), 0.75)
+
+
+def biologist_values(moa: str | None, call_row: dict, labels) -> dict:
+    """Metadata_MoA (the annotated class, where the plate's metadata knows it: BBBC021's MoA table), whether
+    the call is that class (empty where the class is unknown), and whether the call is near chance."""
+    known = moa not in (None, "")
+    return {
+        "Metadata_MoA": moa if known else None,
+        "Classify_Correct": (call_row["Classify_Class"] == moa) if known else None,
+        "Classify_LowConfidence": call_row["Classify_Confidence"] < low_confidence_below(labels),
+    }
+
+
+def column_notes(labels) -> dict:
+    """summary.json's record of the rules behind these columns."""
+    return {
+        "Classify_LowConfidence": f"Classify_Confidence < {low_confidence_below(labels):.4f} "
+        f"({LOW_CONFIDENCE_TIMES_CHANCE:g} x chance, 1/{len(labels)} classes)",
+        "low_confidence_below": round(low_confidence_below(labels), 6),
+        "Metadata_Concentration": CONCENTRATION_UNIT,
+    }
+
+
+def natural_key(text) -> tuple:
+    """Case-insensitive, numbers by value: 'AZ2' < 'az10' < 'b'."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(text or ""))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p.casefold()) for i, p in enumerate(parts) if p)
+
+
+def shared_moa(rows: list[dict]) -> str | None:
+    """The one annotated class of these rows (a well's fields, a treatment's wells), None if unknown or mixed."""
+    classes = {row.get("Metadata_MoA") for row in rows}
+    return classes.pop() if len(classes) == 1 else None
 
 
 def feature_columns(width: int) -> list[str]:
@@ -152,6 +208,7 @@ def field_row(
     row.update({probability_column(label): float(p) for label, p in zip(labels, probabilities, strict=True)})
     row.update(call(probabilities, labels))
     row["Classify_Distance"] = distance
+    row.update(biologist_values(field.moa, row, labels))
     row.update({"Model_SHA256": model_sha256, "Model_Precision": precision})
     return row
 
@@ -216,6 +273,7 @@ def aggregate(rows: list[dict], labels, own_class: list[str]) -> dict:
     mean = probabilities_of(rows, labels).mean(axis=0)
     result = {probability_column(label): float(p) for label, p in zip(labels, mean, strict=True)}
     result.update(call(mean, labels))
+    result.update(biologist_values(shared_moa(rows), result, labels))
     result["Classify_Agreement"] = sum(c == result["Classify_Class"] for c in own_class) / len(rows)
     return result
 
@@ -246,7 +304,8 @@ def treatment_rows(wells: list[dict], labels) -> list[dict]:
         if well["Metadata_Compound"] not in (None, ""):
             treatments.setdefault((well["Metadata_Compound"], well["Metadata_Concentration"]), []).append(well)
     out = []
-    for (compound, concentration), rows in sorted(treatments.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
+    in_natural_order = sorted(treatments.items(), key=lambda kv: (natural_key(kv[0][0]), kv[0][1] or 0.0))
+    for (compound, concentration), rows in in_natural_order:
         out.append(
             {
                 "Metadata_Compound": compound,

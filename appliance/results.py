@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from appliance.result_rows import cellprofiler_rows, treatment_rows, well_rows
+from appliance.result_rows import cellprofiler_rows, column_notes, treatment_rows, well_rows
 
 FIELDS_CSV, FIELDS_PARQUET, WELLS_CSV, TREATMENTS_CSV = "fields.csv", "fields.parquet", "wells.csv", "treatments.csv"
 FAILURES_CSV, EMBEDDINGS_PARQUET, PROFILES_PARQUET = "failures.csv", "embeddings.parquet", "profiles.parquet"
@@ -118,4 +118,5 @@ class PlateResults:
                 "skipped_done": counts.get("skipped_done", 0),
             },
             "files": self.files,
+            "columns": column_notes(self.labels),
         }

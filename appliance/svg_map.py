@@ -15,6 +15,7 @@ from appliance.platemap import (
     EMPTY,
     EMPTY_EDGE,
     FAILED_EDGE,
+    NOT_IMAGED_EDGE,
     class_colour,
     map_layout,
     shade,
@@ -41,7 +42,7 @@ def well_title(name: str, well: dict | None, label: str, failed: int, far: int, 
             at = f" at {concentration:g}" if isinstance(concentration, (int, float)) else ""
             lines.append(f"{well['Metadata_Compound']}{at}")
     else:
-        lines.append("no result")
+        lines.append("no result" if failed else "not imaged (no fields)")
     if failed:
         lines.append(f"{failed} field(s) failed")
     if far:
@@ -95,9 +96,14 @@ def plate_svg(
                         f'<text x="{x:.1f}" y="{y + font * 0.35:.1f}" text-anchor="middle" font-size="{font:.1f}" '
                         f'fill="{text_colour(fill)}">{index + 1}</text>'
                     )
-            else:
+            elif n_failed:  # imaged, nothing classified
                 parts.append(
                     f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="{EMPTY}" stroke="{EMPTY_EDGE}"/>'
+                )
+            else:  # never imaged: white, dotted outline
+                parts.append(
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" fill="white" stroke="{NOT_IMAGED_EDGE}" '
+                    'stroke-dasharray="2,2"/>'
                 )
             if n_failed:
                 parts.append(

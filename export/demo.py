@@ -2,12 +2,20 @@
 
 synthetic BBBC021 plates -> train -> export -> classify a held-out plate (another week)
 -> held-out accuracy. It lives in export/, the room that sees the other two.
+
+What it leaves in WORKDIR is what a user looks at: data/ and heldout/ (the plates), run/ (weights,
+run.json, metrics and curves.png), run/export/ (the model), results/ (fields, wells, report). The
+checkpoints, there only to resume an interrupted training, are removed at the end (at full
+resolution they are several times the model's size). run.json names heldout/ as the run's test
+data, so `mcnn-appliance evaluate WORKDIR/run` scores the plate the demo held out. A demo run
+already in WORKDIR/run, and its results, are replaced, never mixed with the new ones.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +26,9 @@ from appliance.classify import classify_plate
 from appliance.layouts.bbbc021 import load_fields
 from appliance.synth import write_dataset
 from export.exporter import export_run
+from training.checkpoint import CHECKPOINTS
+from training.run import record_test_data
+from training.run_folder import check_run_folders, delete_runs
 from training.train import TrainConfig, train
 
 
@@ -52,9 +63,19 @@ def heldout_accuracy(fields_csv: Path, data_dir: Path) -> tuple[float, int]:
     return (correct / len(scored) if scored else 0.0), len(scored)
 
 
+def remove_checkpoints(run: Path) -> int:
+    """Delete run/checkpoints (the demo never resumes); returns the bytes freed."""
+    folder = run / CHECKPOINTS
+    if not folder.is_dir():
+        return 0
+    freed = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    shutil.rmtree(folder)
+    return freed
+
+
 def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None = None) -> dict:
     console = console or Console()
-    workdir = Path(workdir)
+    workdir = Path(workdir).resolve()  # run.json records absolute paths
     timings, start = {}, time.time()
 
     def stage(name: str):
@@ -82,8 +103,12 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     )
     stage("synth")
 
-    console.rule("2/4 train (full resolution)")
+    console.rule(f"2/4 train ({plan.size[0]}x{plan.size[1]})")
     run = workdir / "run"
+    earlier = check_run_folders([run], resume=False, overwrite=True)  # the demo's own run: replaced
+    delete_runs(earlier)
+    if earlier:
+        console.print(f"replaced the earlier demo run in {run}")
     train(
         TrainConfig(
             data=str(data),
@@ -100,6 +125,7 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
         ),
         console=console,
     )
+    record_test_data(run, heldout)  # `evaluate run` scores the held-out plate (the run has no val fields)
     stage("train")
 
     console.rule("3/4 export (ONNX, OpenVINO IR)")
@@ -109,8 +135,10 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     console.rule("4/4 classify the held-out plate")
     plate_dir = next(p for p in heldout.glob("Week*/*") if p.is_dir())
     results = workdir / "results" / plate_dir.name
-    summary = classify_plate(plate_dir, Path(exported["xml"]).parent, results)
+    summary = classify_plate(plate_dir, Path(exported["xml"]).parent, results, force=True)  # a new model's
     accuracy, n = heldout_accuracy(results / "fields.csv", heldout)
+    freed = remove_checkpoints(run)
+    console.print(f"removed {run / CHECKPOINTS} ({freed / 1e6:.0f} MB): they only resume an interrupted training")
     stage("classify")
 
     report = {
@@ -123,6 +151,8 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
         "run": str(run),
         "model": str(Path(exported["xml"]).parent),
         "results": str(results),
+        "curves": str(run / "curves.png"),
+        "checkpoints_removed_mb": round(freed / 1e6, 1),
     }
     (workdir / "demo.json").write_text(json.dumps(report, indent=2))
     console.rule("result")
@@ -131,4 +161,5 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
         f"(a week the model never saw), total {report['total_s']:.0f} s"
     )
     console.print(f"results: {results}/ (fields.csv, wells.csv, report.html); run: {run}; model: {report['model']}")
+    console.print(f"training curves: {run / 'curves.png'}; score the model again: mcnn-appliance evaluate {run}")
     return report

@@ -13,6 +13,7 @@ fields: split.csv val rows, or train rows the calibration did not use.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,7 +71,29 @@ def choose_fields(run_dir: Path, options: Int8Options) -> tuple[dict, list[Field
             missing = [p for p in field.paths if not p.is_file()]
             if missing:
                 raise ExportError(f"{role} field {missing[0]} (from {where}): file not found")
-    return {"fields": len(calib), "source": source}, calib, {"fields": len(gate), "source": gate_source}, gate
+    calib_info = {"fields": len(calib), "requested": calibration_fields, "source": source}
+    gate_info = {"fields": len(gate), "requested": options.gate_fields, "source": gate_source}
+    return calib_info, calib, gate_info, gate
+
+
+def field_count_warnings(calib_info: dict, gate_info: dict, max_drop: float) -> list[str]:
+    """What a small run makes of the calibration and the gate: fewer fields than asked for, and a gate
+    so coarse that one field moves it by more than the allowed drop (it cannot see such a drop)."""
+    warnings = []
+    for role, info in (("calibrates", calib_info), ("gates", gate_info)):
+        if info["fields"] < info["requested"]:
+            warnings.append(
+                f"int8 {role} on {info['fields']} fields, fewer than the {info['requested']} asked for: "
+                f"{info['source']} holds no more"
+            )
+    per_field = 100 / gate_info["fields"]
+    if per_field > max_drop:
+        warnings.append(
+            f"the gate's {gate_info['fields']} fields make one field {per_field:.1f} points, more than the allowed "
+            f"drop of {max_drop:g}: it passes only if INT8 gets every one of them the same as f32 or better; "
+            f"{math.ceil(100 / max_drop)} or more held-out fields make it finer"
+        )
+    return warnings
 
 
 def quantize(onnx_path: Path, card: ModelCard, calibration: list[Field]):
@@ -113,7 +136,13 @@ def quantize_export(run_dir: Path, export_dir: Path, options: Int8Options = Int8
     card = read_card(network, str(float_xml))
     check_card(network, card, str(float_xml))
     calib_info, calib, gate_info, gate = choose_fields(Path(run_dir), options)
-    log(f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']})")
+    warnings = field_count_warnings(calib_info, gate_info, options.max_drop)
+    for warning in warnings:
+        log(f"int8: warning: {warning}")
+    log(
+        f"int8: calibrating on {calib_info['fields']} fields ({calib_info['source']}), "
+        f"gating on {gate_info['fields']} ({gate_info['source']})"
+    )
     model = quantize(export_dir / "model.onnx", card, calib)
     how = {
         "method": "NNCF post-training quantization",
@@ -132,6 +161,7 @@ def quantize_export(run_dir: Path, export_dir: Path, options: Int8Options = Int8
     section = {
         **how,
         "gate": {**gate_info, "max_drop": max_drop},
+        "warnings": warnings,
         "kept": kept,
         "forced": kept and gate_info["drop_points"] > max_drop,
         "file": int8_xml.name if kept else None,

@@ -17,7 +17,6 @@ from appliance.console import EXIT_SOME_FAILED, console, extra_needed, fail, par
 from appliance.tables import MetadataError
 
 commands = commands_app()
-SizeOption = Annotated[str, typer.Option(metavar="HxW", help="Field size, height x width (BBBC021: 1024x1280).")]
 # The precisions train takes, spelt as every command spells them; fp32 is the old spelling, still taken.
 TRAIN_PRECISIONS = {"auto": "auto", "bf16": "bf16", "f32": "fp32"}  # our word -> training's (step.py)
 
@@ -39,7 +38,14 @@ def train(
             metavar="DATA", help="Folder with BBBC021_v1_image.csv, BBBC021_v1_moa.csv and the Week folders."
         ),
     ],
-    out: Annotated[Path, typer.Option(metavar="RUN", help="Run folder to write.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            metavar="RUN",
+            help="Run folder to write. One that already holds files is refused (the message names the next free "
+            "folder, e.g. runs/first-2) unless --resume or --overwrite.",
+        ),
+    ],
     epochs: Annotated[int, typer.Option(help="Passes over the training fields.")] = 4,
     batch_size: Annotated[
         int,
@@ -51,7 +57,13 @@ def train(
     accumulation: Annotated[
         int, typer.Option(help="Micro-batches per optimizer step; global batch = batch size x accumulation x ranks.")
     ] = 1,
-    size: SizeOption = "1024x1280",
+    size: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HxW",
+            help="Field size, height x width (default: the data's, read from every TIFF header; all must agree).",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same split, initial weights and shuffles.")] = 0,
     recipe: Annotated[
         str | None,
@@ -136,6 +148,12 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint (same options).")
     ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Delete the run already in --out first (weights, checkpoints, export/, evaluation/)."
+        ),
+    ] = False,
     max_restarts: Annotated[
         int,
         typer.Option(
@@ -152,7 +170,8 @@ def train(
         from training.recipes import DEFAULT_RECIPE, TrainConfig
 
     del arguments["fold"]  # K or all: train_folds sets each run's fold
-    arguments.update(data=str(data.resolve()), out=str(out), size=parse_size(size), recipe=recipe or DEFAULT_RECIPE)
+    size = parse_size(size) if size else None  # None: the data's
+    arguments.update(data=str(data.resolve()), out=str(out), size=size, recipe=recipe or DEFAULT_RECIPE)
     cfg, options = by_name(TrainConfig, arguments), by_name(LaunchOptions, arguments)
     try:
         code = train_folds(cfg, options, fold, console)
@@ -182,7 +201,9 @@ def evaluate(
         Path | None,
         typer.Option(
             metavar="DATA",
-            help="BBBC021-layout folder with the fields' metadata (default: the data the run was trained on).",
+            help="BBBC021-layout labelled plates to score on (default: the data the run was trained on). "
+            "The run's own data (moved, say) is scored by --split; other plates on all their labelled fields "
+            "but those the run trained on, into evaluation/on-NAME/.",
         ),
     ] = None,
     split: Annotated[
@@ -190,7 +211,8 @@ def evaluate(
     ] = "val",
     batch_size: Annotated[int, typer.Option(help="Fields per forward pass.")] = 4,
 ):
-    """Score a run on its held-out fields: field and treatment accuracy, per class, confusion matrices."""
+    """Score a run or its export on its held-out fields or on other labelled plates (--data): field and
+    treatment accuracy, per class, confusion matrices."""
     with extra_needed("evaluate"):
         import training.evaluate as evaluation
 
@@ -199,6 +221,7 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
+    say(f"scored: {summary['scored']}")
     say(f"evaluation written to {summary['out']}")
     if summary["failed"]:
         warn(

@@ -8,7 +8,10 @@
        confusion_{fields,treatments}.{csv,png}
 
 The model is the run's torch model (run.json + weights.safetensors) or, for an export folder
-(model.xml), the OpenVINO model, scored on the split.csv of the run it was exported from.
+(model.xml), the OpenVINO model, scored on the split.csv of the run it was exported from, or
+(--data NEW) on any labelled plates: all their labelled fields but those the run trained on,
+written to evaluation/on-NEW/. A run without validation fields (the demo's) is scored on the
+held-out plates its run.json names (test_data). Which fields were scored is said and recorded.
 Treatment scores leave out the control (DMSO), as the literature's 103 treatments do; field
 scores count every scored field. A folder of `train --fold all` runs (fold-K sub-folders) is
 scored fold by fold, and the held-out fields of all folds pooled into one evaluation: the NSC
@@ -30,6 +33,7 @@ from appliance.files import write_atomically, write_json
 from appliance.imageio import FieldError, read_field
 from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import IMAGE_CSV, concentration_key, load_fields
+from appliance.result_rows import natural_key
 from training.splits import CONTROL
 from training.tables import write_csv
 
@@ -107,7 +111,7 @@ def treatment_means(fields: list[Field], probabilities: np.ndarray) -> list[tupl
     for i, f in enumerate(fields):
         groups.setdefault((f.compound, concentration_key(f.concentration)), []).append(i)
     out = []
-    for key in sorted(groups, key=lambda k: (k[0].lower(), k[1])):
+    for key in sorted(groups, key=lambda k: (natural_key(k[0]), k[1])):  # as classify lists treatments
         members = groups[key]
         moas = {fields[i].moa for i in members}
         if len(moas) > 1:
@@ -146,29 +150,94 @@ def score(predictions: Predictions) -> Scores:
 # --- reading a run and predicting -------------------------------------------------------------
 
 
-def scored_fields(run_dir: Path, data: Path, split: str = "val") -> list[Field]:
+@dataclass
+class Chosen:
+    """The fields to score, what they are (said to the user and recorded), and where the scores go."""
+
+    fields: list[Field]
+    what: str  # "the 13 val fields of split.csv", "the 26 labelled fields of /data/new", ...
+    split: str  # val, train, all, or the new data folder's name
+    out: str = EVALUATION_DIR  # relative to the run (or export) folder
+
+
+def labelled_by_name(data: Path) -> dict[str, Field]:
+    return {f.name: f for f in load_fields(data)}
+
+
+def split_fields(run_dir: Path, data: Path, split: str, rows: list[Field], by_name: dict[str, Field]) -> Chosen:
     """The split.csv rows of `split` (val, train or all), as the data's fields (with compound and concentration)."""
-    if split not in SPLIT_CHOICES:
-        raise EvaluationError(f"split must be one of {', '.join(SPLIT_CHOICES)}, not {split!r}")
     split_csv = Path(run_dir) / SPLIT_CSV
-    if not split_csv.is_file():
-        raise EvaluationError(f"{split_csv}: not found; `train` writes it into every run")
-    rows = [r for r in from_split(run_dir) if split == "all" or r.split == split]
-    if not rows:
+    chosen = [r for r in rows if split == "all" or r.split == split]
+    if not chosen:
         raise EvaluationError(f"{split_csv}: no {split} fields to score")
-    by_name = {f"{f.plate}/{f.well}/s{f.site}": f for f in load_fields(data)}
-    missing = [r.name for r in rows if r.name not in by_name]
+    missing = [r.name for r in chosen if r.name not in by_name]
     if missing:
         raise EvaluationError(
             f"{data}: {len(missing)} field(s) of {split_csv} are not among its labelled fields "
             f"(first: {missing[0]}); pass the data the run was trained on with --data"
         )
-    relabelled = [r.name for r in rows if r.moa != by_name[r.name].moa]
+    relabelled = [r.name for r in chosen if r.moa != by_name[r.name].moa]
     if relabelled:
         raise EvaluationError(
             f"{data}: {len(relabelled)} field(s) labelled otherwise than in {split_csv} (first: {relabelled[0]})"
         )
-    return [by_name[r.name] for r in rows]
+    what = f"the {len(chosen)} {'' if split == 'all' else split + ' '}fields of {split_csv}"
+    return Chosen([by_name[r.name] for r in chosen], what, split)
+
+
+def new_data_fields(run_dir: Path, data: Path, rows: list[Field], why: str = "") -> Chosen:
+    """Every labelled field of `data` but those the run trained on (they would flatter it)."""
+    trained = {r.name for r in rows if r.split == "train"}
+    labelled = load_fields(data)
+    kept = [f for f in labelled if f.name not in trained]
+    left_out = len(labelled) - len(kept)
+    if not kept:
+        raise EvaluationError(
+            f"{data}: no labelled field to score"
+            + (f" (its {left_out} labelled fields were all trained on by {run_dir})" if left_out else "")
+        )
+    what = f"{why}the {len(kept)} labelled fields of {data}" + (
+        f" ({left_out} field(s) the run trained on left out)" if left_out else ""
+    )
+    return Chosen(kept, what, data.name, f"{EVALUATION_DIR}/on-{data.name}")
+
+
+def choose_fields(run_dir: Path, info: dict, data: Path | None, split: str = "val") -> Chosen:
+    """What `evaluate` scores:
+    - without --data: the run's `split` fields of the data it was trained on; a run holding no
+      validation fields (the demo's trains on all) is scored on its held-out plates (run.json test_data);
+    - with --data of the run's own fields (the data moved): the same;
+    - with --data of other labelled plates: all their labelled fields, the run's training fields left out.
+    """
+    if split not in SPLIT_CHOICES:
+        raise EvaluationError(f"split must be one of {', '.join(SPLIT_CHOICES)}, not {split!r}")
+    split_csv = Path(run_dir) / SPLIT_CSV
+    if not split_csv.is_file():
+        raise EvaluationError(f"{split_csv}: not found; `train` writes it into every run")
+    rows = from_split(run_dir)
+    if data is not None:
+        data = Path(data).resolve()
+        by_name = labelled_by_name(data)
+        if rows and all(r.name in by_name for r in rows):  # the run's own data, wherever it lies now
+            return split_fields(run_dir, data, split, rows, by_name)
+        return new_data_fields(run_dir, data, rows)
+    if not info.get("train_config", {}).get("data"):
+        raise EvaluationError(f"{run_dir / 'run.json'} records no training data; pass the data folder with --data")
+    data = Path(info["train_config"]["data"])
+    if not (data / IMAGE_CSV).is_file():
+        raise EvaluationError(
+            f"{data / IMAGE_CSV} (the data {run_dir / 'run.json'} was trained on): not found; "
+            f"pass the data folder with --data"
+        )
+    if split == "val" and not any(r.split == "val" for r in rows):
+        if info.get("test_data"):
+            why = f"no validation fields in {split_csv} (the run trained on all): its held-out plates instead, "
+            return new_data_fields(run_dir, Path(info["test_data"]), rows, why)
+        raise EvaluationError(
+            f"{split_csv}: no val fields (the run trained on all its fields); score it on other labelled "
+            f"plates with --data NEW, or on its training fields with --split train"
+        )
+    return split_fields(run_dir, data, split, rows, labelled_by_name(data))
 
 
 def predict(
@@ -229,26 +298,19 @@ def fold_runs(folder: Path) -> list[Path]:
     return sorted(runs, key=lambda p: int(p.name[5:]))
 
 
-def predict_run(folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4) -> Predictions:
-    """Predictions of one run's (or export folder's) model on its `split` fields."""
+def predict_run(
+    folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4
+) -> tuple[Predictions, Chosen]:
+    """Predictions of one run's (or export folder's) model on the fields choose_fields picks."""
     from training.run import read_run_info
 
     run_dir = run_of(folder)
-    info = read_run_info(run_dir)
-    if data is None:
-        if not info.get("train_config", {}).get("data"):
-            raise EvaluationError(f"{run_dir / 'run.json'} records no training data; pass the data folder with --data")
-        data = Path(info["train_config"]["data"])
-        if not (data / IMAGE_CSV).is_file():
-            raise EvaluationError(
-                f"{data / IMAGE_CSV} (the data {run_dir / 'run.json'} was trained on): not found; "
-                f"pass the data folder with --data"
-            )
+    chosen = choose_fields(run_dir, read_run_info(run_dir), data, split)
     if is_export(folder):
         classify, labels, size = openvino_classifier(folder)
     else:
         classify, labels, size, _ = torch_classifier(run_dir)
-    return predict(classify, scored_fields(run_dir, data, split), labels, size, batch_size)
+    return predict(classify, chosen.fields, labels, size, batch_size), chosen
 
 
 def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4) -> dict:
@@ -258,8 +320,9 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
     if folds:
         parts = []
         for run in folds:
-            part = predict_run(run, data, split, batch_size)
-            write_evaluation(run / EVALUATION_DIR, part, score(part), {"run": str(run), "split": split})
+            part, chosen = predict_run(run, data, split, batch_size)
+            about = {"run": str(run), "split": chosen.split, "scored": chosen.what}
+            write_evaluation(run / chosen.out, part, score(part), about)
             parts.append(part)
         if len({p.labels for p in parts}) > 1:
             raise EvaluationError(f"{folder}: the fold runs have different classes; they are not one experiment")
@@ -269,16 +332,18 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
             np.concatenate([p.probabilities for p in parts]),
             [x for p in parts for x in p.failed],
         )
-        about = {"run": str(folder), "split": split, "folds": [r.name for r in folds]}
+        about = {"run": str(folder), "split": chosen.split, "folds": [r.name for r in folds]}
+        about["scored"] = f"each fold's {chosen.split} fields, pooled (per fold: fold-K/{chosen.out}/)"
     else:
-        predictions = predict_run(folder, data, split, batch_size)
-        about = {"run": str(folder), "split": split, "model": "openvino" if is_export(folder) else "torch"}
+        predictions, chosen = predict_run(folder, data, split, batch_size)
+        about = {"run": str(folder), "split": chosen.split, "scored": chosen.what}
+        about["model"] = "openvino" if is_export(folder) else "torch"
     if not predictions.fields:
         raise EvaluationError(
             f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "
             f"first: {predictions.failed[0]['error'] if predictions.failed else '-'}"
         )
-    return write_evaluation(folder / EVALUATION_DIR, predictions, score(predictions), about)
+    return write_evaluation(folder / chosen.out, predictions, score(predictions), about)
 
 
 # --- writing ----------------------------------------------------------------------------------

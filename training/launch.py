@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +28,12 @@ from rich.markup import escape
 
 from appliance.console import EXIT_NOTHING_RAN, EXIT_OK, EXIT_SOME_FAILED, error
 from appliance.layouts.bbbc021 import load_fields
-from training.checkpoint import ResumeError
+from training.checkpoint import ResumeError, list_checkpoints
+from training.distributed import restarted
+from training.evaluate import EVALUATION_DIR
 from training.plan import Plan, available_memory_gb, field_gb, model_parameters, plan, usable_cores
 from training.recipes import TrainConfig, resolve_recipe
+from training.run_folder import check_run_folders, data_field_size, delete_runs
 from training.splits import Fold, chosen_folds
 from training.step import resolve_precision
 from training.train import AfterStep, train
@@ -49,6 +53,7 @@ class LaunchOptions:
     global_batch: int | None = None  # default: batch size x accumulation x ranks
     memory_gb: float | None = None  # default: available RAM minus 10 %
     max_restarts: int = 0  # torchrun restarts the ranks after a failure
+    overwrite: bool = False  # delete the run already in --out (training/run_folder.py)
 
 
 def torchrun_layout(options: LaunchOptions) -> tuple[bool, int, int]:
@@ -96,6 +101,9 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
     """
     cfg = resolve_recipe(cfg)  # a bad recipe name stops here, before torchrun starts ranks
     launched, ranks, nodes = torchrun_layout(options)
+    data = Path(cfg.data).resolve()  # run.json records absolute paths: a run read from anywhere finds its data
+    size = data_field_size(load_fields(data), cfg.size, data)  # every field's header, before anything is written
+    cfg = replace(cfg, data=str(data), out=str(Path(cfg.out).resolve()), size=size)
     the_plan = plan_for(cfg, ranks, nodes, options.global_batch, options.memory_gb)
     runs, skipped_folds = planned_runs(Path(cfg.data), Path(cfg.out), cfg.split, fold)
     if launched and len(runs) > 1:
@@ -106,6 +114,13 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
             "(under a torchrun you launch, give torchrun --max-restarts)"
         )
     master = os.environ.get("RANK", "0") == "0"
+    doomed = []  # runs --overwrite replaces; a torchrun restart continues its own run
+    if master and not restarted():
+        doomed = check_run_folders([run_out for _, run_out in runs], cfg.resume, options.overwrite)
+        pooled = Path(cfg.out) / EVALUATION_DIR  # `evaluate` of all folds writes beside them
+        if fold == "all" and doomed and pooled.is_dir():
+            doomed.append(pooled)
+    delete_runs(doomed)
     if master:
         console.print(the_plan.describe())
         for skipped in skipped_folds:
@@ -128,11 +143,14 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
             accumulation=the_plan.accumulation,
             fold=held_out.index if held_out else None,
         )
+        new_folder = not run_out.exists()
         try:
             returncode = launch(run_cfg, the_plan, launched or ranks * nodes == 1, console, options)
         except ValueError as exc:  # ResumeError (nothing trained), a bad rendezvous, a bad config
             error(exc)
             returncode = EXIT_NOTHING_RAN
+            if master and new_folder and run_out.is_dir() and not list_checkpoints(run_out):
+                shutil.rmtree(run_out)  # no half run folder left behind by a run that never trained
         except (FloatingPointError, OSError) as exc:  # a non-finite loss stopped the run (its checkpoints stay)
             error(exc)
             returncode = EXIT_SOME_FAILED

@@ -2,7 +2,8 @@
 
 RUN/weights.safetensors   the state dict
 RUN/run.json              model config, labels, channels, normalisation, run id, weights hash,
-                          training arguments and versions
+                          training arguments (absolute data and out paths) and versions; test_data:
+                          held-out labelled plates, where the run names some (the demo's)
 RUN/metrics.csv           one row per epoch (written by the loop)
 RUN/split.csv             which field went to train and which to validation
 RUN/steps.csv             every optimizer step's loss and learning rate (written by the loop)
@@ -57,6 +58,13 @@ def read_run_info(run_dir: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; is {run_dir} a run written by `mcnn-appliance train`?")
     return json.loads(path.read_text())
+
+
+def record_test_data(run_dir: Path, data: Path) -> None:
+    """Name in run.json the labelled plates held out of the run (absolute), for `evaluate RUN` when the run
+    has no validation fields of its own (the demo trains on all of its data)."""
+    info = read_run_info(run_dir)
+    write_json(Path(run_dir) / RUN_JSON, {**info, "test_data": str(Path(data).resolve())})
 
 
 def load_run(run_dir: Path) -> tuple[MCNN, dict]:

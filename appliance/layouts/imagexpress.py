@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 
 from appliance.layouts.base import CHANNELS, Failure, Field, Layout, LayoutOptions, PlateError, file_problem, well_name
-from appliance.layouts.bbbc021 import IMAGE_CSV
+from appliance.layouts.bbbc021 import IMAGE_CSV, MOA_CSV, concentration_key, read_moa_table
 from appliance.layouts.records import ChannelError, match_channels
 from appliance.tables import MetadataError, read_table
 
@@ -146,8 +146,9 @@ def image_folders(plate_dir: Path, layout: str) -> list[Path]:
     return folders
 
 
-def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
-    """DAPI file name -> (compound, concentration) from a BBBC021 image CSV near the plate, if any."""
+def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float, str | None]]:
+    """DAPI file name -> (compound, concentration, MoA) from a BBBC021 image CSV near the plate, if any;
+    the MoA where the MoA table beside it names the treatment (None otherwise)."""
     for folder in (plate_dir, plate_dir.parent, plate_dir.parent.parent):
         path = folder / IMAGE_CSV
         if path.is_file():
@@ -156,10 +157,13 @@ def treatments_from_image_csv(plate_dir: Path) -> dict[str, tuple[str, float]]:
         return {}
     try:
         rows = read_table(path, ("Image_FileName_DAPI", "Image_Metadata_Compound", "Image_Metadata_Concentration"))
-        return {
-            r["Image_FileName_DAPI"]: (r["Image_Metadata_Compound"], float(r["Image_Metadata_Concentration"]))
-            for r in rows
-        }
+        moa = read_moa_table(path.parent / MOA_CSV) if (path.parent / MOA_CSV).is_file() else {}
+        treatments = {}
+        for r in rows:
+            compound, concentration = r["Image_Metadata_Compound"], float(r["Image_Metadata_Concentration"])
+            label = moa.get((compound, concentration_key(concentration)))
+            treatments[r["Image_FileName_DAPI"]] = (compound, concentration, label)
+        return treatments
     except (MetadataError, ValueError) as exc:
         raise PlateError(f"{path}: {exc}") from None
 
@@ -218,9 +222,9 @@ def discover(plate_dir: Path, layout: str, options: LayoutOptions) -> tuple[list
             failures.append(Failure(plate, well, site, names, reason))
         else:
             paths = tuple(files[waves[c]][0] for c in CHANNELS)
-            compound, concentration = treatments.get(paths[0].name, (None, None))
+            compound, concentration, moa = treatments.get(paths[0].name, (None, None, None))
             fields.append(
-                Field(plate, well, site, paths, compound=compound, concentration=concentration, layout=layout)
+                Field(plate, well, site, paths, compound=compound, concentration=concentration, moa=moa, layout=layout)
             )
     return fields, failures
 

@@ -385,3 +385,26 @@ def test_shards_split_by_well_and_site_and_cover_the_plate(classifier, tmp_path)
     assert shard_of("B02", 1, 3) == shard_of("B02", 1, 3)  # no salt, no discovery order
     with pytest.raises(ValueError, match="I from 0 to N-1"):
         classify_plate(plate, classifier, tmp_path / "bad", shard=(3, 3))
+
+
+def test_a_bbbc021_plate_with_its_moa_table_gets_the_annotated_class_and_right_or_wrong(classifier, tmp_path):
+    """The MoA table beside the image table names each treatment's class: Metadata_MoA, Classify_Correct;
+    the near-chance rule is recorded in summary.json."""
+    from appliance.layouts.bbbc021 import load_fields
+    from appliance.synth import write_dataset
+
+    write_dataset(tmp_path / "data", plates=1, fields_per_class=1, size=(128, 128), seed=3)
+    truth = {(f.well, f.site): f.moa for f in load_fields(tmp_path / "data")}
+    plate = next(p for p in (tmp_path / "data").glob("Week*/*") if p.is_dir())
+    summary = classify_plate(plate, classifier, tmp_path / "out")
+    rows = read_csv(tmp_path / "out" / "fields.csv")
+    assert len(rows) == len(truth) == 13
+    for row in rows:
+        moa = truth[(row["Metadata_Well"], int(row["Metadata_Site"]))]
+        assert row["Metadata_MoA"] == moa
+        assert row["Classify_Correct"] == str(row["Classify_Class"] == moa)
+        assert row["Classify_LowConfidence"] == str(float(row["Classify_Confidence"]) < 2 / len(LABELS))
+    assert summary["columns"]["low_confidence_below"] == pytest.approx(2 / len(LABELS), abs=1e-6)
+    assert pq.read_table(tmp_path / "out" / "fields.parquet").column("Classify_Correct").type == "bool"
+    treatments = read_csv(tmp_path / "out" / "treatments.csv")
+    assert {t["Metadata_MoA"] for t in treatments} <= set(truth.values())

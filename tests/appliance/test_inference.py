@@ -118,3 +118,28 @@ def test_a_plate_classified_in_int8_says_so_in_its_results(int8_model, tmp_path)
     assert summary["precision"] == "int8" and summary["counts"]["classified"] == 2
     with open(tmp_path / "out" / "fields.csv", newline="") as f:
         assert [row["Model_Precision"] for row in csv.DictReader(f)] == ["int8", "int8"]
+
+
+def test_refuses_an_export_whose_run_was_trained_again(tiny_model, tmp_path):
+    """RUN/export whose card names other weights than RUN/run.json: classify stops (exit 2) naming both."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from appliance.cli import app
+
+    export = tmp_path / "run" / "export"
+    shutil.copytree(tiny_model, export)
+    card_hash = Classifier(export).card.weights_sha256  # no run.json yet: the card alone
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"weights_sha256": card_hash}))
+    assert Classifier(export).card.weights_sha256 == card_hash  # the run's own export
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"weights_sha256": "e6a36c30" + "0" * 56}))
+    stale = rf"weights {card_hash[:12]}\.\.\., but .*run\.json now holds weights e6a36c30"
+    with pytest.raises(ModelCardError, match=stale):
+        Classifier(export)
+    plate = tmp_path / "plate"
+    write_plate(plate, ["B02"], (1,))
+    result = CliRunner().invoke(app, ["classify", str(plate), "--model", str(export), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert "export it again: mcnn-appliance export" in result.output and not (tmp_path / "out").exists()

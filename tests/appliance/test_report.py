@@ -90,7 +90,7 @@ def test_96_well_plate_report(tmp_path):
     assert b02.startswith("B02\n") and f"class {escape(well['Classify_Class'])}, confidence" in b02
     assert f"{well['Classify_Confidence']:.2f}" in b02 and "2 field(s) classified" in b02
     assert "1 field(s) failed" in b02  # B02 s3 failed
-    assert re.search(r'data-well="A01"><title>A01\nno result</title>', html)
+    assert re.search(r'data-well="A01"><title>A01\nnot imaged \(no fields\)</title>', html)  # never imaged
 
     # self-contained: no URL of any kind, nothing fetched, no script
     assert not re.search(r"https?:|//[a-z]|<link|<script|@import|url\(|src=", html, re.IGNORECASE)
@@ -186,3 +186,17 @@ def test_report_never_imports_torch():
     """The runtime image has no torch: the report and the map must not need it."""
     code = 'import sys; sys.modules["torch"] = None; import appliance.report, appliance.platemap'
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_well_never_imaged_is_drawn_unlike_a_well_whose_fields_all_failed(tmp_path):
+    """Failed (H12): a grey disc, ringed and crossed. Never imaged (the other 94 wells): white inside, so
+    the map without H12's failure has only the anti-aliasing of their dotted outlines in that grey."""
+    wells = [{"Metadata_Well": "A01", "Classify_Class": "DMSO", "Classify_Confidence": "1.0"}]
+    failed = imread(draw_plate_map(wells, LABELS, tmp_path / "map.png", failed={"H12": 2}))[..., :3]
+    plain = imread(draw_plate_map(wells, LABELS, tmp_path / "plain.png"))[..., :3]
+
+    def grey(im):
+        return (np.abs(im - np.array([0xE4, 0xE4, 0xE4]) / 255).max(axis=2) < 0.01).sum()
+
+    assert grey(failed) - grey(plain) > 1500  # H12's disc
+    assert grey(plain) < 10000  # anti-aliased outlines; 94 grey discs would be over 100 000 pixels

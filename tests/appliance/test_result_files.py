@@ -73,6 +73,9 @@ def test_read_results_rebuilds_what_was_written(tmp_path):
         *(probability_column(label) for label in LABELS),
         "Classify_Class",
         "Classify_Confidence",
+        "Metadata_MoA",
+        "Classify_Correct",
+        "Classify_LowConfidence",
         "Classify_Agreement",
     ]
     assert [(f["Metadata_Well"], f["Reason"]) for f in rows_of(tmp_path / "failures.csv")] == [

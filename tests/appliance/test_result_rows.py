@@ -1,5 +1,7 @@
 """Result rows from classified fields: column names, plate order, wells, treatments, agreement."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -81,3 +83,51 @@ def test_wells_and_treatments_aggregate_with_agreement():
         taxol["Classify_Agreement"],
     ) == ("taxol", 0.3, 2, 4, 0.5)
     assert taxol[probability_column("DMSO")] == pytest.approx((1 / 3 + 0.8) / 2)
+
+
+def test_the_annotated_class_right_or_wrong_and_near_chance_calls_are_marked():
+    """Metadata_MoA and Classify_Correct where the class is known (empty where not); Classify_LowConfidence
+    below twice chance: 2/3 with three classes; the rule is recorded for summary.json."""
+    from appliance.result_rows import column_notes, low_confidence_below
+
+    labelled = replace(field("B02", 1, "taxol", 0.3), moa="Eg5 inhibitors")
+    rows = [
+        field_row(labelled, "", np.array([0.1, 0.2, 0.7]), LABELS, CHANNELS, "abc", "f32"),  # right, sure
+        field_row(replace(labelled, site=2), "", np.array([0.4, 0.3, 0.3]), LABELS, CHANNELS, "abc", "f32"),
+        field_row(field("C02", 1), "", np.array([0.1, 0.1, 0.8]), LABELS, CHANNELS, "abc", "f32"),  # unknown
+    ]
+    assert [(r["Metadata_MoA"], r["Classify_Correct"], r["Classify_LowConfidence"]) for r in rows] == [
+        ("Eg5 inhibitors", True, False),
+        ("Eg5 inhibitors", False, True),  # 0.4 < 2/3
+        (None, None, False),
+    ]
+    assert low_confidence_below(LABELS) == pytest.approx(2 / 3)
+    assert low_confidence_below(range(13)) == pytest.approx(2 / 13)  # 0.11 (chance 0.077) is flagged
+    wells = well_rows(rows, LABELS)
+    assert (wells[0]["Metadata_MoA"], wells[0]["Classify_Correct"]) == ("Eg5 inhibitors", True)  # mean 0.5 Eg5
+    assert wells[0]["Classify_LowConfidence"] and wells[1]["Metadata_MoA"] is None
+    (taxol,) = treatment_rows(wells, LABELS)
+    assert taxol["Metadata_MoA"] == "Eg5 inhibitors" and taxol["Classify_Correct"] is True
+    notes = column_notes(LABELS)
+    assert notes["low_confidence_below"] == pytest.approx(2 / 3, abs=1e-6) and "uM" in notes["Metadata_Concentration"]
+
+
+def test_treatments_come_in_natural_order():
+    """Case-insensitive, numbers by value, then concentration."""
+    names = ["b", "AZ10", "az2", "Taxol", "DMSO", "colchicine"]
+    rows = [
+        field_row(field(f"B{i + 2:02d}", 1, name, c), "", np.array([0.2, 0.5, 0.3]), LABELS, CHANNELS, "h", "f32")
+        for i, (name, c) in enumerate([(n, 1.0) for n in names] + [("az2", 0.3)])
+    ]
+    order = [
+        (t["Metadata_Compound"], t["Metadata_Concentration"]) for t in treatment_rows(well_rows(rows, LABELS), LABELS)
+    ]
+    assert order == [
+        ("az2", 0.3),
+        ("az2", 1.0),
+        ("AZ10", 1.0),
+        ("b", 1.0),
+        ("colchicine", 1.0),
+        ("DMSO", 1.0),
+        ("Taxol", 1.0),
+    ]

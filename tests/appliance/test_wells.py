@@ -59,7 +59,9 @@ def test_the_map_draws_every_plate_size(tmp_path, plate_wells):
     well = (np.abs(image - dmso).max(axis=2) < 0.02) & ~(np.abs(blank - dmso).max(axis=2) < 0.02)
     ys, xs = np.nonzero(well)  # the disc of the last well: bottom right of the plate
     assert len(ys) > 20 and ys.mean() > image.shape[0] * 0.5
-    assert np.abs(blank - image).max(axis=2)[:, : int(xs.min())].max() < 0.5  # nothing else changed left of it
+    # nothing else changed left of it (past the disc's anti-aliased rim, which stands out on a never-imaged
+    # well's white more than it did on grey)
+    assert np.abs(blank - image).max(axis=2)[:, : int(xs.min()) - 3].max() < 0.5
 
 
 def test_classify_plate_wells_draws_the_plate_named(tiny_model, tmp_path):

@@ -1,16 +1,19 @@
 """The benchmark on the tiny model: every backend's row, accuracy where labels exist, the CLI's JSON."""
 
+import io
 import json
 import shutil
 
 import numpy as np
+import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from appliance.cli import app
 from appliance.fieldsets import from_folder, from_split, read_raw
 from appliance.inference import Classifier
 from appliance.synth import write_dataset
-from export.benchmark import benchmark
+from export.benchmark import benchmark, table
 from export.eager import eager_predictor
 from tests.conftest import LABELS, SIZE
 
@@ -24,6 +27,7 @@ KEYS = {
     "speedup_vs_torch",
     "speedup_vs_best_torch",
     "benchmark_app_fps",
+    "fields_per_s_beside_app",
     "of_benchmark_app",
 }
 
@@ -62,7 +66,9 @@ def assert_accuracies(rows, model_dir, fields):
 
 
 def test_rows_for_every_backend_with_benchmark_app(tiny_model):
-    rows = benchmark(tiny_model, fields=2, app_seconds=1, log=lambda line: None)
+    lines = []
+    rows = benchmark(tiny_model, fields=2, app_seconds=1, log=lines.append)
+    assert lines[0].startswith("warning: timing on 2 field(s) per round, fewer than 4")
     pairs = [(r["backend"], r["precision"]) for r in rows]
     assert pairs[-5:] == [
         ("torch eager", "bf16"),
@@ -76,6 +82,15 @@ def test_rows_for_every_backend_with_benchmark_app(tiny_model):
         assert set(row) == KEYS
         assert row["fields_per_s"] > 0 and row["latency_ms"] > 0
         assert (row["of_benchmark_app"] is not None) == (row["backend"] == "openvino")
+        if row["of_benchmark_app"] is not None:  # checkable: the ratio of the two numbers beside it
+            ratio = row["fields_per_s_beside_app"] / row["benchmark_app_fps"]
+            assert row["of_benchmark_app"] == pytest.approx(ratio, abs=1e-3)
+    rendered = Console(width=200, file=io.StringIO())
+    rendered.print(table(rows))
+    text = rendered.file.getvalue()
+    for row in rows[-2:]:
+        shown = f"{row['fields_per_s_beside_app']:.2f}/{row['benchmark_app_fps']:.2f}"
+        assert f"{row['of_benchmark_app']:.0%} {shown}" in text
     assert max(r["speedup_vs_torch"] for r in rows if r["backend"] == "torch eager" and r["precision"] == "f32") == 1.0
     assert max(r["speedup_vs_best_torch"] for r in rows if r["backend"].startswith("torch")) == 1.0
     val = [f for f in from_split(tiny_model.parent) if f.split == "val"]  # the tiny run's three val fields
@@ -100,7 +115,7 @@ def test_accuracy_on_a_labelled_folder(tiny_model, tmp_path):
     write_dataset(data, plates=1, fields_per_class=1, size=(128, 128), seed=2)  # 3 of its 13 classes are the model's
     lines = []
     rows = benchmark(tiny_model, fields=1, data=data, app_seconds=0, log=lines.append, torch_modes=("f32",))
-    assert f"accuracy on 3 labelled fields of {data}" in lines[0]
+    assert any(f"accuracy on 3 labelled fields of {data}" in line for line in lines)
     labelled = [f for f in from_folder(data) if f.moa in LABELS]
     assert len(labelled) == 3
     assert_accuracies(rows, tiny_model, labelled)

@@ -62,6 +62,11 @@ def test_parity_json_holds_the_gate(int8_run):
     assert gate["fields"] == 3 and gate["source"].endswith("split.csv val rows")
     assert gate["drop_points"] == pytest.approx(gate["f32_accuracy"] - gate["int8_accuracy"], abs=0.02)
     assert gate["max_drop"] == 100.0
+    assert (section["calibration"]["requested"], gate["requested"]) == (128, 130)
+    assert [w.split(",")[0] for w in section["warnings"]] == [  # the tiny run has 2 train and 3 val fields
+        "int8 calibrates on 2 fields",
+        "int8 gates on 3 fields",
+    ]
     # The gate's figures are the two models' own on the val rows, computed here without export/quantize.py.
     val = [f for f in from_split(run) if f.split == "val"]
     raw = read_raw(val, SIZE)
@@ -155,3 +160,20 @@ def test_a_missing_gate_field_is_an_error_naming_it(tiny_run, tmp_path):
     write_split(run / "split.csv", rows)
     with pytest.raises(ExportError, match=r"gate field .*gone\.tif .*val rows\): file not found"):
         choose_fields(run, Int8Options(calibration_fields=128, gate_fields=130))
+
+
+def test_a_small_run_is_told_how_many_fields_it_calibrated_and_gated_on():
+    """The issue's run: 13 gate fields make one field 7.7 points, more than the 1-point allowed drop."""
+    from export.quantize import field_count_warnings
+
+    calib = {"fields": 6, "requested": 128, "source": "run/split.csv train rows"}
+    gate = {"fields": 13, "requested": 130, "source": "run/split.csv val rows"}
+    fewer_calib, fewer_gate, coarse = field_count_warnings(calib, gate, max_drop=1.0)
+    assert fewer_calib.startswith("int8 calibrates on 6 fields, fewer than the 128 asked for")
+    assert fewer_gate.startswith("int8 gates on 13 fields, fewer than the 130 asked for")
+    assert "one field 7.7 points, more than the allowed drop of 1" in coarse and "100 or more" in coarse
+    plenty = {"fields": 130, "requested": 130, "source": "val"}
+    assert field_count_warnings({**calib, "fields": 128}, plenty, max_drop=1.0) == []
+    enough = {**calib, "fields": 128}
+    assert field_count_warnings(enough, {**plenty, "fields": 101, "requested": 101}, 1.0) == []  # 0.99 points
+    assert len(field_count_warnings(enough, {**plenty, "fields": 99, "requested": 99}, 1.0)) == 1  # 1.01

@@ -1,5 +1,6 @@
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -205,3 +206,60 @@ def test_evaluate_names_what_is_wrong(tmp_path, three_classes):
         app, command_line("train", three_classes, out=tmp_path / "r", split="nscb", fold=9, size="128x128")
     )
     assert result.exit_code == 2 and "0 to 3" in result.output
+
+
+def only_classes(data: Path, labels=LABELS) -> Path:
+    """Keep in data's image table only the fields of these classes (as three_classes does)."""
+    keep = {f.compound for f in load_fields(data) if f.moa in labels}
+    with open(data / IMAGE_CSV, newline="") as f:
+        rows = list(csv.reader(f))
+    compound = rows[0].index("Image_Metadata_Compound")
+    with open(data / IMAGE_CSV, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r[compound] in keep])
+    return data
+
+
+def test_evaluate_on_new_plates_and_a_run_without_validation_fields(tmp_path):
+    """The demo's kind of run (trained on all its fields) scored on other labelled plates, torch and OpenVINO."""
+    from rich.console import Console
+
+    from training.recipes import TrainConfig
+    from training.run import record_test_data
+    from training.train import train
+
+    three_classes = tmp_path / "three"  # not the module's: an earlier test truncates one of its files
+    write_dataset(three_classes, plates=2, fields_per_class=1, size=SIZE, seed=4)
+    only_classes(three_classes)
+    new = tmp_path / "new"
+    write_dataset(new, plates=1, fields_per_class=1, size=SIZE, seed=9, first_plate=5)
+    new_fields = len(load_fields(only_classes(new)))
+    run = tmp_path / "run"
+    config = TrainConfig(
+        data=str(three_classes), out=str(run), epochs=1, batch_size=2, size=SIZE, precision="fp32", workers=0
+    )
+    train(replace(config, val_fraction=0.0), console=Console(quiet=True))
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 2 and "no val fields (the run trained on all its fields)" in result.output
+    assert "--data NEW" in result.output
+
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(new)])
+    assert result.exit_code == 0, result.output
+    assert f"scored: the {new_fields} labelled fields of {new}" in result.output
+    summary = json.loads((run / "evaluation" / "on-new" / "evaluation.json").read_text())
+    assert summary["fields"] == new_fields and summary["split"] == "new" and summary["model"] == "torch"
+    torch_predictions = list(csv.DictReader(open(run / "evaluation" / "on-new" / "predictions.csv")))
+
+    export_run(run, parity_fields=1, log=lambda line: None)
+    result = runner.invoke(app, ["evaluate", str(run / "export"), "--data", str(new)])
+    assert result.exit_code == 0, result.output
+    openvino_predictions = list(csv.DictReader(open(run / "export" / "evaluation" / "on-new" / "predictions.csv")))
+    assert [r["predicted"] for r in openvino_predictions] == [r["predicted"] for r in torch_predictions]
+
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(three_classes)])  # every field trained on
+    assert result.exit_code == 2 and "no val fields to score" in result.output
+    record_test_data(run, new)  # as the demo names its held-out plate
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    assert "no validation fields" in result.output and "its held-out plates instead" in result.output
+    assert json.loads((run / "run.json").read_text())["test_data"] == str(new.resolve())

@@ -182,3 +182,18 @@ def test_the_kill_hook_is_installed_only_in_the_rank_and_attempt_it_names(monkey
     assert len(installed) == hooks
     for hook in installed:
         hook(2)  # another step: nothing happens (step 3 would SIGKILL this process: test_resume does that)
+
+
+def test_a_run_that_never_trained_leaves_no_half_folder(monkeypatch, tmp_path):
+    """train wrote the folder (plan.json, split.csv), then stopped before any step: the folder goes."""
+
+    def fails_after_writing(cfg, plan, in_process, console, options):
+        out = tmp_path / "run"
+        out.mkdir()
+        (out / "split.csv").write_text("plate,well\n")
+        raise ValueError("no training field of class X")
+
+    monkeypatch.setattr(launch_module, "launch", fails_after_writing)
+    monkeypatch.setattr(launch_module, "load_fields", lambda data: FIELDS)
+    assert train_folds(config(tmp_path), LaunchOptions(memory_gb=64), None, QUIET) == EXIT_NOTHING_RAN
+    assert not (tmp_path / "run").exists()
