@@ -273,10 +273,12 @@ def torch_classifier(run_dir: Path):
 
 
 def openvino_classifier(model_dir: Path):
-    """(classify, labels, size) of an exported OpenVINO model (f32)."""
+    """(classify, labels, size) of an exported OpenVINO model, at the precision classify would choose (auto)."""
+    from appliance.console import say
     from appliance.inference import Classifier
 
     classifier = Classifier(model_dir)
+    say(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
     return (lambda raw: classifier.predict(raw)[0]), classifier.labels, classifier.size
 
 
