@@ -14,27 +14,18 @@ RUN/stopped.json          only when a non-finite loss or weight stopped the run
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
 from appliance.files import write_atomically, write_json
-from appliance.model_card import ModelCard
+from appliance.model_card import ModelCard, file_sha256
 from appliance.normalization import Normalization
 from training.model import MCNN, MCNNConfig
 
 WEIGHTS = "weights.safetensors"
 RUN_JSON = "run.json"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_run(run_dir: Path, model: MCNN, info: dict) -> dict:
@@ -47,7 +38,7 @@ def save_run(run_dir: Path, model: MCNN, info: dict) -> dict:
         **info,
         "model_config": model.config.to_dict(),
         "weights": WEIGHTS,
-        "weights_sha256": sha256_of(run_dir / WEIGHTS),
+        "weights_sha256": file_sha256(run_dir / WEIGHTS),
     }
     write_json(run_dir / RUN_JSON, info)
     return info
@@ -71,7 +62,7 @@ def load_run(run_dir: Path) -> tuple[MCNN, dict]:
     """Rebuild the trained model from a run folder (safetensors: no pickle)."""
     info = read_run_info(run_dir)
     weights = Path(run_dir) / info["weights"]
-    if sha256_of(weights) != info["weights_sha256"]:
+    if file_sha256(weights) != info["weights_sha256"]:
         raise ValueError(f"{weights}: SHA-256 differs from run.json; the weights were changed")
     model = MCNN(MCNNConfig.from_dict(info["model_config"]))
     load_weights(model, load_file(str(weights)), weights)

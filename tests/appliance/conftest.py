@@ -36,3 +36,17 @@ def int8_model(tiny_model, tmp_path_factory) -> Path:
     shutil.copytree(tiny_model, folder)
     write_int8_model(folder)
     return folder
+
+
+@pytest.fixture
+def reachable() -> Path:
+    """A folder the unprivileged user of tests/appliance/unprivileged.py can reach; removed afterwards,
+    whatever the test left denied in it."""
+    from tests.appliance.unprivileged import open_folder
+
+    folder = open_folder()
+    yield folder
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o777)
+    shutil.rmtree(folder)

@@ -76,7 +76,10 @@ def test_help_through_the_console_script_without_a_terminal(tmp_path, columns):
 
 def test_shell_completion_is_offered():
     result = runner.invoke(app, ["--show-completion", "bash"], prog_name="mcnn-appliance")
-    assert result.exit_code == 0 and "_MCNN_APPLIANCE_COMPLETE" in result.stdout, (result.output, repr(result.exception))
+    assert result.exit_code == 0 and "_MCNN_APPLIANCE_COMPLETE" in result.stdout, (
+        result.output,
+        repr(result.exception),
+    )
 
 
 def test_classify_and_watch_take_the_shared_options_and_classify_plate_every_one_it_passes_on():

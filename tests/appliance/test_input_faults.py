@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from appliance.cli import app
 from appliance.plate import discover_fields
-from tests.appliance.unprivileged import as_unprivileged, open_folder, open_to_all
+from tests.appliance.unprivileged import as_unprivileged, open_to_all
 from tests.conftest import write_plate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,16 +27,6 @@ CLI = "import sys; from appliance.cli import app; app(sys.argv[1:], prog_name='m
 def rows(path: Path) -> list[dict]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture
-def reachable():
-    folder = open_folder()
-    yield folder
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir():
-            path.chmod(0o777)
-    shutil.rmtree(folder)
 
 
 def test_classify_reports_a_plate_it_cannot_list_and_classifies_the_others(reachable, tiny_model):

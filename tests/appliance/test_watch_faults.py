@@ -3,7 +3,6 @@ a plate or inbox it cannot list (a real permission denial, as the user `nobody` 
 root), a ledger that is not one."""
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from appliance.classify import classify_plate
 from appliance.cli import app
 from appliance.inference import Classifier
 from appliance.watch import LEDGER, Watcher, WatchError, WatchOptions
-from tests.appliance.unprivileged import as_unprivileged, open_folder, open_to_all
+from tests.appliance.unprivileged import as_unprivileged, open_to_all
 from tests.conftest import write_plate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,16 +71,6 @@ WATCH_AS_NOBODY = textwrap.dedent("""
         for now in (0, 2, 4, 6, 8):
             w.poll(now)
 """)
-
-
-@pytest.fixture
-def reachable():
-    folder = open_folder()
-    yield folder
-    for path in [folder, *folder.rglob("*")]:
-        if path.is_dir():
-            path.chmod(0o777)
-    shutil.rmtree(folder)
 
 
 def test_a_plate_that_cannot_be_listed_is_in_the_ledger_and_said_once(reachable):

@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 import training.train as train_module
 from appliance.cli import app
 from appliance.layouts.bbbc021 import load_fields
+from appliance.model_card import file_sha256
 from appliance.normalization import Normalization
 from tests.conftest import command_line
 from tests.training.conftest import torchrun_the_command
 from training.dataset import FieldDataset
 from training.model import MCNN, MCNNConfig
 from training.recipes import RECIPES, TrainConfig, get_lr, warmup_steps
-from training.run import RUN_JSON, WEIGHTS, load_run, save_run, sha256_of
+from training.run import RUN_JSON, WEIGHTS, load_run, save_run
 from training.step import evaluate
 from training.train import train
 
@@ -86,7 +87,7 @@ def test_weights_of_another_layer_layout_are_refused_by_name(tmp_path):
     info = save_run(tmp_path, model, {})
     renamed = {k.replace("columns.1.body.0.", "columns.1.body.1."): v for k, v in model.state_dict().items()}
     save_file(renamed, str(tmp_path / WEIGHTS))  # as a run from before the pyramid of pools
-    info["weights_sha256"] = sha256_of(tmp_path / WEIGHTS)
+    info["weights_sha256"] = file_sha256(tmp_path / WEIGHTS)
     (tmp_path / RUN_JSON).write_text(json.dumps(info))
     with pytest.raises(ValueError, match="layer names differ"):
         load_run(tmp_path)
