@@ -157,7 +157,8 @@ def classify(
     shard: Annotated[
         str,
         typer.Option(
-            help="I/N: classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`."
+            help="I/N: classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`. "
+            "auto: this task's shard of a Slurm job array (sbatch --array=0-N)."
         ),
     ] = "0/1",
     force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done in --out.")] = False,
