@@ -14,6 +14,7 @@ the same results folder.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -25,7 +26,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,6 +278,12 @@ class Watcher:
             summary = self.classify(plate_dir, self.classifier, out_dir, stop=self.stop, **self.options.classify)
         except Exception as exc:  # one bad plate must not stop the watcher: recorded, reported, retried
             error = f"{type(exc).__name__}: {exc}"
+            if disk_full(exc):  # not the plate's fault: not one of its tries (found by benchmarks/soak_watch.py)
+                self.retry_at[plate] = now + self.options.retry_delay
+                self.log(f"{plate}: the results disk is full ({error}); retrying in {self.options.retry_delay:g} s")
+                with suppress(OSError):  # the ledger is on that disk too; a retry rewrites it
+                    self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1, error=error)
+                return False
             self.ledger.record(plate, status=FAILED, error=error)
             self.retry_at[plate] = now + self.options.retry_delay
             more = f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts else "giving up"
@@ -299,6 +306,15 @@ class Watcher:
         note = f", {counts['failed']} field(s) failed (see failures.csv)" if counts["failed"] else ""
         self.log(f"{plate}: {counts['classified']} fields classified{note} -> {out_dir}")
         return True
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether an error comes from a full disk or quota (ENOSPC, EDQUOT), however it was wrapped."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextmanager
