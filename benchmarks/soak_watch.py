@@ -1,11 +1,11 @@
 """Soak `mcnn-appliance watch` with injected faults, then check that no field was lost.
 
-    python benchmarks/soak_watch.py --minutes 2            # the short one `make test` runs
-    python benchmarks/soak_watch.py --minutes 60 --rate 6  # the long one (docs/cluster.md)
+    python benchmarks/soak_watch.py --minutes 1.5   # the short one (tests/benchmarks/test_soak_watch.py)
+    python benchmarks/soak_watch.py --minutes 12    # the long one (docs/cluster.md)
 
 A writer drops plates (BBBC021-named TIFFs, then a COMPLETE marker) into an inbox at a steady rate;
-some are copied slowly, some stall half-way through a file and then finish, some carry a corrupt
-or a truncated channel file. The watcher runs as its own process under a supervisor loop that
+some are copied slowly (every file in two pieces, 0.3 s apart), some stall half-way through one file
+for 2-5 s and then finish, some carry a corrupt or a truncated channel file. The watcher runs as its own process under a supervisor loop that
 restarts it whenever it exits (as Docker's restart policy would). At random moments a fault is
 injected: the watcher SIGKILLed; the results disk (a small tmpfs, as root) filled up for a while and
 then freed; the model folder moved away for a while (the watcher killed too, so its restart finds
@@ -96,6 +96,7 @@ class Soak:
         rng = np.random.default_rng(self.rng.randrange(2**32))
         fields = {(well, site) for well in WELLS for site in SITES}
         broken = {self.rng.choice(sorted(fields))} if corrupt else set()
+        stalled = (self.rng.choice(sorted(fields)), self.rng.choice(CHANNELS))  # the one file a stall hits
         for well, site in sorted(fields):
             for channel in CHANNELS:
                 path = folder / f"{well}_s{site}_w{channel}{str(uuid.uuid4()).upper()}.tif"
@@ -103,7 +104,7 @@ class Soak:
                 data = tiff_bytes(image)
                 if (well, site) in broken and channel == 4:
                     data = data[: len(data) // 3] if self.rng.random() < 0.5 else b"II*\0" + os.urandom(64)
-                self.copy(data, path, mode)
+                self.copy(data, path, mode if mode != "stall" or ((well, site), channel) == stalled else "copy")
         self.faults["corrupt_field"] += len(broken)
         (folder / "COMPLETE").touch()
         return {"fields": fields, "corrupt": broken, "complete_at": time.time()}
