@@ -5,16 +5,18 @@
 
 A writer drops plates (BBBC021-named TIFFs, then a COMPLETE marker) into an inbox at a steady rate;
 some are copied slowly (every file in two pieces, 0.3 s apart), some stall half-way through one file
-for 2-5 s and then finish, some carry a corrupt or a truncated channel file. The watcher runs as its own process under a supervisor loop that
-restarts it whenever it exits (as Docker's restart policy would). At random moments a fault is
-injected: the watcher SIGKILLed; the results disk (a small tmpfs, as root) filled up for a while and
-then freed; the model folder moved away for a while (the watcher killed too, so its restart finds
-it missing). When the writer is done and every plate is settled, the watcher is stopped and the
-results are checked: every field of every plate classified exactly once or listed in failures.csv
-with a reason, every plate in the ledger as done, every result file whole.
+for 2-5 s and then finish, some carry a corrupt or a truncated channel file. The watcher runs as its
+own process under a supervisor loop that restarts it whenever it exits (as Docker's restart policy
+would). At random moments a fault is injected: the watcher SIGKILLed; the results disk (a small
+tmpfs, as root) filled up for a while and then freed; the model folder moved away for a while (the
+watcher killed too, so its restart finds it missing). When the writer is done and every plate is
+settled, the watcher is stopped and the results are checked: every field of every plate classified
+exactly once or listed in failures.csv with a reason, every plate in the ledger as done, every
+result file whole.
 
-It prints plates/hour held, latency from a plate's marker to its summary.json (p50/p95), restarts and
-faults survived, fields lost (must be 0); the exit code is 1 when anything was lost or half-written.
+It prints plates/hour held, latency from a plate's marker to its summary.json (p50/p95), restarts
+and faults survived, fields lost (must be 0); the exit code is 1 when anything was lost or half-
+written.
 """
 
 from __future__ import annotations
