@@ -15,6 +15,7 @@ plate folder, the model or the results folder stop the run.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import threading
 import time
@@ -53,13 +54,35 @@ def check_out_dir(plate_dir: Path, out_dir: Path) -> None:
         raise ValueError(f"{out_dir}: the output folder must not be inside the plate folder {plate_dir}")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """'I/N' -> (I, N), I counted from 0."""
+def parse_shard(text: str, environ=os.environ) -> tuple[int, int]:
+    """'I/N' -> (I, N), I counted from 0; 'auto': this task's shard of a Slurm job array."""
+    if text == "auto":
+        return slurm_array_shard(environ)
     try:
         index, count = (int(v) for v in text.split("/"))
     except ValueError:
         raise ValueError(f"shard {text!r}: expected I/N, e.g. 0/4 (I from 0 to N-1)") from None
     return check_shard((index, count))
+
+
+def slurm_array_shard(environ) -> tuple[int, int]:
+    """(I, N) from Slurm's array variables: `sbatch --array=0-3` runs tasks 0..3, each one shard of 4.
+    The array must be one contiguous range (no step, no list with gaps): each task is a shard of
+    MIN..MAX, which must hold SLURM_ARRAY_TASK_COUNT tasks, or fields would be left out."""
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX")
+    missing = [name for name in names if not environ.get(name, "").strip()]
+    if missing:
+        raise ValueError(f"--shard auto: not a task of a Slurm job array ({', '.join(missing)} unset); use I/N")
+    try:
+        task, count, first, last = (int(environ[name]) for name in names)
+    except ValueError:
+        raise ValueError(f"--shard auto: Slurm's array variables are not whole numbers: {names}") from None
+    if last - first + 1 != count:
+        raise ValueError(
+            f"--shard auto: the array {first}-{last} holds {count} tasks, not {last - first + 1}: give sbatch "
+            "one range without a step (--array=0-N), or run each shard with --shard I/N"
+        )
+    return check_shard((task - first, count))
 
 
 def check_shard(shard: tuple[int, int]) -> tuple[int, int]:

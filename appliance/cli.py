@@ -127,8 +127,9 @@ def classify(
     shard: Annotated[
         str,
         typer.Option(
-            metavar="I/N",
-            help="Classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`.",
+            metavar="I/N|auto",
+            help="Classify only shard I (0..N-1) of N, split by well and site; join the shards with `merge`. "
+            "auto: this task's shard of a Slurm job array (sbatch --array=0-N).",
         ),
     ] = "0/1",
     force: Annotated[bool, typer.Option("--force", help="Redo every field, even those already done in --out.")] = False,

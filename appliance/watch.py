@@ -14,6 +14,7 @@ the same results folder.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,6 +312,12 @@ class Watcher:
             if self.moved_away(plate_dir, before):
                 return False
             error = f"{type(exc).__name__}: {exc}"
+            if disk_full(exc):  # not the plate's fault: not one of its tries (found by benchmarks/soak_watch.py)
+                self.retry_at[plate] = now + self.options.retry_delay
+                self.log(f"{plate}: the results disk is full ({error}); retrying in {self.options.retry_delay:g} s")
+                with suppress(OSError):  # the ledger is on that disk too; a retry rewrites it
+                    self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1, error=error)
+                return False
             self.ledger.record(plate, status=FAILED, error=error)
             self.retry_at[plate] = now + self.options.retry_delay
             more = f"retrying in {self.options.retry_delay:g} s" if attempt < self.options.attempts else "giving up"
@@ -358,6 +365,15 @@ class Watcher:
             f"not done (the partial results in {self.out / plate} are classified again if it comes back)"
         )
         return True
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether an error comes from a full disk or quota (ENOSPC, EDQUOT), however it was wrapped."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @contextmanager

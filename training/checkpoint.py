@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -189,14 +189,26 @@ def find_checkpoint(out: Path, cfg: TrainConfig, restarted: bool, ranks: Ranks) 
     return None  # restarted by torchrun before the first checkpoint: start again
 
 
-def check_resumable(resumed: dict, cfg: TrainConfig, world: int) -> None:
-    """Refuse to continue a run with options that would change its data, recipe or schedule."""
+def keep_global_batch(cfg: TrainConfig, resumed: dict, world: int) -> TrainConfig:
+    """After torchrun restarted the ranks with fewer (or more) nodes (--nnodes MIN:MAX): the run's global
+    batch, by more (or less) accumulation, so the schedule and the steps per epoch stay the run's."""
+    per_step = cfg.batch_size * world
+    if resumed["info"]["global_batch"] % per_step:
+        return cfg  # check_resumable names the difference
+    return replace(cfg, accumulation=resumed["info"]["global_batch"] // per_step)
+
+
+def check_resumable(resumed: dict, cfg: TrainConfig, world: int, elastic: bool = False) -> None:
+    """Refuse to continue a run with options that would change its data, recipe or schedule (elastic: torchrun
+    restarted the ranks, whose number may change; the global batch may not)."""
     saved = resumed["info"]
     differences = config_differences(saved["train_config"], {**asdict(cfg), "size": list(cfg.size)}, RESUME_MAY_DIFFER)
     if Path(saved["train_config"]["data"]).resolve() != Path(cfg.data).resolve():
         differences.append(f"data: {saved['train_config']['data']!r} -> {cfg.data!r}")
     global_batch = cfg.batch_size * cfg.accumulation * world
-    if (saved["ranks"], saved["global_batch"]) != (world, global_batch):
+    if (saved["ranks"], saved["global_batch"]) != (world, global_batch) and not (
+        elastic and saved["global_batch"] == global_batch
+    ):
         differences.append(
             f"ranks x global batch: {saved['ranks']} x {saved['global_batch']} -> {world} x {global_batch}"
         )

@@ -120,7 +120,13 @@ def train(
     nproc_per_node: Annotated[
         int, typer.Option(help="Training processes (ranks) on this node; more than one launches torchrun.")
     ] = 1,
-    nnodes: Annotated[int, typer.Option(help="Nodes; run the same command on every node.")] = 1,
+    nnodes: Annotated[
+        str,
+        typer.Option(
+            help="Nodes; run the same command on every node. MIN:MAX (e.g. 1:2): with --max-restarts, "
+            "training goes on with fewer nodes after one is lost (from the last checkpoint)."
+        ),
+    ] = "1",
     rdzv_endpoint: Annotated[
         str | None, typer.Option(metavar="HOST:PORT", help="HOST:PORT every node can reach (with --nnodes > 1).")
     ] = None,

@@ -14,10 +14,13 @@ install through the environment (MCNN_TEST_KILL_AT); the loop itself knows no te
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -48,19 +51,31 @@ class LaunchOptions:
     """Where `train` runs: ranks per node and nodes, the batch over all of them, a node's memory, restarts."""
 
     nproc_per_node: int = 1
-    nnodes: int = 1
+    nnodes: int | str = 1  # N, or torchrun's elastic range MIN:MAX
     rdzv_endpoint: str | None = None  # HOST:PORT, with nnodes > 1
     global_batch: int | None = None  # default: batch size x accumulation x ranks
     memory_gb: float | None = None  # default: available RAM minus 10 %
     max_restarts: int = 0  # torchrun restarts the ranks after a failure
     overwrite: bool = False  # delete the run already in --out (training/run_folder.py)
 
+    @property
+    def node_range(self) -> tuple[int, int]:
+        """(fewest, most) nodes: --nnodes N is (N, N); MIN:MAX lets torchrun go on with fewer after a loss."""
+        text = str(self.nnodes)
+        try:
+            low, high = (int(v) for v in text.split(":")) if ":" in text else (int(text), int(text))
+        except ValueError:
+            raise OptionError(f"--nnodes {text!r}: expected N or MIN:MAX (e.g. 1:2)") from None
+        if not 1 <= low <= high:
+            raise OptionError(f"--nnodes {text!r}: expected 1 <= MIN <= MAX")
+        return low, high
+
 
 def torchrun_layout(options: LaunchOptions) -> tuple[bool, int, int]:
     """(launched, ranks per node, nodes): torchrun's layout when this process is already one of its ranks."""
     launched = "WORLD_SIZE" in os.environ
     ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if launched else options.nproc_per_node
-    nodes = int(os.environ["WORLD_SIZE"]) // ranks if launched else options.nnodes
+    nodes = int(os.environ["WORLD_SIZE"]) // ranks if launched else options.node_range[1]
     return launched, ranks, nodes
 
 
@@ -176,11 +191,13 @@ def launch(cfg: TrainConfig, plan: Plan, in_process: bool, console: Console, opt
 def torchrun(options: LaunchOptions) -> list[str]:
     """torchrun starting options.nproc_per_node ranks on this node (of options.nnodes); after a failure it
     restarts them up to options.max_restarts times. The program and its arguments follow."""
-    if options.nnodes > 1 and not options.rdzv_endpoint:
+    fewest, most = options.node_range
+    if most > 1 and not options.rdzv_endpoint:
         raise ValueError("training on several nodes needs a rendezvous endpoint HOST:PORT (any node's address)")
     rendezvous = (
-        ["--nnodes", str(options.nnodes), "--rdzv-backend", "c10d", "--rdzv-endpoint", options.rdzv_endpoint]
-        if options.nnodes > 1
+        ["--nnodes", f"{fewest}:{most}" if fewest < most else str(most), "--rdzv-backend", "c10d"]
+        + ["--rdzv-endpoint", options.rdzv_endpoint, *hosting(options.rdzv_endpoint)]
+        if most > 1
         else ["--standalone"]
     )
     return [
@@ -193,6 +210,36 @@ def torchrun(options: LaunchOptions) -> list[str]:
         "--max-restarts",
         str(options.max_restarts),
     ]
+
+
+def hosting(endpoint: str) -> list[str]:
+    """This node's rendezvous options: its address on the route to the endpoint (--local-addr), and
+    `--rdzv-conf is_host=1` on the node that owns the endpoint's address.
+
+    torchrun guesses both from the hostname: which node hosts the rendezvous store (the one whose
+    hostname resolves to the endpoint) and the address the other nodes reach the first rank's store
+    at (its FQDN). On a cluster the endpoint is often another network's address (InfiniBand, a cluster
+    network) than the hostname's, so no node hosts the store and all time out, or the ranks dial the
+    wrong network (or "localhost") and wait forever. A node that can bind the endpoint's address holds
+    it, so it hosts; when the port is taken (a second "node" on one machine) or the endpoint is
+    loopback, torchrun's own guesses stay."""
+    host, _, port = endpoint.rpartition(":")
+    try:
+        [(family, _, _, _, address), *_] = socket.getaddrinfo(host.strip("[]"), int(port), proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError):
+        return []  # torchrun names the endpoint it cannot use
+    if ipaddress.ip_address(address[0].split("%")[0]).is_loopback:
+        return []
+    with socket.socket(family, socket.SOCK_DGRAM) as route:
+        route.connect(address)  # UDP: no packet sent, the kernel picks the interface and source address
+        options = ["--local-addr", route.getsockname()[0]]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as TCPStore: a closed store's port is free
+        try:
+            probe.bind(address)  # EADDRNOTAVAIL: not this machine's address; EADDRINUSE: hosted already
+        except OSError:
+            return options
+    return [*options, "--rdzv-conf", "is_host=1"]
 
 
 def torchrun_command(cfg: TrainConfig, options: LaunchOptions, plan: dict | None = None) -> list[str]:
@@ -232,7 +279,26 @@ def main(argv: list[str] | None = None) -> int:
     except (ResumeError, FloatingPointError) as exc:  # a clear line, not a traceback per rank
         error(exc)
         return 1
+    except RuntimeError as exc:  # gloo's DistBackendError: another node's rank went away mid-collective
+        peer = lost_peer(str(exc))
+        if peer is None:
+            raise
+        error(
+            f"lost contact with {peer}: the node at that address stopped or the network to it failed "
+            f"({str(exc).splitlines()[0]}). Run the same command with --resume on every node to go on from "
+            "the last checkpoint; with --nnodes MIN:MAX and --max-restarts the other nodes go on without it."
+        )
+        return 1
     return 0
+
+
+def lost_peer(message: str) -> str | None:
+    """The address of the peer a gloo error names ("Read error [10.0.0.2]:44724: Connection reset by peer")."""
+    found = GLOO_PEER.search(message) if "gloo" in message else None
+    return found.group(1) if found else None
+
+
+GLOO_PEER = re.compile(r"\[([0-9A-Fa-f.:]+)\]:\d+")
 
 
 if __name__ == "__main__":

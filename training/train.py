@@ -34,6 +34,7 @@ from training.checkpoint import (
     check_finite_weights,
     check_resumable,
     find_checkpoint,
+    keep_global_batch,
     list_checkpoints,
     load_checkpoint,
     read_checkpoint_state,
@@ -96,7 +97,9 @@ def train(
     checkpoint = find_checkpoint(out, cfg, restarted(), ranks)
     resumed = read_checkpoint_state(checkpoint) if checkpoint else None
     if resumed:
-        check_resumable(resumed, cfg, ranks.world)
+        if restarted():  # torchrun may go on with fewer nodes (--nnodes MIN:MAX)
+            cfg = keep_global_batch(cfg, resumed, ranks.world)
+        check_resumable(resumed, cfg, ranks.world, elastic=restarted())
     if ranks.master:
         prepare_folder(out, resumed, plan)
     data = load_data(cfg, ranks, out)

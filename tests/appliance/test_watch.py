@@ -5,6 +5,7 @@ the real loop against real time (settle period 1 s).
 """
 
 import csv
+import errno
 import json
 import signal
 import subprocess
@@ -383,3 +384,30 @@ def test_a_bad_inbox_config_is_refused_naming_the_file_and_key(tmp_path):
         read_watch_config(tmp_path)
     (tmp_path / "mcnn-watch.toml").write_text('platemap = "map.csv"\nembeddings = true\n')
     assert read_watch_config(tmp_path) == {"platemap": tmp_path / "map.csv", "embeddings": True}
+
+
+def test_a_full_results_disk_is_not_a_try_of_the_plate(tmp_path, classifier):
+    """Found by benchmarks/soak_watch.py: a results disk full for longer than the tries gave plates up."""
+    from appliance.files import WriteError
+
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_plate(inbox / "Plate", wells=("B02",), sites=(1,))
+    full_for = [5]  # the next 5 calls find the disk full
+
+    def filling(plate_dir, *args, **kwargs):
+        if full_for[0]:
+            full_for[0] -= 1
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError as exc:
+                raise WriteError(f"{plate_dir}/plate_map.png: cannot write") from exc
+        return classify_plate(plate_dir, *args, **kwargs)
+
+    lines = []
+    options = WatchOptions(quiet=1, attempts=2, retry_delay=3)
+    with Watcher(inbox, out, classifier, options, log=lines.append, classify=filling) as watcher:
+        for t in range(0, 40):
+            watcher.poll(t)
+    assert sum("the results disk is full" in line for line in lines) == 5
+    entry = ledger(out)["Plate"]
+    assert (entry["status"], entry["attempts"], entry["classified"]) == ("done", 1, 1)

@@ -197,3 +197,47 @@ def test_a_run_that_never_trained_leaves_no_half_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(launch_module, "load_fields", lambda data: FIELDS)
     assert train_folds(config(tmp_path), LaunchOptions(memory_gb=64), None, QUIET) == EXIT_NOTHING_RAN
     assert not (tmp_path / "run").exists()
+
+
+def test_the_node_owning_the_endpoint_hosts_the_rendezvous():
+    """torchrun guesses the store's host from the hostname; the node that can bind the endpoint's address
+    hosts it (is_host=1), every node names its address on the route to it (--local-addr)."""
+    import socket
+
+    cfg = TrainConfig(data="d", out="o")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as route:
+        route.connect(("192.0.2.1", 9))  # TEST-NET-1: no packet is sent
+        own = route.getsockname()[0]
+    if own.startswith("127."):
+        pytest.skip("no non-loopback address on this machine")
+    command = torchrun_command(cfg, LaunchOptions(1, nnodes="2", rdzv_endpoint=f"{own}:0"))
+    assert command[command.index("--local-addr") + 1] == own
+    assert command[command.index("--rdzv-conf") + 1] == "is_host=1"
+    elsewhere = torchrun_command(cfg, LaunchOptions(1, nnodes="1:3", rdzv_endpoint="192.0.2.1:29500"))
+    assert "--rdzv-conf" not in elsewhere and elsewhere[elsewhere.index("--local-addr") + 1] == own
+    assert elsewhere[elsewhere.index("--nnodes") + 1] == "1:3"
+    loopback = torchrun_command(cfg, LaunchOptions(2, nnodes="2", rdzv_endpoint="127.0.0.1:29500"))
+    assert "--rdzv-conf" not in loopback and "--local-addr" not in loopback  # torchrun's own guess
+    with socket.socket() as taken:  # a store listening already: a second "node" on this machine
+        taken.bind((own, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        second = torchrun_command(cfg, LaunchOptions(1, nnodes="2", rdzv_endpoint=f"{own}:{port}"))
+    assert "--rdzv-conf" not in second
+
+
+def test_nnodes_takes_a_count_or_torchruns_elastic_range():
+    assert LaunchOptions(nnodes="2").node_range == (2, 2) and LaunchOptions(nnodes="1:4").node_range == (1, 4)
+    assert torchrun_layout(LaunchOptions(nproc_per_node=2, nnodes="1:3")) == (False, 2, 3)  # planned for the most
+    for bad in ("0", "3:2", "two", "1:2:3"):
+        with pytest.raises(OptionError, match="--nnodes"):
+            torchrun_layout(LaunchOptions(nnodes=bad))
+
+
+def test_a_lost_peer_is_named_from_gloos_error():
+    from training.launch import lost_peer
+
+    gloo = "[/__w/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [10.231.7.2]:44724: Connection"
+    assert lost_peer(gloo + " reset by peer") == "10.231.7.2"
+    assert lost_peer("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out") is None
+    assert lost_peer("some other RuntimeError [10.0.0.1]:5") is None
