@@ -115,3 +115,16 @@ def fit(x: np.ndarray, classes: list[str], labels: tuple[str, ...], seed: int = 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000, random_state=seed))
     model.fit(x, classes)
     return Baseline(model, tuple(labels))
+
+
+def predict_split(
+    train_fields: list[Field], test_fields: list[Field], labels: tuple[str, ...], size: tuple[int, int], seed: int = 0
+) -> tuple[list[Field], np.ndarray, list[dict]]:
+    """Fit on the readable training fields, then (scored fields, probabilities in `labels` order, failures)."""
+    x_train, train_fields, failed = features(train_fields, size)
+    if not train_fields:
+        raise ValueError(f"none of the {len(failed)} training field(s) could be read for the baseline")
+    model = fit(x_train, [f.moa for f in train_fields], labels, seed)
+    x_test, test_fields, test_failed = features(test_fields, size)
+    probabilities = model.probabilities(x_test) if test_fields else np.zeros((0, len(labels)))
+    return test_fields, probabilities, test_failed

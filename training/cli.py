@@ -158,6 +158,7 @@ def evaluate(
     ] = None,
     split: Annotated[str, typer.Option(help="The split.csv fields to score: val, train or all.")] = "val",
     batch_size: int = 4,
+    baseline: Annotated[bool, typer.Option(help="Also score the classic baseline (training/baseline.py).")] = False,
 ):
     """Score a run on its held-out fields: field and treatment accuracy, per class, confusion matrices."""
     with extra_needed("evaluate"):
@@ -165,9 +166,12 @@ def evaluate(
 
     try:
         summary = evaluation.evaluate_run(run, data, split, batch_size)
+        summary = evaluation.add_baseline(run, summary, data, split) if baseline else summary
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
+    if baseline:
+        Console().print(evaluation.baseline_table(summary))
     console.print(f"evaluation written to {summary['out']}")
     if summary["failed"]:
         console.print(

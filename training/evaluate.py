@@ -388,3 +388,45 @@ def table(summary: dict) -> Table:
             show(row["treatment_accuracy"]),
         )
     return out
+
+
+# --- the classic baseline beside the model ----------------------------------------------------
+
+
+def add_baseline(folder: Path, summary: dict, data: Path | None = None, split: str = "val") -> dict:
+    """Score the classic baseline (training/baseline.py) on the same split: fitted on each run's
+    training fields, scored on the same `split` fields; its scores go into evaluation.json."""
+    from training import baseline
+    from training.run import model_card, read_run_info
+
+    folder = Path(folder)
+    runs = [folder / name for name in summary["folds"]] if "folds" in summary else [run_of(folder)]
+    fields, probabilities, failed = [], [], []
+    for run_dir in runs:
+        info = read_run_info(run_dir)
+        source = Path(data) if data is not None else Path(info["train_config"]["data"])  # as predict_run found it
+        labels, size = tuple(info["labels"]), model_card(info).size
+        train_fields = scored_fields(run_dir, source, "train")
+        part = baseline.predict_split(train_fields, scored_fields(run_dir, source, split), labels, size)
+        fields += part[0]
+        probabilities.append(part[1])
+        failed += part[2]
+    scores = score(Predictions(labels, fields, np.concatenate(probabilities), failed))
+    summary["baseline"] = {
+        "model": "intensity, nuclei and texture features + logistic regression (training/baseline.py)",
+        "fields": len(fields),
+        "treatments": len(scores.treatments),
+        "field_accuracy": scores.field_accuracy,
+        "treatment_accuracy": scores.treatment_accuracy,
+        "failed": failed,
+    }
+    write_json(Path(summary["out"]) / "evaluation.json", summary)
+    return summary
+
+
+def baseline_table(summary: dict) -> Table:
+    """The model's and the baseline's field and treatment accuracy side by side (in %)."""
+    out = Table("", "field accuracy", "treatment accuracy", box=box.SIMPLE_HEAD, title="M-CNN and classic baseline")
+    for name, part in (("M-CNN", summary), ("classic baseline", summary["baseline"])):
+        out.add_row(name, show(part["field_accuracy"]), show(part["treatment_accuracy"]))
+    return out

@@ -145,8 +145,9 @@ def phenotype(moa: str, strength: float, compound: str | None = None) -> Phenoty
     """DMSO moved `strength` of the way towards the class's phenotype, as `compound` shows it.
 
     Each compound of a class is its own variant: every feature's deviation from DMSO is scaled by
-    a factor of 0.6..1.4 fixed by the compound's name (capped at the class's own deviation) (vincristine and colchicine both destabilise
-    microtubules, not identically). Without a compound, the class's own phenotype.
+    a factor of 0.6..1.4 fixed by the compound's name, capped at the class's own deviation
+    (vincristine and colchicine both destabilise microtubules, not identically). Without a
+    compound, the class's own phenotype.
     """
     try:
         target = PHENOTYPES[moa]
