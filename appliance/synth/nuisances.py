@@ -30,6 +30,7 @@ class FieldConditions:
     penetrance: float  # share of the cells that respond to the treatment; the others look like DMSO
     scale: float  # cell and nucleus size, times the phenotype's (cells spread more or less from well to well)
     gradient: tuple[float, float]  # seeding density slope across x and y
+    clumping: float  # patchiness of the monolayer, times the phenotype's (MCF-7 grow in clumps, unevenly)
     blur: float  # Gaussian sigma (px): a little in every field (focus varies), 2-5 px out of focus
     debris: int  # pieces of debris
     saturated: int  # saturated spots
@@ -45,6 +46,7 @@ def draw_conditions(rng: np.random.Generator) -> FieldConditions:
         penetrance=float(rng.uniform(0.3, 0.8)),
         scale=float(np.exp(rng.normal(0.0, 0.12))),
         gradient=(float(gradient[0]), float(gradient[1])),
+        clumping=float(np.exp(rng.uniform(-0.7, 1.1))),
         blur=float(rng.uniform(2.0, 5.0)) if rng.random() < OUT_OF_FOCUS_RATE else float(rng.uniform(0.0, 1.0)),
         debris=int(rng.integers(1, 5)) if rng.random() < DEBRIS_RATE else 0,
         saturated=int(rng.integers(1, 4)) if rng.random() < SATURATED_RATE else 0,

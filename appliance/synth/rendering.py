@@ -77,7 +77,11 @@ def _positions(p: Phenotype, size, rng, conditions: FieldConditions) -> tuple[np
             a = rng.uniform(0, 2 * np.pi)
             patch += np.cos((xx * np.cos(a) + yy * np.sin(a)) * 2 * np.pi / wl + rng.uniform(0, 2 * np.pi))
         gx, gy = conditions.gradient
-        weight = np.clip(1 + p.cluster * 0.5 * patch + gx * (2 * xx / w - 1) + gy * (2 * yy / h - 1), 0.05, None)
+        weight = np.clip(
+            1 + p.cluster * conditions.clumping * 0.5 * patch + gx * (2 * xx / w - 1) + gy * (2 * yy / h - 1),
+            0.05,
+            None,
+        )
         # a fixed share of the lattice (not a coin per site): small fields keep their density
         take = min(len(xx), int(round(fill * len(xx))))
         keep = rng.choice(len(xx), take, replace=False, p=weight / weight.sum())
