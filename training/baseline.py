@@ -11,15 +11,19 @@ features, even cell count. Per field:
 
 all as logarithms where they are positive, so that a ratio of two is one weight away; then
 standardised and a multinomial logistic regression, trained on the run's training fields.
-`fit` and `predict` take the same fields and field size the M-CNN does (training/evaluate.py,
-export/demo.py score it on the same held-out fields).
+`predict_split` takes the same fields and field size the M-CNN does; `add_to_evaluation` scores
+it on the split `evaluate` scored the model on (`evaluate --baseline`), export/demo.py on the
+demo's held-out plate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from rich import box
+from rich.table import Table
 from skimage.feature import graycomatrix, graycoprops
 from skimage.filters import threshold_otsu
 from skimage.measure import label, regionprops
@@ -28,8 +32,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from appliance.files import write_json
 from appliance.imageio import FieldError, read_field
 from appliance.layouts.base import Field
+from training.evaluate import Predictions, run_of, score, scored_fields, show
+from training.run import model_card, read_run_info
 
 PERCENTILES = (1, 50, 90, 99, 99.9)
 GLCM_PROPS = ("contrast", "homogeneity", "correlation", "energy")
@@ -128,3 +135,42 @@ def predict_split(
     x_test, test_fields, test_failed = features(test_fields, size)
     probabilities = model.probabilities(x_test) if test_fields else np.zeros((0, len(labels)))
     return test_fields, probabilities, test_failed
+
+
+# --- the classic baseline beside the model ----------------------------------------------------
+
+
+def add_to_evaluation(folder: Path, summary: dict, data: Path | None = None, split: str = "val") -> dict:
+    """Score the baseline where `evaluate` scored the model (`summary`: its result): fitted on each
+    run's training fields, scored on the same `split` fields; its scores go into evaluation.json."""
+    folder = Path(folder)
+    runs = [folder / name for name in summary["folds"]] if "folds" in summary else [run_of(folder)]
+    fields, probabilities, failed = [], [], []
+    for run_dir in runs:
+        info = read_run_info(run_dir)
+        source = Path(data) if data is not None else Path(info["train_config"]["data"])  # as predict_run found it
+        labels, size = tuple(info["labels"]), model_card(info).size
+        train_fields = scored_fields(run_dir, source, "train")
+        part = predict_split(train_fields, scored_fields(run_dir, source, split), labels, size)
+        fields += part[0]
+        probabilities.append(part[1])
+        failed += part[2]
+    scores = score(Predictions(labels, fields, np.concatenate(probabilities), failed))
+    summary["baseline"] = {
+        "model": "intensity, nuclei and texture features + logistic regression (training/baseline.py)",
+        "fields": len(fields),
+        "treatments": len(scores.treatments),
+        "field_accuracy": scores.field_accuracy,
+        "treatment_accuracy": scores.treatment_accuracy,
+        "failed": failed,
+    }
+    write_json(Path(summary["out"]) / "evaluation.json", summary)
+    return summary
+
+
+def side_by_side(summary: dict) -> Table:
+    """The model's and the baseline's field and treatment accuracy side by side (in %)."""
+    out = Table("", "field accuracy", "treatment accuracy", box=box.SIMPLE_HEAD, title="M-CNN and classic baseline")
+    for name, part in (("M-CNN", summary), ("classic baseline", summary["baseline"])):
+        out.add_row(name, show(part["field_accuracy"]), show(part["treatment_accuracy"]))
+    return out

@@ -162,16 +162,17 @@ def evaluate(
 ):
     """Score a run on its held-out fields: field and treatment accuracy, per class, confusion matrices."""
     with extra_needed("evaluate"):
+        import training.baseline as classic
         import training.evaluate as evaluation
 
     try:
         summary = evaluation.evaluate_run(run, data, split, batch_size)
-        summary = evaluation.add_baseline(run, summary, data, split) if baseline else summary
+        summary = classic.add_to_evaluation(run, summary, data, split) if baseline else summary
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     Console().print(evaluation.table(summary))  # the table on stdout, notes on stderr
     if baseline:
-        Console().print(evaluation.baseline_table(summary))
+        Console().print(classic.side_by_side(summary))
     console.print(f"evaluation written to {summary['out']}")
     if summary["failed"]:
         console.print(
