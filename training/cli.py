@@ -216,17 +216,24 @@ def evaluate(
         str, typer.Option(metavar="[val|train|all]", help="The split.csv fields to score: val, train or all.")
     ] = "val",
     batch_size: Annotated[int, typer.Option(help="Fields per forward pass.")] = 4,
+    baseline: Annotated[
+        bool, typer.Option("--baseline", help="Also score the classic baseline (training/baseline.py).")
+    ] = False,
 ):
     """Score a run or its export on its held-out fields or on other labelled plates (--data): field and
     treatment accuracy, per class, confusion matrices."""
     with extra_needed("evaluate"):
+        import training.baseline as classic
         import training.evaluate as evaluation
 
     try:
         summary = evaluation.evaluate_run(run, data, split, batch_size)
+        summary = classic.add_to_evaluation(run, summary, data, split) if baseline else summary
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
+    if baseline:
+        print_table(classic.side_by_side(summary))
     say(f"scored: {summary['scored']}")
     say(f"evaluation written to {summary['out']}")
     if summary["failed"]:

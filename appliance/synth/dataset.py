@@ -8,6 +8,10 @@
 Each plate is one week, holds all 13 classes in wells of up to four sites, and each well is one
 treatment of the real MoA table. Every field's random stream and UUIDs come from
 (seed, plate, well, site), so output is byte-identical whatever the number of workers.
+
+`compounds` splits the compounds as a not-same-compound (NSC) test needs: "train" plates leave
+out one compound of every class that has two or more (`heldout_compounds`), "heldout" plates
+hold only those (and DMSO); "all" (the default) uses every compound.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import tifffile
 
 from appliance.layouts.base import CHANNELS
 from appliance.layouts.bbbc021 import IMAGE_COLUMNS, IMAGE_CSV, MOA_CSV, WAVELENGTHS
-from appliance.synth.phenotypes import compound_strength
+from appliance.synth.phenotypes import dose_strength
 from appliance.synth.rendering import FULL_SIZE, render_field
 
 ROWS = "ABCDEFGH"
@@ -34,6 +38,7 @@ ROWS = "ABCDEFGH"
 INNER_WELLS = [f"{r}{c:02d}" for r in ROWS[1:7] for c in range(2, 12)]
 OUTER_WELLS = [f"{r}{c:02d}" for r in ROWS for c in range(1, 13) if f"{r}{c:02d}" not in INNER_WELLS]
 SITES_PER_WELL = 4
+COMPOUND_SETS = ("all", "train", "heldout")
 
 
 def moa_table() -> bytes:
@@ -50,6 +55,19 @@ def treatments_by_class() -> dict[str, list[tuple[str, str]]]:
     for moa in out:
         out[moa].sort(key=lambda t: (t[0].lower(), float(t[1])))
     return dict(sorted(out.items()))
+
+
+def heldout_compounds(seed: int) -> dict[str, str]:
+    """moa -> the compound a "heldout" plate shows and "train" plates never do, for every class
+    with two or more compounds; chosen by the seed."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC0DE]))
+    out = {}
+    for moa, treatments in treatments_by_class().items():
+        compounds = sorted({c for c, _ in treatments}, key=str.lower)
+        pick = int(rng.integers(0, len(compounds)))  # drawn for every class: one class's choice fixes no other's
+        if len(compounds) > 1:
+            out[moa] = compounds[pick]
+    return out
 
 
 def plate_name(seed: int, plate: int) -> tuple[int, str]:
@@ -69,8 +87,11 @@ def _uuids(seed: int, plate: int, well: str, site: int) -> list[str]:
     return [str(uuid.UUID(bytes=raw[16 * i : 16 * i + 16], version=4)).upper() for i in range(len(CHANNELS))]
 
 
-def _layout(seed: int, plate: int, fields_per_class: int) -> list[tuple[str, int, str, str, str]]:
+def _layout(seed: int, plate: int, fields_per_class: int, compound_set: str = "all") -> list[tuple]:
     """(well, site, moa, compound, concentration) for every field of a plate, in well order."""
+    if compound_set not in COMPOUND_SETS:
+        raise ValueError(f"compounds must be one of {', '.join(COMPOUND_SETS)}, not {compound_set!r}")
+    held = heldout_compounds(seed)
     classes = treatments_by_class()
     wells_per_class = -(-fields_per_class // SITES_PER_WELL)
     wells = INNER_WELLS + OUTER_WELLS
@@ -86,6 +107,8 @@ def _layout(seed: int, plate: int, fields_per_class: int) -> list[tuple[str, int
     fields = []
     for ci, (moa, treatments) in enumerate(classes.items()):
         compounds = sorted({c for c, _ in treatments}, key=str.lower)
+        if moa in held and compound_set != "all":
+            compounds = [c for c in compounds if (c == held[moa]) == (compound_set == "heldout")]
         for j in range(wells_per_class):
             well = used[ci * wells_per_class + j]
             compound = compounds[(plate * wells_per_class + j) % len(compounds)]
@@ -98,10 +121,15 @@ def _layout(seed: int, plate: int, fields_per_class: int) -> list[tuple[str, int
     return fields
 
 
+def _strength(compound: str, concentration: str) -> float:
+    doses = [float(c) for treatments in treatments_by_class().values() for name, c in treatments if name == compound]
+    return dose_strength(compound, float(concentration), doses)
+
+
 def _write_field(job: tuple) -> list[str]:
-    out, seed, plate, week, name, well, site, moa, compound, size = job
+    out, seed, plate, week, name, well, site, moa, compound, conc, size, cue = job
     rng = np.random.default_rng(np.random.SeedSequence(_well_seed(seed, plate, well, site)))
-    image = render_field(moa, compound_strength(compound), week, rng, size)
+    image = render_field(moa, _strength(compound, conc), week, rng, size, compound=compound, cue=cue)
     folder = Path(out) / f"Week{week}" / name
     names = []
     for channel, ident, plane in zip(CHANNELS, _uuids(seed, plate, well, site), image):
@@ -139,9 +167,13 @@ def write_dataset(
     seed: int = 0,
     workers: int = 1,
     first_plate: int = 0,
+    compounds: str = "all",
+    brightness_cue: bool = False,
 ) -> dict:
     """Write `plates` synthetic plates (plate indices first_plate.., week = index + 1) under `out`.
 
+    `compounds`: all, train or heldout (see the module's note). `brightness_cue` gives each class
+    its own stain brightness: only to check that a classifier sees brightness where it is a cue.
     Returns {"fields": n, "plates": [names], "classes": 13, "seconds": t}. Same arguments give
     byte-identical files whatever `workers` is.
     """
@@ -151,13 +183,14 @@ def write_dataset(
     out = Path(out)
     size = (int(size[0]), int(size[1]))
     jobs, meta, names = [], [], []
-    layouts = {plate: _layout(seed, plate, fields_per_class) for plate in range(first_plate, first_plate + plates)}
+    plate_range = range(first_plate, first_plate + plates)
+    layouts = {plate: _layout(seed, plate, fields_per_class, compounds) for plate in plate_range}
     for plate, layout in layouts.items():
         week, name = plate_name(seed, plate)
         names.append(name)
         (out / f"Week{week}" / name).mkdir(parents=True, exist_ok=True)
         for well, site, moa, compound, conc in layout:
-            jobs.append((str(out), seed, plate, week, name, well, site, moa, compound, size))
+            jobs.append((str(out), seed, plate, week, name, well, site, moa, compound, conc, size, brightness_cue))
             meta.append((plate, week, name, well, compound, conc))
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -1,20 +1,24 @@
 """Drawing one field: `render_field` turns a phenotype and a week into a uint16 (3, H, W) image.
 
-Rendering is numpy only (the runtime never imports torch). Cell centres come from `_positions`;
-the cells themselves, interphase and mitotic, and the dots on them are drawn as stamps (cells.py);
-the week's illumination, shot and read noise come last.
+Rendering is numpy only (the runtime never imports torch). Each field first draws its own
+conditions (nuisances.py: stain gains, background, density, defects); cell centres come from
+`_positions`; the cells themselves, interphase and mitotic, and the dots on them are drawn as
+stamps (cells.py); debris and defocus next; the week's and the field's illumination, shot and
+read noise come last.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
 
 from appliance.synth.cells import draw_dots, draw_interphase, draw_mitotic
-from appliance.synth.phenotypes import Phenotype, phenotype, week_effects
+from appliance.synth.nuisances import FieldConditions, apply_artefacts, draw_conditions
+from appliance.synth.phenotypes import DMSO, Phenotype, brightness_cue, phenotype, week_effects
 
 FULL_SIZE = (1024, 1280)  # height, width of a BBBC021 field
 DMSO_CELLS_PER_PIXEL = 200 / (FULL_SIZE[0] * FULL_SIZE[1])  # about 200 cells in a DMSO field
@@ -34,10 +38,11 @@ def _gaussian_noise(rng: np.random.Generator, shape) -> np.ndarray:
     return _gauss_table()[index].reshape(shape)
 
 
-def _positions(p: Phenotype, size, rng) -> tuple[np.ndarray, np.ndarray]:
-    """Cell centres (integer px): a jittered hexagonal lattice thinned to the phenotype's density."""
+def _positions(p: Phenotype, size, rng, conditions: FieldConditions) -> tuple[np.ndarray, np.ndarray]:
+    """Cell centres (integer px): a jittered hexagonal lattice thinned to the phenotype's density,
+    times the field's own seeding density, falling along the field's seeding gradient."""
     h, w = size
-    spacing = (1.75 if p.islands >= 0.5 else 2.05) * p.cell_r
+    spacing = (1.75 if p.islands >= 0.3 else 2.05) * p.cell_r
     margin = p.cell_r
     rows = np.arange(-margin, h + margin, spacing * 0.866)
     cols = np.arange(-margin - spacing, w + margin + spacing, spacing)
@@ -48,8 +53,8 @@ def _positions(p: Phenotype, size, rng) -> tuple[np.ndarray, np.ndarray]:
     inside = (xx >= -margin) & (xx <= w + margin) & (yy >= -margin) & (yy <= h + margin)
     xx, yy = xx[inside], yy[inside]
     lattice_density = 1.0 / (0.866 * spacing * spacing)
-    target = DMSO_CELLS_PER_PIXEL * p.count
-    if p.islands >= 0.5:
+    target = DMSO_CELLS_PER_PIXEL * p.count * conditions.density
+    if p.islands >= 0.3:
         # islands of tightly packed cells, spread over the field on a jittered grid (so a small
         # field always holds about one whole island)
         n_isl = max(1, int(round(h * w / 300.0**2)))
@@ -71,7 +76,12 @@ def _positions(p: Phenotype, size, rng) -> tuple[np.ndarray, np.ndarray]:
             wl = rng.uniform(250, 600)
             a = rng.uniform(0, 2 * np.pi)
             patch += np.cos((xx * np.cos(a) + yy * np.sin(a)) * 2 * np.pi / wl + rng.uniform(0, 2 * np.pi))
-        weight = np.clip(1 + p.cluster * 0.5 * patch, 0.05, None)
+        gx, gy = conditions.gradient
+        weight = np.clip(
+            1 + p.cluster * conditions.clumping * 0.5 * patch + gx * (2 * xx / w - 1) + gy * (2 * yy / h - 1),
+            0.05,
+            None,
+        )
         # a fixed share of the lattice (not a coin per site): small fields keep their density
         take = min(len(xx), int(round(fill * len(xx))))
         keep = rng.choice(len(xx), take, replace=False, p=weight / weight.sum())
@@ -79,35 +89,55 @@ def _positions(p: Phenotype, size, rng) -> tuple[np.ndarray, np.ndarray]:
 
 
 def render_field(
-    moa: str, strength: float, week: int, rng: np.random.Generator, size: tuple[int, int] = FULL_SIZE
+    moa: str,
+    strength: float,
+    week: int,
+    rng: np.random.Generator,
+    size: tuple[int, int] = FULL_SIZE,
+    compound: str | None = None,
+    cue: bool = False,
 ) -> np.ndarray:
     """One field of a treatment: uint16 (3, H, W), channels DAPI, Tubulin, Actin.
 
-    `strength` (0..1) scales the deviation from DMSO; `week` fixes the batch effects (stain
-    gains, camera offset, illumination); `rng` draws the cells and the noise. A smaller size
-    shows the same cells at the same pixel scale, fewer of them.
+    `strength` (0..1) scales the deviation from DMSO, as `compound`'s variant of the class;
+    `week` fixes the batch effects (stain gains, camera offset, vignetting); `rng` draws the
+    field's own conditions, the cells and the noise. A smaller size shows the same cells at the
+    same pixel scale, fewer of them. `cue` gives each class its own stain brightness
+    (`brightness_cue`): a set that brightness alone classifies, to check a classifier can see it.
     """
     h, w = int(size[0]), int(size[1])
-    p = phenotype(moa, strength)
     wk = week_effects(week)
+    conditions = draw_conditions(rng)
+    p, control = (
+        replace(q, cell_r=q.cell_r * conditions.scale, nuc_r=q.nuc_r * conditions.scale)
+        for q in (phenotype(moa, strength, compound), DMSO)
+    )
 
-    x, y = _positions(p, (h, w), rng)
-    mitotic = np.zeros(len(x), dtype=bool)  # a fixed share of the cells, as for the density
+    x, y = _positions(p, (h, w), rng, conditions)
+    # a fixed share of the cells respond, a fixed share of those are in mitosis (as for the density)
+    responds = np.zeros(len(x), dtype=bool)
+    responds[rng.choice(len(x), int(round(conditions.penetrance * len(x))), replace=False)] = True
+    mitotic = np.zeros(len(x), dtype=bool)
     mitotic[rng.choice(len(x), int(round(p.mitotic * len(x))), replace=False)] = True
-    pad = int(math.ceil(5.0 * max(p.cell_r, 16.0) + 24))  # > margin + largest stamp half-width
+    mitotic &= responds
+    pad = int(math.ceil(5.0 * max(p.cell_r, control.cell_r, 16.0) + 24))  # > margin + largest stamp half-width
     canvas = np.zeros((3, h + 2 * pad, w + 2 * pad), dtype=np.float32)
-    c = draw_interphase(p, x[~mitotic], y[~mitotic], rng, canvas, pad)
+    for q, who in ((p, responds & ~mitotic), (control, ~responds)):
+        c = draw_interphase(q, x[who], y[who], rng, canvas, pad)
+        draw_dots(q, c, rng, canvas, pad)  # micronuclei and puncta on the interphase cells
     if mitotic.any():
         draw_mitotic(p, x[mitotic], y[mitotic], rng, canvas, pad)
-    draw_dots(p, c, rng, canvas, pad)  # micronuclei and puncta on the interphase cells
+    apply_artefacts(canvas, conditions, rng, pad)
+    if cue:
+        canvas *= np.asarray(brightness_cue(moa), dtype=np.float32)[:, None, None]
 
-    canvas *= np.asarray(p.stain, dtype=np.float32)[:, None, None]
-    # illumination: the week's tilt and vignetting over the field, on signal and background
+    # illumination: the week's and the field's tilt, the week's vignetting, on signal and background
     X = np.linspace(-1, 1, w, dtype=np.float32)
     Y = np.linspace(-1, 1, h, dtype=np.float32)
-    illum = (1 + wk.tilt[0] * X - wk.vignette * X * X)[None, :] + (wk.tilt[1] * Y - wk.vignette * Y * Y)[:, None]
-    gain = np.asarray(wk.gain, dtype=np.float32) * np.exp(rng.normal(0, 0.03, 3)).astype(np.float32)
-    bg = np.asarray(wk.background, dtype=np.float32) * np.exp(rng.normal(0, 0.04, 3)).astype(np.float32)
+    tx, ty = wk.tilt[0] + conditions.tilt[0], wk.tilt[1] + conditions.tilt[1]
+    illum = (1 + tx * X - wk.vignette * X * X)[None, :] + (ty * Y - wk.vignette * Y * Y)[:, None]
+    gain = np.asarray(wk.gain, dtype=np.float32) * conditions.gain
+    bg = np.asarray(wk.background, dtype=np.float32) * conditions.background
     light = np.empty((3, h, w), dtype=np.float32)
     for ch in range(3):
         np.maximum(canvas[ch, pad : pad + h, pad : pad + w], 0, out=light[ch])

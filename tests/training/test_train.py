@@ -94,12 +94,12 @@ def test_weights_of_another_layer_layout_are_refused_by_name(tmp_path):
 
 
 def test_training_learns_the_training_fields(one_per_class, tmp_path):
-    """13 small fields, one per class, fitted in 8 epochs: a broken loss, rate or label order fails."""
+    """13 small fields, one per class, fitted in 16 epochs: a broken loss, rate or label order fails."""
     result = train(
         TrainConfig(
             data=str(one_per_class),
             out=str(tmp_path / "run"),
-            epochs=8,
+            epochs=16,
             batch_size=2,
             size=TINY,
             val_fraction=0.0,

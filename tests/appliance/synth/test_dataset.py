@@ -128,3 +128,20 @@ def test_a_plate_holds_at_most_96_wells(tmp_path):
     with pytest.raises(ValueError, match="96-well plate"):  # 13 classes x 8 wells > 96
         synth.write_dataset(tmp_path, plates=1, fields_per_class=4 * 8, size=SMALL)
     assert not any(tmp_path.iterdir())
+
+
+def test_compound_sets_for_a_not_same_compound_test(tmp_path):
+    held = synth.heldout_compounds(0)
+    classes = synth.treatments_by_class()
+    assert set(held) == {moa for moa, t in classes.items() if len({c for c, _ in t}) > 1}
+    assert "DMSO" not in held and all(any(c == held[moa] for c, _ in classes[moa]) for moa in held)
+    args = dict(fields_per_class=4, size=SMALL, seed=0)
+    synth.write_dataset(tmp_path / "train", plates=2, compounds="train", **args)
+    synth.write_dataset(tmp_path / "heldout", plates=1, first_plate=2, compounds="heldout", **args)
+    train, test = metadata.load_fields(tmp_path / "train"), metadata.load_fields(tmp_path / "heldout")
+    assert len(metadata.class_names(train)) == len(metadata.class_names(test)) == 13
+    assert not {f.compound for f in train} & set(held.values())
+    assert {f.compound for f in test} == set(held.values()) | {"DMSO"}
+    assert not {f.week for f in train} & {f.week for f in test}
+    with pytest.raises(ValueError, match="compounds must be one of"):
+        synth.write_dataset(tmp_path / "bad", plates=1, compounds="some", **args)
