@@ -24,13 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 import tifffile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from appliance.inference import read_card, resolve_model
-from benchmarks.machine import cpu_description, cpu_line
+from benchmarks.machine import cpu_description, cpu_line, field_size
 
 SCRIPT = Path(sys.executable).with_name("mcnn-appliance")
 WAVELENGTHS = (1, 2, 4)  # DAPI, Tubulin, Actin in BBBC021's names
@@ -77,8 +75,7 @@ def main() -> None:
     parser.add_argument("--embeddings", action="store_true", help="also write embeddings.parquet")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    xml = resolve_model(args.model)
-    size = read_card(ov.Core().read_model(xml), str(xml)).size
+    size = field_size(args.model)
     cpu = cpu_description()
     print(cpu_line(cpu))
     with tempfile.TemporaryDirectory(prefix="classify-memory-") as tmp:

@@ -116,6 +116,14 @@ def compiled_precision(xml: Path, precision: str | None) -> str:
     return ov.Core().compile_model(network, "CPU", config).get_property("INFERENCE_PRECISION_HINT").get_type_name()
 
 
+def field_size(model: Path) -> tuple[int, int]:
+    """The (height, width) an export folder's model takes, from its card."""
+    from appliance.inference import read_card, resolve_model
+
+    xml = resolve_model(model)
+    return read_card(ov.Core().read_model(xml), str(xml)).size
+
+
 def announce() -> dict:
     """Print the CPU line and the peaks measured now; returns both, for the benchmark's JSON."""
     cpu, peaks = cpu_description(), gemm_peaks()

@@ -21,13 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import openvino as ov
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from appliance.inference import read_card, resolve_model
 from appliance.synth import write_dataset
-from benchmarks.machine import cpu_description, cpu_line
+from benchmarks.machine import cpu_description, cpu_line, field_size
 
 SCRIPT = Path(sys.executable).with_name("mcnn-appliance")
 
@@ -50,8 +47,7 @@ def main() -> None:
     parser.add_argument("--fields-per-class", type=int, nargs="+", default=[2, 8, 30])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    xml = resolve_model(args.model)
-    size = read_card(ov.Core().read_model(xml), str(xml)).size
+    size = field_size(args.model)
     cpu = cpu_description()
     print(cpu_line(cpu))
     rows = []

@@ -98,24 +98,15 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
 
     console.rule("1/4 synthetic plates")
     data, heldout = workdir / "data", workdir / "heldout"
-    write_dataset(
-        data,
-        plates=plan.train_plates,
-        fields_per_class=plan.fields_per_class,
-        size=plan.size,
-        seed=plan.seed,
-        workers=plan.workers,
-        compounds="train",
-    )
-    held = write_dataset(
+    drawn = {"size": plan.size, "seed": plan.seed, "workers": plan.workers}
+    write_dataset(data, plates=plan.train_plates, fields_per_class=plan.fields_per_class, compounds="train", **drawn)
+    held = write_dataset(  # a week after the training weeks, the compounds they never showed
         heldout,
         plates=1,
         fields_per_class=plan.heldout_fields_per_class,
-        size=plan.size,
-        seed=plan.seed,
-        workers=plan.workers,
         first_plate=plan.train_plates,
         compounds="heldout",
+        **drawn,
     )
     stage("synth")
 

@@ -103,13 +103,7 @@ def three_classes(tmp_path_factory):
     one compound per week -> 6 fields, 4 NSC/NSCB folds."""
     data = tmp_path_factory.mktemp("three")
     write_dataset(data, plates=2, fields_per_class=1, size=SIZE, seed=4)
-    keep = {f.compound for f in load_fields(data) if f.moa in LABELS}
-    with open(data / IMAGE_CSV, newline="") as f:
-        rows = list(csv.reader(f))
-    compound = rows[0].index("Image_Metadata_Compound")
-    with open(data / IMAGE_CSV, "w", newline="") as f:
-        csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if r[compound] in keep])
-    return data
+    return only_classes(data)
 
 
 def test_fold_choice(three_classes):
@@ -209,7 +203,7 @@ def test_evaluate_names_what_is_wrong(tmp_path, three_classes):
 
 
 def only_classes(data: Path, labels=LABELS) -> Path:
-    """Keep in data's image table only the fields of these classes (as three_classes does)."""
+    """Keep in data's image table only the fields of these classes."""
     keep = {f.compound for f in load_fields(data) if f.moa in labels}
     with open(data / IMAGE_CSV, newline="") as f:
         rows = list(csv.reader(f))
