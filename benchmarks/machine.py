@@ -58,7 +58,7 @@ def gemm_model(n: int, int8: bool) -> ov.Model:
     return ov.Model([ops.matmul(a, b, False, True)], [x])
 
 
-def gemm_peak(precision: str, threads: int, n: int = 2048, seconds: float = 2.0) -> float:
+def gemm_peak(precision: str, threads: int, n: int = 4096, seconds: float = 3.0) -> float:
     """GOP/s of one large matrix multiply in OpenVINO at this precision (best of ~1 s rounds)."""
     compiled = ov.Core().compile_model(
         gemm_model(n, precision == "int8"),
