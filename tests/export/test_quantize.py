@@ -13,6 +13,7 @@ from appliance.cli import app
 from appliance.fieldsets import from_split, read_raw
 from appliance.inference import Classifier
 from appliance.model_card import ModelCard
+from appliance.precision import choose_precision
 from appliance.synth import write_dataset
 from export import ExportError
 from export.quantize import Int8Options, choose_fields, quantize_export
@@ -32,7 +33,7 @@ def test_int8_ir_carries_the_card_and_how_it_was_quantized(int8_run):
     def meta(key):
         return network.get_rt_info(["model_info", key]).astype(str)
 
-    float_card = Classifier(export).card
+    float_card = Classifier(export, "f32").card
     card = ModelCard.from_metadata({k: meta(k) for k in float_card.to_metadata()})
     assert card.precision == "int8" and float_card.precision == "f32"
     assert card.to_metadata() == {**float_card.to_metadata(), "precision": "int8"}
@@ -40,6 +41,14 @@ def test_int8_ir_carries_the_card_and_how_it_was_quantized(int8_run):
     assert how["method"] == "NNCF post-training quantization" and how["preset"] == "mixed"
     assert how["calibration"]["fields"] == 2  # the tiny run's two training fields
     assert any(op.get_type_name() == "FakeQuantize" for op in network.get_ops())
+    fed_by = [
+        {op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())}
+        for op in network.get_ops()
+        if op.get_type_name() == "MatMul"
+    ]  # the linear layers stay float (quantize.FLOAT_LAYERS): no FakeQuantize in front of them
+    assert fed_by and not any("FakeQuantize" in inputs for inputs in fed_by)
+    gate = json.loads(meta("int8_gate"))  # what --precision auto reads (appliance/precision.py)
+    assert gate["passed"] and gate["fields"] >= 1 and "drop_points" in gate and "max_drop" in gate
     assert network.input(0).get_element_type() == ov.Type.u16  # raw pixels, normalisation in the graph
     assert summary["int8_xml"] == str(export / "model-int8.xml")
     assert sorted(p.name for p in export.iterdir()) == [
@@ -105,7 +114,9 @@ def test_gate_with_an_impossible_max_drop(tiny_run, tiny_model, tmp_path, force)
         ["model.bin", "model.onnx", "model.xml", "parity.json"]
         + (["model-int8.bin", "model-int8.xml"] if force else [])
     )
-    assert Classifier(export).precision == "f32"  # the float model is untouched
+    assert Classifier(export, "f32").card.precision == "f32"  # the float model is untouched
+    if force:  # a forced INT8 model is never what --precision auto picks
+        assert choose_precision(export).reason.endswith("model-int8.xml not used: it was forced past its accuracy gate")
 
 
 def write_split(path, rows):
