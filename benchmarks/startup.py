@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/startup.py MODEL_DIR [--fields-per-class 2 8 30]
 
-For each plate size (13 classes x fields per class: 26, 104 and 390 fields by default, synthetic, at
+For each plate size (13 classes x fields per class: 26, 104 and 364 fields by default, synthetic, at
 the model's field size) the real console script runs twice in fresh processes, as a user runs it:
     cold   an empty OpenVINO model cache (MCNN_MODEL_CACHE): Python start-up, imports, compile, ...
     warm   the cache the cold run left: the second `classify` of the day, or any plate `watch` takes
@@ -44,7 +44,7 @@ def classify(plate: Path, model: Path, out: Path, cache: Path) -> tuple[float, d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", type=Path, help="export folder")
-    parser.add_argument("--fields-per-class", type=int, nargs="+", default=[2, 8, 30])
+    parser.add_argument("--fields-per-class", type=int, nargs="+", default=[2, 8, 28])
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     size = field_size(args.model)
