@@ -6,9 +6,10 @@ A BBBC021-layout plate of 1536 wells (rows A..AF, columns 1..48) x 9 sites = 13,
 model's field size is laid out with hard links to one field's three TIFFs (every file is still opened
 and decoded; only the disk space is saved). The real console script classifies it while this
 script samples its RSS (/proc/PID/status VmRSS) twice a second. From the first committed chunk file
-(classification under way: start-up and the first batches' buffers are behind it) to the end, the
-run is cut in quarters. Printed: the RSS median of each quarter, the peak, and growth = the last
-quarter's median over the first's (flat: <= 1.10).
+(classification under way: start-up and the first batches' buffers are behind it) until the result
+set starts being built (OUT/.incoming appears), the run is cut in quarters. Printed: the RSS median
+of each quarter, the peak, growth = the last quarter's median over the first's (flat: <= 1.10), and
+the peak while the result set (13,824 rows, report, plate map) is written after it.
 """
 
 from __future__ import annotations
@@ -85,35 +86,45 @@ def main() -> None:
         command = [str(SCRIPT), "classify", str(plate), "--model", str(args.model), "--out", f"{tmp}/out", "--quiet"]
         start = time.perf_counter()
         process = subprocess.Popen(command + (["--embeddings"] if args.embeddings else []))
-        samples, first_chunk = [], None
+        samples, first_chunk, writing = [], None, None
         while process.poll() is None:
             rss = rss_mb(process.pid)
+            now = time.perf_counter() - start
             if rss is not None:
-                samples.append((time.perf_counter() - start, rss))
+                samples.append((now, rss))
             if first_chunk is None and any((Path(tmp) / "out").rglob("chunk-*.parquet")):
-                first_chunk = time.perf_counter() - start
-            time.sleep(0.5)
+                first_chunk = now
+            if writing is None and (Path(tmp) / "out" / ".incoming").exists():  # the result set is being built
+                writing = now
+            time.sleep(0.25)
         wall = time.perf_counter() - start
+        writing = writing or wall
         if process.returncode != 0:
             raise SystemExit(f"classify exited {process.returncode}")
         summary = json.loads((Path(tmp) / "out" / "summary.json").read_text())
     if first_chunk is None:
         raise SystemExit("no chunk was committed while classify ran: the plate is too small to measure (more --sites)")
-    span = (wall - first_chunk) / 4
+    span = (writing - first_chunk) / 4
     quarters = [
         [rss for t, rss in samples if first_chunk + q * span <= t < first_chunk + (q + 1) * span] for q in range(4)
     ]
     medians = [statistics.median(q) if q else float("nan") for q in quarters]
     growth = medians[3] / medians[0]
-    peak = max(rss for _, rss in samples)
+    peak = max(rss for t, rss in samples if t < writing)
+    peak_writing = max((rss for t, rss in samples if t >= writing), default=float("nan"))
     print(
         f"classified {summary['counts']['classified']} fields in {wall:.0f} s ({summary['fields_per_s']:.1f} fields/s, "
         f"{summary['precision']})"
     )
-    print("RSS median per quarter of the run (MB): " + ", ".join(f"{m:.0f}" for m in medians) + f"; peak {peak:.0f}")
+    print(
+        "RSS median per quarter of the classification (MB): "
+        + ", ".join(f"{m:.0f}" for m in medians)
+        + f"; peak {peak:.0f}; writing the result set (tables, report, map) after it: peak {peak_writing:.0f}"
+    )
     print(f"growth, last quarter over first: {growth:.2f} (flat: <= 1.10) " + ("met" if growth <= 1.10 else "NOT met"))
     if args.json:
         figures = {"cpu": cpu, "fields": fields, "wall_s": wall, "rss_quarters_mb": medians, "peak_mb": peak}
+        figures["peak_writing_mb"] = peak_writing
         args.json.write_text(json.dumps({**figures, "growth": growth}, indent=2))
 
 
