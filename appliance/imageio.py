@@ -247,8 +247,16 @@ def read_planes(
             if path.suffix.lower() in bioio_files.SUFFIXES:  # a scene's plane of a CZI/ND2/LIF (bioio)
                 if not path.is_file():
                     raise FieldError(path, "file not found")
+
+                def refuse_declared(shape, path=path):  # a huge declared scene is refused before it is read
+                    problem = size_problem(shape, size, fit)
+                    if problem:
+                        raise FieldError(path, problem)
+
                 try:
-                    images.append(bioio_files.read_plane(path, plane))
+                    images.append(bioio_files.read_plane(path, plane, refuse_declared))
+                except FieldError:
+                    raise
                 except Exception as exc:  # each bioio plugin raises its own types
                     raise FieldError(path, f"unreadable ({type(exc).__name__}: {exc})") from exc
                 continue

@@ -79,11 +79,13 @@ def open_image(path: Path):
     return BioImage(path)
 
 
-def read_plane(path: Path, plane: int) -> np.ndarray:
-    """The 2-D plane `pack` described, as the file stores it (appliance.imageio checks it)."""
+def read_plane(path: Path, plane: int, check_shape=lambda shape: None) -> np.ndarray:
+    """The 2-D plane `pack` described, as the file stores it (appliance.imageio checks it). check_shape((height,
+    width)) sees the scene's size as the file's metadata declares it, before any pixel is read."""
     scene, t, c, z = unpack(plane)
     image = open_image(path)
     image.set_scene(scene)
+    check_shape((int(image.dims.Y), int(image.dims.X)))
     return np.asarray(image.get_image_data("YX", T=t, C=c, Z=z))
 
 

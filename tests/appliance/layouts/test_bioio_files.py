@@ -126,3 +126,23 @@ def test_plates_side_by_side_are_plates(tmp_path):
     plates = [write_plate(tmp_path / "screen" / f"P{n}", random_images(sites=(1,))) for n in (1, 2)]
     assert plate_folders([tmp_path / "screen"]) == plates
     assert {f.plate for f in discover_fields(plates[1], channels=DYES)[0]} == {"P2"}
+
+
+@extra
+def test_a_scene_larger_than_the_fit_allows_is_refused_before_its_pixels_are_read(tmp_path, monkeypatch):
+    """As for TIFFs (test_imageio.py's decompression bomb): the size the file declares is checked first."""
+    from bioio import BioImage
+
+    from tests.appliance.layouts.write_czi import write_plate
+
+    plate = write_plate(tmp_path / "P1", random_images(wells=("B02",), sites=(1,), shape=(4 * SIZE[0], 5 * SIZE[1])))
+    fields, _ = discover_fields(plate, channels=DYES)
+
+    def never(*args, **kwargs):
+        raise AssertionError("pixels read before the declared size was checked")
+
+    monkeypatch.setattr(BioImage, "get_image_data", never)
+    with pytest.raises(FieldError, match=r"plate\.czi: field is 512x640 \(HxW\), the model takes 128x128"):
+        read_plate_field(fields[0], SIZE)
+    with pytest.raises(FieldError, match="more than 16 times the model's 128x128 pixels"):
+        read_plate_field(fields[0], SIZE, fit="resize")
