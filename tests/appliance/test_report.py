@@ -200,3 +200,18 @@ def test_a_well_never_imaged_is_drawn_unlike_a_well_whose_fields_all_failed(tmp_
 
     assert grey(failed) - grey(plain) > 1500  # H12's disc
     assert grey(plain) < 10000  # anti-aliased outlines; 94 grey discs would be over 100 000 pixels
+
+
+def test_a_plate_whose_moa_table_is_known_gets_the_treatment_confusion_matrix(tmp_path, tiny_model):
+    """End to end: BBBC021 metadata with its MoA table -> Metadata_MoA in fields.csv -> the report's matrix."""
+    from appliance.classify import classify_plate
+    from appliance.inference import Classifier
+    from appliance.synth import write_dataset
+
+    written = write_dataset(tmp_path / "data", plates=1, fields_per_class=1, size=(128, 128), seed=5)
+    plate = tmp_path / "data" / "Week1" / written["plates"][0]
+    summary = classify_plate(plate, Classifier(tiny_model, "f32"), tmp_path / "out")
+    fields = read_results(tmp_path / "out").fields
+    assert summary["counts"]["classified"] == 13 and all(f["Metadata_MoA"] for f in fields)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Treatments against their MoA" in html and '<table class="confusion">' in html
