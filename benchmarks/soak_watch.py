@@ -67,7 +67,7 @@ class Soak:
         log = open(self.inbox.parent / "watch.log", "a")
         while not self.finished.is_set():
             command = [sys.executable, "-c", WATCH, "watch", str(self.inbox), "--model", str(self.model)]
-            command += ["--out", str(self.results), "--quiet", "30", "--poll", "0.5", "--retry-delay", "2"]
+            command += ["--out", str(self.results), "--settle", "30", "--poll", "0.5", "--retry-delay", "2"]
             env = {**os.environ, "PYTHONPATH": str(REPO), "MCNN_THREADS": "1"}
             with self.lock:
                 self.watcher = subprocess.Popen(command, stdout=log, stderr=log, env=env)

@@ -404,7 +404,7 @@ def test_a_full_results_disk_is_not_a_try_of_the_plate(tmp_path, classifier):
         return classify_plate(plate_dir, *args, **kwargs)
 
     lines = []
-    options = WatchOptions(quiet=1, attempts=2, retry_delay=3)
+    options = WatchOptions(settle=1, attempts=2, retry_delay=3)
     with Watcher(inbox, out, classifier, options, log=lines.append, classify=filling) as watcher:
         for t in range(0, 40):
             watcher.poll(t)
