@@ -42,7 +42,7 @@ def test_onnx_carries_the_card_and_is_self_contained(tiny_run, tiny_export):
 
 
 def test_ir_card_round_trips_and_takes_uint16(tiny_run, tiny_model):
-    classifier = Classifier(tiny_model)
+    classifier = Classifier(tiny_model, "f32")
     assert classifier.warning is None  # the weights file's SHA-256 is recorded, and verified
     recorded = ov.Core().read_model(tiny_model / "model.xml").get_rt_info(["model_info", WEIGHTS_FILE_SHA256])
     assert recorded.astype(str) == file_sha256(tiny_model / "model.bin")
@@ -55,7 +55,7 @@ def test_ir_card_round_trips_and_takes_uint16(tiny_run, tiny_model):
 
 def test_card_carries_the_training_reference(tiny_run, tiny_model):
     """Centroids and threshold worked out here from torch's embeddings of the run's training fields."""
-    reference = Classifier(tiny_model).card.reference
+    reference = Classifier(tiny_model, "f32").card.reference
     train = [f for f in from_split(tiny_run) if f.split == "train"]
     predictor, _ = load_predictor(tiny_run)
     embeddings = predictor.predict(read_raw(train, (128, 128)))[1].astype(np.float64)
@@ -66,7 +66,7 @@ def test_card_carries_the_training_reference(tiny_run, tiny_model):
     own = [min(np.linalg.norm(e - c) for c in reference.centroids.astype(np.float64)) for e in embeddings]
     assert reference.threshold == pytest.approx(np.percentile(own, 99), rel=1e-4, abs=1e-5)
     # classify's Classify_Distance: a training field lies within the threshold of its own centroid
-    assert (Classifier(tiny_model).card.reference.distances(embeddings) <= reference.threshold + 1e-4).all()
+    assert (Classifier(tiny_model, "f32").card.reference.distances(embeddings) <= reference.threshold + 1e-4).all()
 
 
 def test_parity_figures(tiny_export, tiny_model):
@@ -91,7 +91,7 @@ def test_dynamic_batch(tiny_run, tiny_model, batch):
 
     session = ort.InferenceSession(str(tiny_model / "model.onnx"), providers=["CPUExecutionProvider"])
     onnx_probs, onnx_emb = session.run(None, {"fields": fields})
-    ov_probs, ov_emb = Classifier(tiny_model).predict(raw)
+    ov_probs, ov_emb = Classifier(tiny_model, "f32").predict(raw)
     assert onnx_probs.shape == ov_probs.shape == (batch, 3)
     assert onnx_emb.shape == ov_emb.shape == (batch, 512)
     np.testing.assert_allclose(onnx_probs, expected, atol=1e-4)

@@ -53,7 +53,7 @@ def signature(xml) -> dict:
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_ir")
     tiny_ir.write_model(folder)
-    tiny_ir.write_int8_model(folder)
+    tiny_ir.write_int8_model(folder, gate={"fields": 3, "drop_points": 0.0, "max_drop": 1.0, "passed": True})
     return folder
 
 
@@ -74,6 +74,6 @@ def test_the_int8_ir_is_what_export_int8_writes(built, int8_run):
 
 
 def test_both_run_as_the_runtime_runs_an_export(built):
-    f32, int8 = Classifier(built), Classifier(built, precision="int8")
+    f32, int8 = Classifier(built, "f32"), Classifier(built, precision="int8")
     assert (f32.precision, f32.card.precision, int8.precision, int8.card.precision) == ("f32", "f32", "int8", "int8")
     assert f32.card.weights_sha256 == int8.card.weights_sha256 == tiny_ir.card().weights_sha256
