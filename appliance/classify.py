@@ -157,23 +157,18 @@ def run_pipeline(
         readers,
         buffers=classifier.requests_in_flight + readers + 1,
         stop=stop,
+        # the thumbnail is made in the reader thread, off the loop that feeds inference
+        after_read=lambda field, planes: gallery.read((field.plate, field.well, field.site), planes),
     )
 
     reference = card.reference  # the training embeddings' summary, when the model carries one
-
-    def thumbnailed(items):
-        for (field, note), buffer in items:
-            gallery.read((field.plate, field.well, field.site), buffer[0])  # before the buffer is refilled
-            yield (field, note), buffer
 
     def collect_failures():
         while not reader.failures.empty():
             failures.append(reader.failures.get())
 
     try:
-        for (field, note), probabilities, embedding in classifier.infer_stream(
-            thumbnailed(reader.items()), reader.release
-        ):
+        for (field, note), probabilities, embedding in classifier.infer_stream(reader.items(), reader.release):
             distance = float(reference.distances(embedding)[0]) if reference is not None else None
             row = field_row(
                 field,

@@ -30,8 +30,10 @@ class FieldReaders:
         threads: int,
         buffers: int,
         stop: threading.Event,
+        after_read=lambda field, planes: None,
     ):
-        self.size, self.fit, self.stop = size, fit, stop
+        """after_read(field, planes) runs in the reader thread on each field decoded, before it is handed on."""
+        self.size, self.fit, self.stop, self.after_read = size, fit, stop, after_read
         self.todo, self.lock = iter(fields), threading.Lock()
         self.free: queue.Queue = queue.Queue()
         for _ in range(buffers):
@@ -69,6 +71,7 @@ class FieldReaders:
                     self.release(buffer)
                     self.failures.put(Failure(field.plate, field.well, field.site, Path(exc.path).name, exc.reason))
                     continue
+                self.after_read(field, buffer[0])
                 self.ready.put(((field, note), buffer))
         except BaseException as exc:  # anything but a bad field stops the run, in the main thread
             self.ready.put(exc)
