@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 
 import numpy as np
@@ -24,6 +23,7 @@ from appliance.report import write_report
 from appliance.result_files import read_results
 from appliance.result_rows import field_columns, probability_column
 from appliance.results import ResultsError
+from tests.appliance.test_chunks import stopped_run
 from tests.appliance.test_result_files import RESULT_SET, renamed_into_place, written_once_and_moved_in
 from tests.conftest import CHANNELS, LABELS, truncate, write_field, write_plate
 
@@ -188,16 +188,7 @@ def test_refuses_output_inside_the_plate(tiny_model, tmp_path):
 def test_stop_commits_what_is_done_and_a_rerun_finishes(classifier, tmp_path):
     plate, out = tmp_path / "plate", tmp_path / "out"
     write_plate(plate, wells=("B02", "B03", "B04", "C02"), sites=(1, 2, 3))
-    stop = threading.Event()
-    first = classify_plate(
-        plate,
-        classifier,
-        out,
-        stop=stop,
-        chunk_fields=2,
-        readers=1,
-        progress=lambda done, total, rate: done >= 3 and stop.set(),
-    )
+    first = stopped_run(plate, classifier, out, after=3)
     assert first["interrupted"] and 3 <= first["counts"]["classified"] < 12
     assert sorted((out / ".partial").glob("chunk-*.parquet"))  # kept for the rerun
     second = classify_plate(plate, classifier, out, chunk_fields=2)

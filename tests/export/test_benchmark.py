@@ -118,32 +118,21 @@ def test_accuracy_on_a_labelled_folder(tiny_model, tmp_path):
     assert_accuracies(rows, tiny_model, labelled)
 
 
+def quick_benchmark(model, *options: str) -> list[str]:
+    """`benchmark` arguments for one field a round and no benchmark_app, then the options given."""
+    return ["benchmark", str(model), "--fields", "1", "--app-seconds", "0", *options]
+
+
 def test_cli_writes_the_rows_as_json(tiny_model, tmp_path):
     """--json-out FILE writes the rows beside the table; --json prints them on stdout instead, as in classify."""
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(
-        app,
-        [
-            "benchmark",
-            str(tiny_model),
-            "--fields",
-            "1",
-            "--app-seconds",
-            "0",
-            "--json-out",
-            str(out),
-            "--torch",
-            "f32,bf16",
-        ],
-    )
+    result = CliRunner().invoke(app, quick_benchmark(tiny_model, "--json-out", str(out), "--torch", "f32,bf16"))
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert isinstance(rows, list) and {r["backend"] for r in rows} == {"torch eager", "onnxruntime", "openvino"}
     assert all(set(r) == KEYS for r in rows)
     assert "openvino bf16" in result.stdout
-    result = CliRunner().invoke(
-        app, ["benchmark", str(tiny_model), "--fields", "1", "--app-seconds", "0", "--json", "--torch", "f32,bf16"]
-    )
+    result = CliRunner().invoke(app, quick_benchmark(tiny_model, "--json", "--torch", "f32,bf16"))
     assert result.exit_code == 0, result.output
     assert [r["backend"] for r in json.loads(result.stdout)] == [r["backend"] for r in rows]
 
@@ -153,18 +142,7 @@ def test_torch_compile_row_in_its_own_process(tiny_model):
     compile workers and global state behind, which the rest of the test session must not share."""
     command = [sys.executable, "-c", "from appliance.cli import app; app(prog_name='mcnn-appliance')"]
     done = subprocess.run(
-        [
-            *command,
-            "benchmark",
-            str(tiny_model),
-            "--fields",
-            "1",
-            "--app-seconds",
-            "0",
-            "--json",
-            "--torch",
-            "compiled",
-        ],
+        [*command, *quick_benchmark(tiny_model, "--json", "--torch", "compiled")],
         capture_output=True,
         text=True,
         timeout=900,
