@@ -95,9 +95,9 @@ def report_unmatched(image_csv: Path, moa_csv: Path, moa: dict, unlabelled: Coun
         )
     unused = Counter({t: line for t, (_, line) in moa.items() if t not in used})
     if unused:
-        rows = ", ".join(
-            f"{c}@{k:g} (line {line}, {moa[(c, k)][0]})" for (c, k), line in sorted(unused.items(), key=lambda i: i[1])
-        )
+        ordered = sorted(unused.items(), key=lambda i: i[1])
+        rows = ", ".join(f"{c}@{k:g} (line {line}, {moa[(c, k)][0]})" for (c, k), line in ordered[:LISTED])
+        rows += f" and {len(ordered) - LISTED} more" if len(ordered) > LISTED else ""  # as treatments_text lists
         log.warning(
             "%s: %d treatment(s) match no field of %s (misspelt?): %s", moa_csv, len(unused), image_csv.name, rows
         )
