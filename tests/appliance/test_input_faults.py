@@ -1,6 +1,7 @@
 """Plates, plate maps and paths as a clumsy user or an attacker gives them (issue 18): a plate that
-cannot be listed (a real denial, as `nobody` when tests run as root), a FIFO where a CSV should be,
-square brackets in paths, links out of the plate, files that are not what their names say."""
+cannot be listed (a real denial: as root without the capabilities that pass file permissions), a
+FIFO where a CSV should be, square brackets in paths, links out of the plate, files that are not
+what their names say."""
 
 import csv
 import os

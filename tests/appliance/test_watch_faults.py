@@ -1,6 +1,6 @@
 """The watcher against what goes wrong around it (issue 18): a plate moved away while it is classified,
-a plate or inbox it cannot list (a real permission denial, as the user `nobody` when tests run as
-root), a ledger that is not one."""
+a plate or inbox it cannot list (a real permission denial: when tests run as root, as root without
+its file-permission capabilities), a ledger that is not one."""
 
 import json
 import subprocess
@@ -58,7 +58,7 @@ def test_a_plate_moved_away_during_classification_is_interrupted_not_done(tmp_pa
     assert (entry["status"], entry["classified"], entry["failed_fields"]) == ("done", 12, 0)
 
 
-WATCH_AS_NOBODY = textwrap.dedent("""
+WATCH_UNPRIVILEGED = textwrap.dedent("""
     import sys
     from pathlib import Path
     from appliance.watch import Watcher, WatchOptions
@@ -83,7 +83,7 @@ def test_a_plate_that_cannot_be_listed_is_in_the_ledger_and_said_once(reachable)
     (inbox / "Locked").chmod(0)  # the plate folder itself
     (inbox / "Half" / "TimePoint_1").chmod(0)  # os.walk skipped this one silently: the plate looked complete
     done = subprocess.run(
-        as_unprivileged([sys.executable, "-c", WATCH_AS_NOBODY, str(inbox), str(out)]),
+        as_unprivileged([sys.executable, "-c", WATCH_UNPRIVILEGED, str(inbox), str(out)]),
         cwd=ROOT,
         capture_output=True,
         text=True,
