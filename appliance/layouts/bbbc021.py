@@ -81,8 +81,10 @@ def treatments_text(counts: Counter, unit: str) -> str:
 
 
 def report_unmatched(image_csv: Path, moa_csv: Path, moa: dict, unlabelled: Counter, used: set, total: int) -> None:
-    """Say how many fields have no MoA (and of which treatments), and which MoA rows match no field (a
-    misspelt compound there makes a class vanish from training without it)."""
+    """Say how many fields have no MoA (and of which treatments), and, when some have none, which MoA rows
+    match no field (a misspelt compound there makes a class vanish from training without it). With every
+    field labelled, unmatched rows are only treatments not on these plates (one week of BBBC021, a
+    held-out plate): said at info level."""
     if unlabelled:
         log.warning(
             "%s: %d of %d fields (%d treatments) have no mechanism of action in %s and are left out: %s",
@@ -94,7 +96,9 @@ def report_unmatched(image_csv: Path, moa_csv: Path, moa: dict, unlabelled: Coun
             treatments_text(unlabelled, "fields"),
         )
     unused = Counter({t: line for t, (_, line) in moa.items() if t not in used})
-    if unused:
+    if unused and not unlabelled:  # every field has its MoA: those rows are treatments these plates do not hold
+        log.info("%s: %d of its %d treatments are not on these plates", moa_csv, len(unused), len(moa))
+    elif unused:
         ordered = sorted(unused.items(), key=lambda i: i[1])
         rows = ", ".join(f"{c}@{k:g} (line {line}, {moa[(c, k)][0]})" for (c, k), line in ordered[:LISTED])
         rows += f" and {len(ordered) - LISTED} more" if len(ordered) > LISTED else ""  # as treatments_text lists

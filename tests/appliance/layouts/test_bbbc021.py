@@ -98,6 +98,17 @@ def test_fields_left_out_for_want_of_a_moa_are_counted_and_named(tmp_path, caplo
     )
 
 
+def test_a_plate_with_part_of_the_moa_table_is_not_warned_about(tmp_path, caplog):
+    # one week of BBBC021, or a held-out plate: every field labelled, most of the table elsewhere
+    moa = [("taxol", "0.3", "Microtubule stabilizers"), ("DMSO", "0", "DMSO"), ("AZ138", "1", "Eg5 inhibitors")]
+    write_tables(tmp_path, [("taxol", "0.3"), ("DMSO", "0")], moa)
+    with caplog.at_level("INFO", logger="appliance.layouts.bbbc021"):
+        assert len(load_fields(tmp_path)) == 2
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", f"{tmp_path / MOA_CSV}: 1 of its 3 treatments are not on these plates")
+    ]
+
+
 def test_a_treatment_listed_twice_with_two_moas_is_refused_naming_the_lines(tmp_path):
     moa = [
         ("taxol", "0.3", "Microtubule stabilizers"),
