@@ -147,6 +147,14 @@ def train(
             "all: one run per fold in OUT/fold-K.",
         ),
     ] = None,
+    val_data: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PLATES",
+            help="Validate each epoch on all labelled fields of these plates (other weeks, other compounds) "
+            "instead of a split of DATA; `evaluate RUN` scores them too.",
+        ),
+    ] = None,
     checkpoint_every: Annotated[
         int, typer.Option(help="Optimizer steps between checkpoints in OUT/checkpoints (0: only at epoch ends).", min=0)
     ] = 100,
@@ -178,6 +186,7 @@ def train(
     del arguments["fold"]  # K or all: train_folds sets each run's fold
     size = parse_size(size) if size else None  # None: the data's
     arguments.update(data=str(data.resolve()), out=str(out), size=size, recipe=recipe or DEFAULT_RECIPE)
+    arguments["val_data"] = str(val_data.resolve()) if val_data else None
     cfg, options = by_name(TrainConfig, arguments), by_name(LaunchOptions, arguments)
     try:
         code = train_folds(cfg, options, fold, console)

@@ -17,7 +17,7 @@ from appliance.layouts.bbbc021 import class_names, load_fields
 from appliance.normalization import Normalization, fit_normalization
 from training.distributed import Ranks
 from training.recipes import TrainConfig
-from training.splits import select_split, spread_sample, write_split
+from training.splits import check_val_data, select_split, spread_sample, write_split
 
 
 class FieldDataset(Dataset):
@@ -78,6 +78,21 @@ class EpochSampler(DistributedSampler):
         return self.num_samples - self.skip
 
 
+def validation_plates(train_fields: list[Field], val_data: Path, labels: list[str]) -> list[Field]:
+    """Every labelled field of other plates (`train --val-data`: held-out weeks and compounds), checked
+    to share no plate with the training data and to hold only classes the model learns."""
+    fields = load_fields(val_data)
+    if not fields:
+        raise ValueError(f"{val_data}: no labelled fields to validate on (image table joined with MoA table is empty)")
+    shared = sorted({f.plate for f in fields} & {f.plate for f in train_fields})
+    if shared:
+        raise ValueError(f"{val_data}: plate {shared[0]} is in the training data too; validation plates must be others")
+    unknown = sorted({str(f.moa) for f in fields} - set(labels))
+    if unknown:
+        raise ValueError(f"{val_data}: class {unknown[0]!r} is not in the training data; the model cannot predict it")
+    return fields
+
+
 @dataclass
 class Data:
     """The run's fields as loaders: this rank's share of every epoch's shuffle, and of validation."""
@@ -98,7 +113,11 @@ def load_data(cfg: TrainConfig, ranks: Ranks, out: Path) -> Data:
     if not fields:
         raise ValueError(f"{cfg.data}: no labelled fields (image table joined with MoA table is empty)")
     labels = class_names(fields)
-    train_fields, val_fields = select_split(fields, cfg.split, cfg.fold, cfg.val_fraction, cfg.seed)
+    if cfg.val_data:
+        check_val_data(cfg.split, cfg.fold)
+        train_fields, val_fields = fields, validation_plates(fields, Path(cfg.val_data), labels)
+    else:
+        train_fields, val_fields = select_split(fields, cfg.split, cfg.fold, cfg.val_fraction, cfg.seed)
     if ranks.master:
         write_split(out / SPLIT_CSV, train_fields, val_fields)
     size = tuple(cfg.size)

@@ -237,7 +237,10 @@ def choose_fields(run_dir: Path, info: dict, data: Path | None, split: str = "va
             f"{split_csv}: no val fields (the run trained on all its fields); score it on other labelled "
             f"plates with --data NEW, or on its training fields with --split train"
         )
-    return split_fields(run_dir, data, split, rows, labelled_by_name(data))
+    by_name = labelled_by_name(data)
+    if info["train_config"].get("val_data"):  # validated on other plates (train --val-data): the val rows are theirs
+        by_name |= labelled_by_name(Path(info["train_config"]["val_data"]))
+    return split_fields(run_dir, data, split, rows, by_name)
 
 
 def predict(

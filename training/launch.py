@@ -37,7 +37,7 @@ from training.evaluate import EVALUATION_DIR
 from training.plan import Plan, available_memory_gb, field_gb, model_parameters, plan, usable_cores
 from training.recipes import TrainConfig, resolve_recipe
 from training.run_folder import check_run_folders, data_field_size, delete_runs
-from training.splits import Fold, chosen_folds
+from training.splits import Fold, check_val_data, chosen_folds
 from training.step import resolve_precision
 from training.train import AfterStep, train
 
@@ -115,6 +115,8 @@ def train_folds(cfg: TrainConfig, options: LaunchOptions, fold: str | None, cons
     other folds go on: exit 2 when nothing could train, 1 when a run failed or stopped.
     """
     cfg = resolve_recipe(cfg)  # a bad recipe name stops here, before torchrun starts ranks
+    if cfg.val_data:
+        check_val_data(cfg.split, fold)
     launched, ranks, nodes = torchrun_layout(options)
     data = Path(cfg.data).resolve()  # run.json records absolute paths: a run read from anywhere finds its data
     size = data_field_size(load_fields(data), cfg.size, data)  # every field's header, before anything is written

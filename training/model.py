@@ -28,6 +28,7 @@ class MCNNConfig:
     fused_channels: int = 1024  # the 1x1 convolution after concatenation
     final_pool: int = 2
     hidden: int = 512  # the penultimate features: the field's embedding
+    field_norm: bool = False  # standardise each field's stains (per field, per channel) first
 
     def __post_init__(self):
         object.__setattr__(self, "column_widths", tuple(self.column_widths))
@@ -111,6 +112,9 @@ class MCNN(nn.Module):
     def __init__(self, config: MCNNConfig):
         super().__init__()
         self.config = c = config
+        # Each field's stain gains differ (lamp, staining, exposure): standardising each channel of each
+        # field removes them before any weight sees the pixels.
+        self.standardize = nn.InstanceNorm2d(c.in_channels, eps=1e-3) if c.field_norm else nn.Identity()
         self.columns = nn.ModuleList(
             Column(c.in_channels, width, c.convs_per_column, c.kernel_size, pool_out=c.coarsest_pool // 2**k)
             for k, width in enumerate(c.column_widths)
@@ -131,7 +135,7 @@ class MCNN(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, H, W) normalised fields -> (batch, hidden) embeddings."""
-        scales = pyramid(x, len(self.columns))
+        scales = pyramid(self.standardize(x), len(self.columns))
         return self.fuse(torch.cat([column(field) for column, field in zip(self.columns, scales)], dim=1))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:

@@ -58,11 +58,13 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_epochs: float | None = None
     label_smoothing: float = 0.1
+    field_norm: bool = False  # the network standardises each field's stains first (MCNNConfig.field_norm)
     gain_jitter: float = 0.15  # augmentation: each stain's gain x exp(U(-j, j)), as imaging weeks differ
     clip_grad: float = 0.0  # max gradient norm; 0 = off
     split: str = "stratified"  # or "nsc" / "nscb": hold out compound `fold` (training/splits.py)
     fold: int | None = None
     val_fraction: float = 0.2  # the stratified split's hold-out
+    val_data: str | None = None  # validate on these labelled plates (all their fields) instead of a split of `data`
     target_acc: float = 0.99  # time to accuracy: the run records when validation first reaches it
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
     workers: int = 1  # data-loading processes: TIFF decoding overlaps compute

@@ -104,6 +104,12 @@ def folds(fields: list[Field], split: str) -> list[Fold]:
     return out
 
 
+def check_val_data(split: str, fold) -> None:
+    """`train --val-data` validates on other plates: a split of the training data beside it is refused."""
+    if split != "stratified" or fold is not None:
+        raise SplitError(f"--val-data validates on other plates: it replaces the {split} split, give one or the other")
+
+
 def select_split(
     fields: list[Field], split: str = "stratified", fold: int | None = None, val_fraction: float = 0.2, seed: int = 0
 ) -> tuple[list[Field], list[Field]]:

@@ -106,7 +106,13 @@ def train(
 
     size = tuple(cfg.size)
     raw_model = MCNN(
-        MCNNConfig(height=size[0], width=size[1], in_channels=len(CHANNELS), num_classes=len(data.labels))
+        MCNNConfig(
+            height=size[0],
+            width=size[1],
+            in_channels=len(CHANNELS),
+            num_classes=len(data.labels),
+            field_norm=cfg.field_norm,
+        )
     ).to(memory_format=torch.channels_last)
     model = DistributedDataParallel(raw_model) if ranks.ddp else raw_model  # DDP: same start weights on every rank
     optimizer = make_optimizer(raw_model, cfg)

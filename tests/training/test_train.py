@@ -16,6 +16,7 @@ from appliance.cli import app
 from appliance.layouts.bbbc021 import load_fields
 from appliance.model_card import file_sha256
 from appliance.normalization import Normalization
+from appliance.synth import write_dataset
 from tests.conftest import command_line
 from tests.training.conftest import torchrun_the_command
 from training.dataset import FieldDataset
@@ -206,3 +207,32 @@ def test_the_train_command_takes_a_recipe_and_records_it(one_per_class, tmp_path
     )
     assert bad.exit_code == 2 and "recipe must be one of adamw, paper" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_validation_on_other_plates(one_per_class, tmp_path):
+    """train --val-data: held-out plates (another week, here another seed's plate) are the validation set,
+    every epoch and in `evaluate RUN`; plates shared with the training data, or a split beside it, are refused."""
+    other = tmp_path / "other"
+    write_dataset(other, plates=1, fields_per_class=1, size=(128, 128), seed=1, first_plate=3)
+    run, runner = tmp_path / "run", CliRunner()
+    line = command_line(
+        "train", one_per_class, out=run, epochs=1, batch_size=4, size="128x128", workers=0, val_data=other
+    )
+    result = runner.invoke(app, line)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(run / "split.csv")))
+    val_plates = {r["plate"] for r in rows if r["split"] == "val"}
+    assert val_plates == {f.plate for f in load_fields(other)} and sum(r["split"] == "val" for r in rows) == 13
+    assert sum(r["split"] == "train" for r in rows) == 13  # every field of DATA trained on
+    metrics = list(csv.DictReader(open(run / "metrics.csv")))
+    assert metrics[-1]["val_acc"] not in ("", "nan")
+    result = runner.invoke(app, ["evaluate", str(run)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "evaluation" / "evaluation.json").read_text())["fields"] == 13
+
+    same = runner.invoke(app, command_line("train", one_per_class, out=tmp_path / "same", val_data=one_per_class))
+    assert same.exit_code == 2 and "is in the training data too" in same.output
+    split = runner.invoke(
+        app, command_line("train", one_per_class, out=tmp_path / "s", split="nsc", fold=0, val_data=other)
+    )
+    assert split.exit_code == 2 and "replaces the nsc split" in split.output
