@@ -105,6 +105,13 @@ def train(
     gain_jitter: Annotated[
         float, typer.Option(help="Augmentation: each stain's gain x exp(U(-j, j)); 0 turns it off.")
     ] = 0.15,
+    field_norm: Annotated[
+        bool,
+        typer.Option(
+            "--field-norm/--no-field-norm",
+            help="The network standardises each stain of each field first (removes every field's own gains).",
+        ),
+    ] = False,
     global_batch: Annotated[
         int | None,
         typer.Option(
