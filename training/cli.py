@@ -221,7 +221,7 @@ def evaluate(
     ] = False,
 ):
     """Score a run or its export on its held-out fields or on other labelled plates (--data): field and
-    treatment accuracy, per class, confusion matrices."""
+    treatment accuracy, per class, confusion matrices; the embeddings' NSC and NSCB 1-NN accuracy and mAP."""
     with extra_needed("evaluate"):
         import training.baseline as classic
         import training.evaluate as evaluation
@@ -232,6 +232,7 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
+    print_table(evaluation.embedding_table(summary))
     if baseline:
         print_table(classic.side_by_side(summary))
     say(f"scored: {summary['scored']}")

@@ -34,6 +34,7 @@ from appliance.imageio import FieldError, read_field
 from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import IMAGE_CSV, concentration_key, load_fields
 from appliance.result_rows import natural_key
+from training.profile_metrics import Profiles, embedding_scores, treatment_profiles
 from training.splits import CONTROL
 from training.tables import write_csv
 
@@ -53,6 +54,7 @@ class Predictions:
     fields: list[Field]
     probabilities: np.ndarray  # (fields, classes)
     failed: list[dict] = field(default_factory=list)  # {"field", "error"}
+    embeddings: np.ndarray | None = None  # (fields, features): the model's features before its head
 
 
 @dataclass
@@ -247,8 +249,9 @@ def predict(
     size: tuple[int, int],
     batch_size: int = 4,
 ) -> Predictions:
-    """Probabilities of every readable field; `classify` maps uint16 (N, C, H, W) to probabilities (N, classes)."""
-    scored, probabilities, failed = [], [], []
+    """Probabilities and embeddings of every readable field; `classify` maps uint16 (N, C, H, W) to
+    (probabilities (N, classes), embeddings (N, features))."""
+    scored, probabilities, embeddings, failed = [], [], [], []
     for start in range(0, len(fields), batch_size):
         batch, raw = [], []
         for f in fields[start : start + batch_size]:
@@ -258,28 +261,33 @@ def predict(
             except FieldError as exc:
                 failed.append({"field": f"{f.plate}/{f.well}/s{f.site}", "error": str(exc)})
         if batch:
-            probabilities.append(np.asarray(classify(np.stack(raw)), dtype=np.float64))
+            p, e = classify(np.stack(raw))
+            probabilities.append(np.asarray(p, dtype=np.float64))
+            embeddings.append(np.asarray(e, dtype=np.float64))
             scored += batch
-    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, len(labels)))
-    return Predictions(tuple(labels), scored, stacked, failed)
+    if not scored:
+        return Predictions(tuple(labels), [], np.zeros((0, len(labels))), failed, np.zeros((0, 0)))
+    return Predictions(tuple(labels), scored, np.concatenate(probabilities), failed, np.concatenate(embeddings))
 
 
 def torch_classifier(run_dir: Path):
-    """(classify, labels, size, run.json) of a run's torch model, in fp32 (training/predict.py)."""
+    """(classify, labels, size, run.json) of a run's torch model, in fp32 (training/predict.py);
+    classify gives probabilities and embeddings."""
     from training.predict import load_predictor
 
     predictor, info = load_predictor(run_dir)
-    return (lambda raw: predictor.predict(raw)[0]), predictor.card.labels, predictor.card.size, info
+    return predictor.predict, predictor.card.labels, predictor.card.size, info
 
 
 def openvino_classifier(model_dir: Path):
-    """(classify, labels, size) of an exported OpenVINO model, at the precision classify would choose (auto)."""
+    """(classify, labels, size) of an exported OpenVINO model, at the precision classify would choose (auto);
+    classify gives probabilities and embeddings."""
     from appliance.console import say
     from appliance.inference import Classifier
 
     classifier = Classifier(model_dir)
     say(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
-    return (lambda raw: classifier.predict(raw)[0]), classifier.labels, classifier.size
+    return classifier.predict, classifier.labels, classifier.size
 
 
 def is_export(folder: Path) -> bool:
@@ -301,18 +309,38 @@ def fold_runs(folder: Path) -> list[Path]:
 
 
 def predict_run(
-    folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4
-) -> tuple[Predictions, Chosen]:
-    """Predictions of one run's (or export folder's) model on the fields choose_fields picks."""
+    folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4, references: bool = False
+) -> tuple[Predictions, Chosen, Predictions | None]:
+    """Predictions of one run's (or export folder's) model on the fields choose_fields picks; with
+    `references`, when those are the run's val fields, also on its training fields (a fold's
+    neighbours for the embedding metrics: its held-out compound has no other in its val fields)."""
     from training.run import read_run_info
 
     run_dir = run_of(folder)
-    chosen = choose_fields(run_dir, read_run_info(run_dir), data, split)
+    info = read_run_info(run_dir)
+    chosen = choose_fields(run_dir, info, data, split)
     if is_export(folder):
         classify, labels, size = openvino_classifier(folder)
     else:
         classify, labels, size, _ = torch_classifier(run_dir)
-    return predict(classify, chosen.fields, labels, size, batch_size), chosen
+    scored = predict(classify, chosen.fields, labels, size, batch_size)
+    trained = None
+    if references and chosen.split == "val":
+        trained = predict(classify, choose_fields(run_dir, info, data, "train").fields, labels, size, batch_size)
+    return scored, chosen, trained
+
+
+def profiles_of(scored: Predictions, references: Predictions | None = None) -> Profiles:
+    """One model's treatment profiles: the scored fields' treatments are the queries, the references'
+    (a fold's training fields) neighbours only."""
+    parts = [(p, is_query) for p, is_query in ((scored, True), (references, False)) if p is not None and p.fields]
+    if not parts:
+        return treatment_profiles([], np.zeros((0, 0)))
+    return treatment_profiles(
+        [f for p, _ in parts for f in p.fields],
+        np.concatenate([p.embeddings for p, _ in parts]),
+        [is_query for p, is_query in parts for _ in p.fields],
+    )
 
 
 def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4) -> dict:
@@ -320,11 +348,14 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
     folder = Path(folder)
     folds = fold_runs(folder) if not (folder / "run.json").is_file() and not is_export(folder) else []
     if folds:
-        parts = []
+        parts, spaces = [], []  # each fold's embeddings stay in its own model's space
         for run in folds:
-            part, chosen = predict_run(run, data, split, batch_size)
+            part, chosen, trained = predict_run(run, data, split, batch_size, references=True)
+            if trained is not None:  # a training field that cannot be read is a failure too, said as one
+                part.failed += [{**f, "error": f"(a training field, a neighbour) {f['error']}"} for f in trained.failed]
+            spaces.append(profiles_of(part, trained))
             about = {"run": str(run), "split": chosen.split, "scored": chosen.what}
-            write_evaluation(run / chosen.out, part, score(part), about)
+            write_evaluation(run / chosen.out, part, score(part), about, embedding_scores(spaces[-1:]))
             parts.append(part)
         if len({p.labels for p in parts}) > 1:
             raise EvaluationError(f"{folder}: the fold runs have different classes; they are not one experiment")
@@ -333,26 +364,30 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
             [f for p in parts for f in p.fields],
             np.concatenate([p.probabilities for p in parts]),
             [x for p in parts for x in p.failed],
-        )
+        )  # no pooled embeddings: folds' models embed in different spaces, scored in `spaces` each apart
         about = {"run": str(folder), "split": chosen.split, "folds": [r.name for r in folds]}
         about["scored"] = f"each fold's {chosen.split} fields, pooled (per fold: fold-K/{chosen.out}/)"
     else:
-        predictions, chosen = predict_run(folder, data, split, batch_size)
+        predictions, chosen, _ = predict_run(folder, data, split, batch_size)
         about = {"run": str(folder), "split": chosen.split, "scored": chosen.what}
         about["model"] = "openvino" if is_export(folder) else "torch"
+        spaces = [profiles_of(predictions)]
     if not predictions.fields:
         raise EvaluationError(
             f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "
             f"first: {predictions.failed[0]['error'] if predictions.failed else '-'}"
         )
-    return write_evaluation(folder / chosen.out, predictions, score(predictions), about)
+    return write_evaluation(folder / chosen.out, predictions, score(predictions), about, embedding_scores(spaces))
 
 
 # --- writing ----------------------------------------------------------------------------------
 
 
-def write_evaluation(out: Path, predictions: Predictions, scores: Scores, about: dict) -> dict:
-    """evaluation.json, predictions.csv, treatments.csv and the two confusion matrices (CSV and PNG)."""
+def write_evaluation(
+    out: Path, predictions: Predictions, scores: Scores, about: dict, embedding: dict | None = None
+) -> dict:
+    """evaluation.json, predictions.csv, treatments.csv and the two confusion matrices (CSV and PNG);
+    `embedding`: the embedding metrics (training/profile_metrics.py), into evaluation.json."""
     out.mkdir(parents=True, exist_ok=True)
     labels = scores.labels
     write_csv(
@@ -388,6 +423,7 @@ def write_evaluation(out: Path, predictions: Predictions, scores: Scores, about:
         "field_accuracy": scores.field_accuracy,
         "treatment_accuracy": scores.treatment_accuracy,
         "classes": scores.per_class(),
+        **({"embedding": embedding} if embedding is not None else {}),
         "failed": predictions.failed,
         "out": str(out),
     }
@@ -454,4 +490,27 @@ def table(summary: dict) -> Table:
             str(row["treatments"]),
             show(row["treatment_accuracy"]),
         )
+    return out
+
+
+def embedding_table(summary: dict) -> Table:
+    """The classifier's treatment accuracy beside the embedding metrics, each with the treatments it scored."""
+    embedding = summary["embedding"]
+    out = Table(
+        "treatment score",
+        "value",
+        "treatments scored",
+        box=box.SIMPLE_HEAD,
+        title="classifier and 512-d embeddings",
+        caption="DMSO excluded. Embeddings: treatment = median of its fields; NSC: nearest treatment "
+        "(cosine) of another compound; NSCB: and of another week; mAP: same-MoA treatments of other "
+        "compounds retrieved, mean over MoAs",
+    )
+    out.add_row("classifier accuracy, %", show(summary["treatment_accuracy"]), str(summary["treatments"]))
+    for name, key in (("NSC 1-NN accuracy, %", "nsc_1nn"), ("NSCB 1-NN accuracy, %", "nscb_1nn")):
+        part = embedding[key]
+        out.add_row(name, show(part["accuracy"]), f"{part['scored']} of {part['of']}")
+    retrieval = embedding["map_same_moa"]
+    mean = "-" if retrieval["mean"] is None else f"{retrieval['mean']:.3f}"
+    out.add_row("mAP, same MoA (0 to 1)", mean, f"{retrieval['scored']} of {retrieval['of']}")
     return out
