@@ -225,6 +225,7 @@ def evaluate(
     with extra_needed("evaluate"):
         import training.baseline as classic
         import training.evaluate as evaluation
+        import training.profile_metrics as profile_metrics
 
     try:
         summary = evaluation.evaluate_run(run, data, split, batch_size)
@@ -232,7 +233,7 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
-    print_table(evaluation.embedding_table(summary))
+    print_table(profile_metrics.table(summary))  # beside the classifier's treatment accuracy
     if baseline:
         print_table(classic.side_by_side(summary))
     say(f"scored: {summary['scored']}")

@@ -4,6 +4,8 @@
     -> probabilities per field                        field accuracy, field confusion
     -> treatments: the fields of one compound-concentration, probabilities averaged,
        class = argmax of the mean                     treatment accuracy, treatment confusion
+    -> embeddings (the features before the head) -> treatment profiles
+                                                      NSC, NSCB 1-NN accuracy, same-MoA mAP (profile_metrics.py)
     -> RUN/evaluation/: evaluation.json, predictions.csv, treatments.csv,
        confusion_{fields,treatments}.{csv,png}
 
@@ -15,7 +17,9 @@ held-out plates its run.json names (test_data). Which fields were scored is said
 Treatment scores leave out the control (DMSO), as the literature's 103 treatments do; field
 scores count every scored field. A folder of `train --fold all` runs (fold-K sub-folders) is
 scored fold by fold, and the held-out fields of all folds pooled into one evaluation: the NSC
-(or NSCB) figure. A field that cannot be read is listed in `failed`, the others are scored.
+(or NSCB) figure; the embedding metrics compare each fold's held-out treatments with the
+treatments that fold trained on, in that fold's model's space. A field that cannot be read is
+listed in `failed`, the others are scored.
 """
 
 from __future__ import annotations
@@ -490,27 +494,4 @@ def table(summary: dict) -> Table:
             str(row["treatments"]),
             show(row["treatment_accuracy"]),
         )
-    return out
-
-
-def embedding_table(summary: dict) -> Table:
-    """The classifier's treatment accuracy beside the embedding metrics, each with the treatments it scored."""
-    embedding = summary["embedding"]
-    out = Table(
-        "treatment score",
-        "value",
-        "treatments scored",
-        box=box.SIMPLE_HEAD,
-        title="classifier and 512-d embeddings",
-        caption="DMSO excluded. Embeddings: treatment = median of its fields; NSC: nearest treatment "
-        "(cosine) of another compound; NSCB: and of another week; mAP: same-MoA treatments of other "
-        "compounds retrieved, mean over MoAs",
-    )
-    out.add_row("classifier accuracy, %", show(summary["treatment_accuracy"]), str(summary["treatments"]))
-    for name, key in (("NSC 1-NN accuracy, %", "nsc_1nn"), ("NSCB 1-NN accuracy, %", "nscb_1nn")):
-        part = embedding[key]
-        out.add_row(name, show(part["accuracy"]), f"{part['scored']} of {part['of']}")
-    retrieval = embedding["map_same_moa"]
-    mean = "-" if retrieval["mean"] is None else f"{retrieval['mean']:.3f}"
-    out.add_row("mAP, same MoA (0 to 1)", mean, f"{retrieval['scored']} of {retrieval['of']}")
     return out

@@ -12,6 +12,7 @@ figure says how many treatments it scored of how many. Profiles compared must co
 model: `train --fold all` folds are scored each in its own model's space (`Profiles` per fold), the
 hits and average precisions then pooled. Only treatments marked `query` are scored; the others
 (a fold's training treatments) are neighbours only. copairs is imported when mAP is computed.
+`table` prints them beside the classifier's treatment accuracy (`evaluate`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+from rich import box
+from rich.table import Table
 
 from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import concentration_key
@@ -161,3 +164,30 @@ def embedding_scores(spaces: list[Profiles]) -> dict:
         "nscb_1nn": nscb_accuracy(spaces),
         "map_same_moa": map_same_moa(spaces),
     }
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def table(summary: dict) -> Table:
+    """The classifier's treatment accuracy beside the embedding metrics, each with the treatments it scored."""
+    embedding = summary["embedding"]
+    out = Table(
+        "treatment score",
+        "value",
+        "treatments scored",
+        box=box.SIMPLE_HEAD,
+        title="classifier and 512-d embeddings",
+        caption="DMSO excluded. Embeddings: treatment = median of its fields; NSC: nearest treatment "
+        "(cosine) of another compound; NSCB: and of another week; mAP: same-MoA treatments of other "
+        "compounds retrieved, mean over MoAs",
+    )
+    out.add_row("classifier accuracy, %", percent(summary["treatment_accuracy"]), str(summary["treatments"]))
+    for name, key in (("NSC 1-NN accuracy, %", "nsc_1nn"), ("NSCB 1-NN accuracy, %", "nscb_1nn")):
+        part = embedding[key]
+        out.add_row(name, percent(part["accuracy"]), f"{part['scored']} of {part['of']}")
+    retrieval = embedding["map_same_moa"]
+    mean = "-" if retrieval["mean"] is None else f"{retrieval['mean']:.3f}"
+    out.add_row("mAP, same MoA (0 to 1)", mean, f"{retrieval['scored']} of {retrieval['of']}")
+    return out

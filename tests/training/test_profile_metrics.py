@@ -10,6 +10,7 @@ from training.profile_metrics import (
     nearest_neighbour_hits,
     nsc_accuracy,
     nscb_accuracy,
+    table,
     treatment_profiles,
 )
 
@@ -107,3 +108,19 @@ def test_nothing_scorable_is_said_so():
     scores = embedding_scores([treatment_profiles(fields, vectors)])
     assert scores["nsc_1nn"] == {"accuracy": None, "scored": 0, "of": 2}
     assert scores["map_same_moa"] == {"mean": None, "scored": 0, "of": 2, "per_moa": {}}
+
+
+def test_the_table_shows_what_was_scored_and_a_dash_for_nothing():
+    import io
+
+    from rich.console import Console
+
+    fields, vectors = fields_at([(field("a", "X"), at(0)), (field("a", "X", concentration=2.0), at(5))])
+    embedding = embedding_scores([treatment_profiles(fields, vectors)])
+    summary = {"treatment_accuracy": 0.5, "treatments": 2, "embedding": embedding}
+    out = io.StringIO()
+    Console(file=out, width=200).print(table(summary))
+    lines = out.getvalue().splitlines()
+    assert next(line for line in lines if "classifier accuracy" in line).split()[-2:] == ["50.0", "2"]
+    assert next(line for line in lines if "NSC 1-NN" in line).split()[-4:] == ["-", "0", "of", "2"]
+    assert next(line for line in lines if "mAP, same MoA" in line).split()[-4:] == ["-", "0", "of", "2"]
