@@ -18,7 +18,8 @@ Treatment scores leave out the control (DMSO), as the literature's 103 treatment
 scores count every scored field. A folder of `train --fold all` runs (fold-K sub-folders) is
 scored fold by fold, and the held-out fields of all folds pooled into one evaluation: the NSC
 (or NSCB) figure; the embedding metrics compare each fold's held-out treatments with the
-treatments that fold trained on, in that fold's model's space. A field that cannot be read is
+treatments that fold trained on, in that fold's model's space (a single NSC or NSCB fold run
+alike). A field that cannot be read is
 listed in `failed`, the others are scored.
 """
 
@@ -313,11 +314,11 @@ def fold_runs(folder: Path) -> list[Path]:
 
 
 def predict_run(
-    folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4, references: bool = False
+    folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4
 ) -> tuple[Predictions, Chosen, Predictions | None]:
-    """Predictions of one run's (or export folder's) model on the fields choose_fields picks; with
-    `references`, when those are the run's val fields, also on its training fields (a fold's
-    neighbours for the embedding metrics: its held-out compound has no other in its val fields)."""
+    """Predictions of one run's (or export folder's) model on the fields choose_fields picks and, for
+    the val fields of a run held out by compound (NSC, NSCB folds), on its training fields: the
+    embedding metrics' neighbours (the held-out compound has no other among the val fields)."""
     from training.run import read_run_info
 
     run_dir = run_of(folder)
@@ -329,9 +330,17 @@ def predict_run(
         classify, labels, size, _ = torch_classifier(run_dir)
     scored = predict(classify, chosen.fields, labels, size, batch_size)
     trained = None
-    if references and chosen.split == "val":
-        trained = predict(classify, choose_fields(run_dir, info, data, "train").fields, labels, size, batch_size)
+    if split == "val" and chosen.out == EVALUATION_DIR:  # the run's own val fields, not other plates
+        train_fields = choose_fields(run_dir, info, data, "train").fields
+        if not treated_compounds(train_fields) & treated_compounds(chosen.fields):
+            trained = predict(classify, train_fields, labels, size, batch_size)
+            # a training field that cannot be read is a failure too, said as one
+            scored.failed += [{**f, "error": f"(a training field, a neighbour) {f['error']}"} for f in trained.failed]
     return scored, chosen, trained
+
+
+def treated_compounds(fields: list[Field]) -> set[str]:
+    return {f.compound for f in fields if f.moa != CONTROL}
 
 
 def profiles_of(scored: Predictions, references: Predictions | None = None) -> Profiles:
@@ -354,9 +363,7 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
     if folds:
         parts, spaces = [], []  # each fold's embeddings stay in its own model's space
         for run in folds:
-            part, chosen, trained = predict_run(run, data, split, batch_size, references=True)
-            if trained is not None:  # a training field that cannot be read is a failure too, said as one
-                part.failed += [{**f, "error": f"(a training field, a neighbour) {f['error']}"} for f in trained.failed]
+            part, chosen, trained = predict_run(run, data, split, batch_size)
             spaces.append(profiles_of(part, trained))
             about = {"run": str(run), "split": chosen.split, "scored": chosen.what}
             write_evaluation(run / chosen.out, part, score(part), about, embedding_scores(spaces[-1:]))
@@ -372,10 +379,10 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
         about = {"run": str(folder), "split": chosen.split, "folds": [r.name for r in folds]}
         about["scored"] = f"each fold's {chosen.split} fields, pooled (per fold: fold-K/{chosen.out}/)"
     else:
-        predictions, chosen, _ = predict_run(folder, data, split, batch_size)
+        predictions, chosen, trained = predict_run(folder, data, split, batch_size)
         about = {"run": str(folder), "split": chosen.split, "scored": chosen.what}
         about["model"] = "openvino" if is_export(folder) else "torch"
-        spaces = [profiles_of(predictions)]
+        spaces = [profiles_of(predictions, trained)]
     if not predictions.fields:
         raise EvaluationError(
             f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "

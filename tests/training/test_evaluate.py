@@ -169,6 +169,11 @@ def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
     per_moa = pooled["map_same_moa"]["per_moa"]
     assert set(per_moa) == {"Actin disruptors", "Eg5 inhibitors"} and pooled["map_same_moa"]["scored"] == 4
     assert pooled["map_same_moa"]["mean"] == pytest.approx(np.mean([m["map"] for m in per_moa.values()]))
+    # One fold run scored alone takes the same neighbours (the treatments it trained on)
+    fold_0 = json.loads((run / "fold-0" / "evaluation" / "evaluation.json").read_text())["embedding"]
+    result = runner.invoke(app, ["evaluate", str(run / "fold-0")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "fold-0" / "evaluation" / "evaluation.json").read_text())["embedding"] == fold_0
 
 
 def nearest_is_same_moa(run: Path, data_fields: list[Field]) -> bool:
@@ -280,6 +285,12 @@ def test_evaluate_on_new_plates_and_a_run_without_validation_fields(tmp_path):
     assert f"scored: the {new_fields} labelled fields of {new}" in result.output
     summary = json.loads((run / "evaluation" / "on-new" / "evaluation.json").read_text())
     assert summary["fields"] == new_fields and summary["split"] == "new" and summary["model"] == "torch"
+    # one plate, one compound per class: NSC has a neighbour of another compound, NSCB none of another
+    # week, mAP no same-MoA treatment of another compound: not scored, and said so
+    embedding = summary["embedding"]
+    assert embedding["nsc_1nn"]["scored"] == 2 and embedding["nsc_1nn"]["of"] == 2
+    assert embedding["nscb_1nn"] == {"accuracy": None, "scored": 0, "of": 2}
+    assert embedding["map_same_moa"] == {"mean": None, "scored": 0, "of": 2, "per_moa": {}}
     torch_predictions = list(csv.DictReader(open(run / "evaluation" / "on-new" / "predictions.csv")))
 
     export_run(run, parity_fields=1, log=lambda line: None)
