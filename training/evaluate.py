@@ -19,8 +19,7 @@ scores count every scored field. A folder of `train --fold all` runs (fold-K sub
 scored fold by fold, and the held-out fields of all folds pooled into one evaluation: the NSC
 (or NSCB) figure; the embedding metrics compare each fold's held-out treatments with the
 treatments that fold trained on, in that fold's model's space (a single NSC or NSCB fold run
-alike). A field that cannot be read is
-listed in `failed`, the others are scored.
+alike). A field that cannot be read is listed in `failed`, the others are scored.
 """
 
 from __future__ import annotations
