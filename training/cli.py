@@ -237,10 +237,11 @@ def evaluate(
     ] = False,
 ):
     """Score a run or its export on its held-out fields or on other labelled plates (--data): field and
-    treatment accuracy, per class, confusion matrices."""
+    treatment accuracy, per class, confusion matrices; the embeddings' NSC and NSCB 1-NN accuracy and mAP."""
     with extra_needed("evaluate"):
         import training.baseline as classic
         import training.evaluate as evaluation
+        import training.profile_metrics as profile_metrics
 
     try:
         summary = evaluation.evaluate_run(run, data, split, batch_size)
@@ -248,6 +249,7 @@ def evaluate(
     except (evaluation.EvaluationError, MetadataError, FileNotFoundError, RuntimeError, ValueError) as exc:
         raise fail(exc) from None
     print_table(evaluation.table(summary))  # the table on stdout, notes on stderr
+    print_table(profile_metrics.table(summary))  # beside the classifier's treatment accuracy
     if baseline:
         print_table(classic.side_by_side(summary))
     say(f"scored: {summary['scored']}")

@@ -4,6 +4,8 @@
     -> probabilities per field                        field accuracy, field confusion
     -> treatments: the fields of one compound-concentration, probabilities averaged,
        class = argmax of the mean                     treatment accuracy, treatment confusion
+    -> embeddings (the features before the head) -> treatment profiles
+                                                      NSC, NSCB 1-NN accuracy, same-MoA mAP (profile_metrics.py)
     -> RUN/evaluation/: evaluation.json, predictions.csv, treatments.csv,
        confusion_{fields,treatments}.{csv,png}
 
@@ -15,7 +17,9 @@ held-out plates its run.json names (test_data). Which fields were scored is said
 Treatment scores leave out the control (DMSO), as the literature's 103 treatments do; field
 scores count every scored field. A folder of `train --fold all` runs (fold-K sub-folders) is
 scored fold by fold, and the held-out fields of all folds pooled into one evaluation: the NSC
-(or NSCB) figure. A field that cannot be read is listed in `failed`, the others are scored.
+(or NSCB) figure; the embedding metrics compare each fold's held-out treatments with the
+treatments that fold trained on, in that fold's model's space (a single NSC or NSCB fold run
+alike). A field that cannot be read is listed in `failed`, the others are scored.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from appliance.imageio import FieldError, read_field
 from appliance.layouts.base import Field
 from appliance.layouts.bbbc021 import IMAGE_CSV, concentration_key, load_fields
 from appliance.result_rows import natural_key
+from training.profile_metrics import Profiles, embedding_scores, treatment_profiles
 from training.splits import CONTROL
 from training.tables import write_csv
 
@@ -53,6 +58,7 @@ class Predictions:
     fields: list[Field]
     probabilities: np.ndarray  # (fields, classes)
     failed: list[dict] = field(default_factory=list)  # {"field", "error"}
+    embeddings: np.ndarray | None = None  # (fields, features): the model's features before its head
 
 
 @dataclass
@@ -250,8 +256,9 @@ def predict(
     size: tuple[int, int],
     batch_size: int = 4,
 ) -> Predictions:
-    """Probabilities of every readable field; `classify` maps uint16 (N, C, H, W) to probabilities (N, classes)."""
-    scored, probabilities, failed = [], [], []
+    """Probabilities and embeddings of every readable field; `classify` maps uint16 (N, C, H, W) to
+    (probabilities (N, classes), embeddings (N, features))."""
+    scored, probabilities, embeddings, failed = [], [], [], []
     for start in range(0, len(fields), batch_size):
         batch, raw = [], []
         for f in fields[start : start + batch_size]:
@@ -261,28 +268,33 @@ def predict(
             except FieldError as exc:
                 failed.append({"field": f"{f.plate}/{f.well}/s{f.site}", "error": str(exc)})
         if batch:
-            probabilities.append(np.asarray(classify(np.stack(raw)), dtype=np.float64))
+            p, e = classify(np.stack(raw))
+            probabilities.append(np.asarray(p, dtype=np.float64))
+            embeddings.append(np.asarray(e, dtype=np.float64))
             scored += batch
-    stacked = np.concatenate(probabilities) if probabilities else np.zeros((0, len(labels)))
-    return Predictions(tuple(labels), scored, stacked, failed)
+    if not scored:
+        return Predictions(tuple(labels), [], np.zeros((0, len(labels))), failed, np.zeros((0, 0)))
+    return Predictions(tuple(labels), scored, np.concatenate(probabilities), failed, np.concatenate(embeddings))
 
 
 def torch_classifier(run_dir: Path):
-    """(classify, labels, size, run.json) of a run's torch model, in fp32 (training/predict.py)."""
+    """(classify, labels, size, run.json) of a run's torch model, in fp32 (training/predict.py);
+    classify gives probabilities and embeddings."""
     from training.predict import load_predictor
 
     predictor, info = load_predictor(run_dir)
-    return (lambda raw: predictor.predict(raw)[0]), predictor.card.labels, predictor.card.size, info
+    return predictor.predict, predictor.card.labels, predictor.card.size, info
 
 
 def openvino_classifier(model_dir: Path):
-    """(classify, labels, size) of an exported OpenVINO model, at the precision classify would choose (auto)."""
+    """(classify, labels, size) of an exported OpenVINO model, at the precision classify would choose (auto);
+    classify gives probabilities and embeddings."""
     from appliance.console import say
     from appliance.inference import Classifier
 
     classifier = Classifier(model_dir)
     say(f"precision {classifier.choice.precision}: {classifier.choice.reason}")
-    return (lambda raw: classifier.predict(raw)[0]), classifier.labels, classifier.size
+    return classifier.predict, classifier.labels, classifier.size
 
 
 def is_export(folder: Path) -> bool:
@@ -305,17 +317,45 @@ def fold_runs(folder: Path) -> list[Path]:
 
 def predict_run(
     folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4
-) -> tuple[Predictions, Chosen]:
-    """Predictions of one run's (or export folder's) model on the fields choose_fields picks."""
+) -> tuple[Predictions, Chosen, Predictions | None]:
+    """Predictions of one run's (or export folder's) model on the fields choose_fields picks and, for
+    the val fields of a run held out by compound (NSC, NSCB folds), on its training fields: the
+    embedding metrics' neighbours (the held-out compound has no other among the val fields)."""
     from training.run import read_run_info
 
     run_dir = run_of(folder)
-    chosen = choose_fields(run_dir, read_run_info(run_dir), data, split)
+    info = read_run_info(run_dir)
+    chosen = choose_fields(run_dir, info, data, split)
     if is_export(folder):
         classify, labels, size = openvino_classifier(folder)
     else:
         classify, labels, size, _ = torch_classifier(run_dir)
-    return predict(classify, chosen.fields, labels, size, batch_size), chosen
+    scored = predict(classify, chosen.fields, labels, size, batch_size)
+    trained = None
+    if split == "val" and chosen.out == EVALUATION_DIR:  # the run's own val fields, not other plates
+        train_fields = choose_fields(run_dir, info, data, "train").fields
+        if not treated_compounds(train_fields) & treated_compounds(chosen.fields):
+            trained = predict(classify, train_fields, labels, size, batch_size)
+            # a training field that cannot be read is a failure too, said as one
+            scored.failed += [{**f, "error": f"(a training field, a neighbour) {f['error']}"} for f in trained.failed]
+    return scored, chosen, trained
+
+
+def treated_compounds(fields: list[Field]) -> set[str]:
+    return {f.compound for f in fields if f.moa != CONTROL}
+
+
+def profiles_of(scored: Predictions, references: Predictions | None = None) -> Profiles:
+    """One model's treatment profiles: the scored fields' treatments are the queries, the references'
+    (a fold's training fields) neighbours only."""
+    parts = [(p, is_query) for p, is_query in ((scored, True), (references, False)) if p is not None and p.fields]
+    if not parts:
+        return treatment_profiles([], np.zeros((0, 0)))
+    return treatment_profiles(
+        [f for p, _ in parts for f in p.fields],
+        np.concatenate([p.embeddings for p, _ in parts]),
+        [is_query for p, is_query in parts for _ in p.fields],
+    )
 
 
 def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", batch_size: int = 4) -> dict:
@@ -323,11 +363,12 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
     folder = Path(folder)
     folds = fold_runs(folder) if not (folder / "run.json").is_file() and not is_export(folder) else []
     if folds:
-        parts = []
+        parts, spaces = [], []  # each fold's embeddings stay in its own model's space
         for run in folds:
-            part, chosen = predict_run(run, data, split, batch_size)
+            part, chosen, trained = predict_run(run, data, split, batch_size)
+            spaces.append(profiles_of(part, trained))
             about = {"run": str(run), "split": chosen.split, "scored": chosen.what}
-            write_evaluation(run / chosen.out, part, score(part), about)
+            write_evaluation(run / chosen.out, part, score(part), about, embedding_scores(spaces[-1:]))
             parts.append(part)
         if len({p.labels for p in parts}) > 1:
             raise EvaluationError(f"{folder}: the fold runs have different classes; they are not one experiment")
@@ -336,26 +377,30 @@ def evaluate_run(folder: Path, data: Path | None = None, split: str = "val", bat
             [f for p in parts for f in p.fields],
             np.concatenate([p.probabilities for p in parts]),
             [x for p in parts for x in p.failed],
-        )
+        )  # no pooled embeddings: folds' models embed in different spaces, scored in `spaces` each apart
         about = {"run": str(folder), "split": chosen.split, "folds": [r.name for r in folds]}
         about["scored"] = f"each fold's {chosen.split} fields, pooled (per fold: fold-K/{chosen.out}/)"
     else:
-        predictions, chosen = predict_run(folder, data, split, batch_size)
+        predictions, chosen, trained = predict_run(folder, data, split, batch_size)
         about = {"run": str(folder), "split": chosen.split, "scored": chosen.what}
         about["model"] = "openvino" if is_export(folder) else "torch"
+        spaces = [profiles_of(predictions, trained)]
     if not predictions.fields:
         raise EvaluationError(
             f"{folder}: none of the {len(predictions.failed)} {split} field(s) could be read; "
             f"first: {predictions.failed[0]['error'] if predictions.failed else '-'}"
         )
-    return write_evaluation(folder / chosen.out, predictions, score(predictions), about)
+    return write_evaluation(folder / chosen.out, predictions, score(predictions), about, embedding_scores(spaces))
 
 
 # --- writing ----------------------------------------------------------------------------------
 
 
-def write_evaluation(out: Path, predictions: Predictions, scores: Scores, about: dict) -> dict:
-    """evaluation.json, predictions.csv, treatments.csv and the two confusion matrices (CSV and PNG)."""
+def write_evaluation(
+    out: Path, predictions: Predictions, scores: Scores, about: dict, embedding: dict | None = None
+) -> dict:
+    """evaluation.json, predictions.csv, treatments.csv and the two confusion matrices (CSV and PNG);
+    `embedding`: the embedding metrics (training/profile_metrics.py), into evaluation.json."""
     out.mkdir(parents=True, exist_ok=True)
     labels = scores.labels
     write_csv(
@@ -391,6 +436,7 @@ def write_evaluation(out: Path, predictions: Predictions, scores: Scores, about:
         "field_accuracy": scores.field_accuracy,
         "treatment_accuracy": scores.treatment_accuracy,
         "classes": scores.per_class(),
+        **({"embedding": embedding} if embedding is not None else {}),
         "failed": predictions.failed,
         "out": str(out),
     }

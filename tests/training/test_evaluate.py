@@ -156,6 +156,44 @@ def test_nscb_folds_trained_and_evaluated_pooled(three_classes, tmp_path):
         pooled += fold_summary["field_accuracy"] / len(folds)
     assert summary["field_accuracy"] == pytest.approx(pooled)  # one field per fold: the pooled mean
 
+    # The embedding metrics: each fold's held-out treatment against the treatments its model trained on
+    # (the other week's: NSCB folds), in that model's space; pooled over folds. Worked out again here.
+    assert "NSC 1-NN accuracy" in result.stdout and "mAP, same MoA" in result.stdout
+    hits = [nearest_is_same_moa(run / name, load_fields(three_classes)) for name in folds]
+    for name, hit in zip(folds, hits):
+        embedding = json.loads((run / name / "evaluation" / "evaluation.json").read_text())["embedding"]
+        assert embedding["nsc_1nn"] == embedding["nscb_1nn"] == {"accuracy": float(hit), "scored": 1, "of": 1}
+        assert embedding["map_same_moa"]["scored"] == 1 and embedding["map_same_moa"]["mean"] == (1.0 if hit else 0.5)
+    pooled = summary["embedding"]
+    assert pooled["nsc_1nn"] == pooled["nscb_1nn"] == {"accuracy": sum(hits) / 4, "scored": 4, "of": 4}
+    per_moa = pooled["map_same_moa"]["per_moa"]
+    assert set(per_moa) == {"Actin disruptors", "Eg5 inhibitors"} and pooled["map_same_moa"]["scored"] == 4
+    assert pooled["map_same_moa"]["mean"] == pytest.approx(np.mean([m["map"] for m in per_moa.values()]))
+    # One fold run scored alone takes the same neighbours (the treatments it trained on)
+    fold_0 = json.loads((run / "fold-0" / "evaluation" / "evaluation.json").read_text())["embedding"]
+    result = runner.invoke(app, ["evaluate", str(run / "fold-0")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "fold-0" / "evaluation" / "evaluation.json").read_text())["embedding"] == fold_0
+
+
+def nearest_is_same_moa(run: Path, data_fields: list[Field]) -> bool:
+    """With numpy alone: is the run's held-out field (one treatment) nearest, by cosine of the embeddings,
+    to the training field (one treatment each, DMSO left out) of its own MoA? Two candidates: one per MoA."""
+    from appliance.fieldsets import from_split, read_raw
+    from training.predict import load_predictor
+
+    by_key = {(f.plate, f.well, f.site): f for f in data_fields}
+    rows = [by_key[(r.plate, r.well, r.site)] for r in from_split(run) if r.moa != "DMSO"]
+    split = {(r.plate, r.well, r.site): r.split for r in from_split(run)}
+    [query] = [f for f in rows if split[(f.plate, f.well, f.site)] == "val"]
+    references = [f for f in rows if split[(f.plate, f.well, f.site)] == "train"]
+    predictor, _ = load_predictor(run)
+    _, embeddings = predictor.predict(read_raw([query, *references], SIZE))
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    nearest = references[int(np.argmax(unit[1:] @ unit[0]))]
+    assert len(references) == 2 and {f.moa for f in references} == set(LABELS[:2])
+    return nearest.moa == query.moa
+
 
 def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
     run = tmp_path / "nsc"
@@ -172,7 +210,12 @@ def test_evaluate_one_run_scores_what_it_can_read(three_classes, tmp_path):
     assert result.exit_code == 0, result.output
     openvino_predictions = list(csv.DictReader(open(run / "export" / "evaluation" / "predictions.csv")))
     assert [r["predicted"] for r in openvino_predictions] == [r["predicted"] for r in torch_predictions]
-    assert json.loads((run / "export" / "evaluation" / "evaluation.json").read_text())["model"] == "openvino"
+    openvino_summary = json.loads((run / "export" / "evaluation" / "evaluation.json").read_text())
+    assert openvino_summary["model"] == "openvino"
+    # the export's embedding output scores the same treatments (4, DMSO left out, one model's space)
+    torch_summary = json.loads((run / "evaluation" / "evaluation.json").read_text())
+    for key in ("nsc_1nn", "nscb_1nn"):
+        assert openvino_summary["embedding"][key]["of"] == torch_summary["embedding"][key]["of"] == 4
     held_out = next(r for r in csv.DictReader(open(run / "split.csv")) if r["split"] == "val")
     truncate(Path(held_out["path_tubulin"]))
     result = runner.invoke(app, ["evaluate", str(run), "--split", "all"])
@@ -242,6 +285,12 @@ def test_evaluate_on_new_plates_and_a_run_without_validation_fields(tmp_path):
     assert f"scored: the {new_fields} labelled fields of {new}" in result.output
     summary = json.loads((run / "evaluation" / "on-new" / "evaluation.json").read_text())
     assert summary["fields"] == new_fields and summary["split"] == "new" and summary["model"] == "torch"
+    # one plate, one compound per class: NSC has a neighbour of another compound, NSCB none of another
+    # week, mAP no same-MoA treatment of another compound: not scored, and said so
+    embedding = summary["embedding"]
+    assert embedding["nsc_1nn"]["scored"] == 2 and embedding["nsc_1nn"]["of"] == 2
+    assert embedding["nscb_1nn"] == {"accuracy": None, "scored": 0, "of": 2}
+    assert embedding["map_same_moa"] == {"mean": None, "scored": 0, "of": 2, "per_moa": {}}
     torch_predictions = list(csv.DictReader(open(run / "evaluation" / "on-new" / "predictions.csv")))
 
     export_run(run, parity_fields=1, log=lambda line: None)
