@@ -12,7 +12,7 @@ HELDOUT` with the default recipe. train records in run.json the epoch and wall t
 validation first reaches `--target-acc` and redraws curves.png each epoch; this script watches
 run.json and stops training at the target or when the wall-clock budget is spent, whichever comes
 first, then prints the time to accuracy, the curve (epoch, wall time, held-out accuracy) and the
-classic baseline (training/baseline.py) on the same fields. Exit code 0: target reached; 1: not.
+classic baseline (training/baseline.py) on the same fields. Exit code 0: target reached; 1: not; 2: train failed.
 The data is written once and reused by later runs with the same --workdir; the run folder is
 replaced each time.
 """
@@ -132,7 +132,8 @@ def main() -> None:
         log.close()
     wall = time.time() - start
     if process.returncode not in (0, -signal.SIGTERM, -signal.SIGKILL):
-        sys.exit(f"train failed (exit {process.returncode}); see {args.workdir / 'train.log'}")
+        print(f"train failed (exit {process.returncode}); see {args.workdir / 'train.log'}", file=sys.stderr)
+        sys.exit(2)  # 1 means the target was not reached
 
     info = read_json(run / "run.json")
     reached = info.get("target_reached")
