@@ -111,7 +111,7 @@ def train(
             "--field-norm/--no-field-norm",
             help="The network standardises each stain of each field first (removes every field's own gains).",
         ),
-    ] = False,
+    ] = True,
     global_batch: Annotated[
         int | None,
         typer.Option(

@@ -6,6 +6,9 @@ by 2**k), then runs three 5x5 "same" convolutions with ReLU. Every column is the
 the grid of the coarsest one (16x20 for a 1024x1280 field), the columns are concatenated,
 fused by a 1x1 convolution, pooled once more and classified by two linear layers.
 All shapes derive from `MCNNConfig`; nothing below is written in for one input size.
+One addition to the paper's network (`field_norm`, on by default): each stain of each field is
+standardised first (instance normalisation), so the weights never see a field's own stain gains;
+on synthetic plates held out by compound it doubled training accuracy after 12 epochs (docs/synthetic.md).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class MCNNConfig:
     fused_channels: int = 1024  # the 1x1 convolution after concatenation
     final_pool: int = 2
     hidden: int = 512  # the penultimate features: the field's embedding
-    field_norm: bool = False  # standardise each field's stains (per field, per channel) first
+    field_norm: bool = True  # standardise each stain of each field first (runs saved before it: False)
 
     def __post_init__(self):
         object.__setattr__(self, "column_widths", tuple(self.column_widths))
@@ -64,7 +67,7 @@ class MCNNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MCNNConfig:
-        return cls(**{**d, "column_widths": tuple(d["column_widths"])})
+        return cls(**{"field_norm": False, **d, "column_widths": tuple(d["column_widths"])})
 
 
 def halve(x: torch.Tensor) -> torch.Tensor:

@@ -62,3 +62,22 @@ def test_a_column_pools_before_its_last_relu_with_the_same_values_and_gradients(
     assert torch.equal(ours, conventional)
     grads = [torch.autograd.grad(out.square().sum(), conv1.weight)[0] for out in (ours, conventional)]
     assert torch.equal(*grads)
+
+
+def test_field_norm_makes_the_network_blind_to_each_fields_stain_gains():
+    torch.manual_seed(0)
+    config = MCNNConfig(height=128, width=128)
+    assert config.field_norm  # the network as trained
+    model = MCNN(config).eval()
+    x = torch.randn(2, 3, 128, 128)  # normalised fields: unit variance, where eps (1e-3) is negligible
+    gains, offsets = torch.tensor([3.0, 1.2, 1.7]).view(1, 3, 1, 1), torch.tensor([0.5, -0.2, 0.1]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x * gains + offsets), model(x), atol=1e-3, rtol=1e-3)
+        plain = MCNN(MCNNConfig(height=128, width=128, field_norm=False)).eval()
+        assert not torch.allclose(plain(x * gains), plain(x), atol=1e-4)
+
+
+def test_a_config_saved_before_field_norm_loads_without_it():
+    saved = MCNNConfig(height=128, width=128).to_dict()
+    del saved["field_norm"]
+    assert MCNNConfig.from_dict(saved).field_norm is False
