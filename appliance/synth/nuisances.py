@@ -18,6 +18,11 @@ BACKGROUND_SPREAD = 0.4
 OUT_OF_FOCUS_RATE = 0.06  # autofocus misses
 DEBRIS_RATE = 0.12  # dust, fibres, precipitate
 SATURATED_RATE = 0.04  # a few pixels at the camera's ceiling
+# Cells differ from well to well in more than size (confluence, passage, time since seeding): each field
+# scales these traits of all its cells, treated or not, by exp(N(0, STATE_SPREAD)). Field averages of
+# them then vary within a class about as much as between classes; a phenotype's own structures remain.
+STATE_TRAITS = ("tub_fibre", "tub_peri", "act_rim", "act_fibres", "act_cyto", "chromatin", "cell_aspect", "nuc_aspect")
+STATE_SPREAD = 0.4
 GRADIENT_RATE = 0.3  # uneven seeding: density falls across the field
 
 
@@ -29,6 +34,7 @@ class FieldConditions:
     density: float  # cells, times the phenotype's density
     penetrance: float  # share of the cells that respond to the treatment; the others look like DMSO
     scale: float  # cell and nucleus size, times the phenotype's (cells spread more or less from well to well)
+    state: tuple[float, ...]  # STATE_TRAITS of every cell, times the phenotype's
     gradient: tuple[float, float]  # seeding density slope across x and y
     clumping: float  # patchiness of the monolayer, times the phenotype's (MCF-7 grow in clumps, unevenly)
     blur: float  # Gaussian sigma (px): a little in every field (focus varies), 2-5 px out of focus
@@ -43,8 +49,9 @@ def draw_conditions(rng: np.random.Generator) -> FieldConditions:
         background=np.exp(rng.uniform(-BACKGROUND_SPREAD, BACKGROUND_SPREAD, 3)).astype(np.float32),
         tilt=(float(rng.uniform(-0.1, 0.1)), float(rng.uniform(-0.1, 0.1))),
         density=float(np.exp(rng.normal(0.0, 0.25))),
-        penetrance=float(rng.uniform(0.3, 0.8)),
+        penetrance=float(rng.uniform(0.15, 0.6)),
         scale=float(np.exp(rng.normal(0.0, 0.12))),
+        state=tuple(float(v) for v in np.exp(rng.normal(0.0, STATE_SPREAD, len(STATE_TRAITS)))),
         gradient=(float(gradient[0]), float(gradient[1])),
         clumping=float(np.exp(rng.uniform(-0.7, 1.1))),
         blur=float(rng.uniform(2.0, 5.0)) if rng.random() < OUT_OF_FOCUS_RATE else float(rng.uniform(0.0, 1.0)),

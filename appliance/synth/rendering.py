@@ -17,7 +17,7 @@ from statistics import NormalDist
 import numpy as np
 
 from appliance.synth.cells import draw_dots, draw_interphase, draw_mitotic
-from appliance.synth.nuisances import FieldConditions, apply_artefacts, draw_conditions
+from appliance.synth.nuisances import STATE_TRAITS, FieldConditions, apply_artefacts, draw_conditions
 from appliance.synth.phenotypes import DMSO, Phenotype, brightness_cue, phenotype, week_effects
 
 FULL_SIZE = (1024, 1280)  # height, width of a BBBC021 field
@@ -88,6 +88,20 @@ def _positions(p: Phenotype, size, rng, conditions: FieldConditions) -> tuple[np
     return np.rint(xx[keep]).astype(np.int64), np.rint(yy[keep]).astype(np.int64)
 
 
+def field_state(p: Phenotype, conditions: FieldConditions) -> dict[str, float]:
+    """The field's cell state (STATE_TRAITS, nuisances.py) applied to a phenotype; fractions stay below 1,
+    aspect ratios at or above 1."""
+    out = {}
+    for trait, factor in zip(STATE_TRAITS, conditions.state):
+        value = getattr(p, trait) * factor
+        if trait in ("tub_fibre", "tub_peri"):
+            value = min(value, 0.98)
+        if trait.endswith("aspect"):
+            value = 1.0 + (getattr(p, trait) - 1.0) * factor
+        out[trait] = value
+    return out
+
+
 def render_field(
     moa: str,
     strength: float,
@@ -109,7 +123,7 @@ def render_field(
     wk = week_effects(week)
     conditions = draw_conditions(rng)
     p, control = (
-        replace(q, cell_r=q.cell_r * conditions.scale, nuc_r=q.nuc_r * conditions.scale)
+        replace(q, cell_r=q.cell_r * conditions.scale, nuc_r=q.nuc_r * conditions.scale, **field_state(q, conditions))
         for q in (phenotype(moa, strength, compound), DMSO)
     )
 
