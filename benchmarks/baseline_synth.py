@@ -19,7 +19,7 @@ import numpy as np
 
 from appliance.console import parse_size
 from appliance.layouts.bbbc021 import class_names, load_fields
-from appliance.synth import write_dataset
+from appliance.synth import write_heldout_split
 from training import baseline
 
 
@@ -28,10 +28,7 @@ def heldout_scores(
 ) -> dict:
     """Write the plates under root, fit the baseline on the training plates, score the held-out plate."""
     common = dict(size=size, seed=seed, brightness_cue=cue, workers=2)
-    write_dataset(root / "train", plates=plates, fields_per_class=fields_per_class, compounds="train", **common)
-    write_dataset(
-        root / "heldout", plates=1, fields_per_class=fields_per_class, first_plate=plates, compounds="heldout", **common
-    )
+    write_heldout_split(root / "train", root / "heldout", plates, fields_per_class, fields_per_class, **common)
     train_fields, test_fields = load_fields(root / "train"), load_fields(root / "heldout")
     labels = tuple(class_names(train_fields))
     start = time.perf_counter()

@@ -54,7 +54,7 @@ def read_json(path: Path) -> dict:
 
 
 def main() -> None:
-    from appliance.synth import write_dataset
+    from appliance.synth import write_heldout_split
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("tta"))
@@ -76,17 +76,14 @@ def main() -> None:
 
     data, heldout, run = args.workdir / "data", args.workdir / "heldout", args.workdir / "run"
     if not (heldout / "BBBC021_v1_image.csv").is_file():
-        drawn = dict(size=size, workers=args.workers)
-        train_set = write_dataset(
-            data, plates=args.plates, fields_per_class=args.fields_per_class, compounds="train", **drawn
-        )
-        held_set = write_dataset(  # a week after the training weeks, the compounds they never show
+        train_set, held_set = write_heldout_split(
+            data,
             heldout,
-            plates=1,
-            fields_per_class=args.heldout_fields_per_class,
-            first_plate=args.plates,
-            compounds="heldout",
-            **drawn,
+            args.plates,
+            args.fields_per_class,
+            args.heldout_fields_per_class,
+            size=size,
+            workers=args.workers,
         )
         seconds = train_set["seconds"] + held_set["seconds"]
         print(f"wrote {train_set['fields']} + {held_set['fields']} held-out fields in {seconds:.0f} s", flush=True)

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from appliance.classify import classify_plate
 from appliance.layouts.bbbc021 import load_fields
-from appliance.synth import write_dataset
+from appliance.synth import write_heldout_split
 from export.exporter import export_run
 from training import baseline
 from training.checkpoint import CHECKPOINTS
@@ -99,14 +99,9 @@ def run_demo(workdir: Path, plan: DemoPlan = DemoPlan(), console: Console | None
     console.rule("1/4 synthetic plates")
     data, heldout = workdir / "data", workdir / "heldout"
     drawn = {"size": plan.size, "seed": plan.seed, "workers": plan.workers}
-    write_dataset(data, plates=plan.train_plates, fields_per_class=plan.fields_per_class, compounds="train", **drawn)
-    held = write_dataset(  # a week after the training weeks, the compounds they never showed
-        heldout,
-        plates=1,
-        fields_per_class=plan.heldout_fields_per_class,
-        first_plate=plan.train_plates,
-        compounds="heldout",
-        **drawn,
+    # the held-out plate: a week after the training weeks, the compounds they never showed
+    _, held = write_heldout_split(
+        data, heldout, plan.train_plates, plan.fields_per_class, plan.heldout_fields_per_class, **drawn
     )
     stage("synth")
 

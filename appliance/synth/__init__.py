@@ -17,7 +17,14 @@ rendering: drawing one field from a phenotype (numpy only), its cells drawn by c
 dataset: writing plates, file names and CSVs in the BBBC021 layout.
 """
 
-from appliance.synth.dataset import heldout_compounds, moa_table, plate_name, treatments_by_class, write_dataset
+from appliance.synth.dataset import (
+    heldout_compounds,
+    moa_table,
+    plate_name,
+    treatments_by_class,
+    write_dataset,
+    write_heldout_split,
+)
 from appliance.synth.phenotypes import (
     PHENOTYPES,
     Phenotype,
@@ -44,4 +51,5 @@ __all__ = [
     "treatments_by_class",
     "week_effects",
     "write_dataset",
+    "write_heldout_split",
 ]

@@ -222,3 +222,16 @@ def write_dataset(
         "classes": len(treatments_by_class()),
         "seconds": time.perf_counter() - start,
     }
+
+
+def write_heldout_split(
+    data: Path, heldout: Path, plates: int, fields_per_class: int, heldout_fields_per_class: int, **drawn
+) -> tuple[dict, dict]:
+    """Training plates of the training compounds under `data`, and under `heldout` one plate of the week
+    after them showing only the compounds they never do (not-same-compound, a new week); `drawn`: the
+    other write_dataset arguments. Returns both write_dataset summaries."""
+    trained = write_dataset(data, plates=plates, fields_per_class=fields_per_class, compounds="train", **drawn)
+    held = write_dataset(
+        heldout, plates=1, fields_per_class=heldout_fields_per_class, first_plate=plates, compounds="heldout", **drawn
+    )
+    return trained, held
