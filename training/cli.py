@@ -112,6 +112,14 @@ def train(
             help="The network standardises each stain of each field first (removes every field's own gains).",
         ),
     ] = True,
+    global_pool: Annotated[
+        bool,
+        typer.Option(
+            "--global-pool/--no-global-pool",
+            help="Average the fused grid into one vector instead of the paper's flatten "
+            "(fewer weights, the same for every position of the field).",
+        ),
+    ] = False,
     global_batch: Annotated[
         int | None,
         typer.Option(

@@ -32,6 +32,8 @@ class MCNNConfig:
     final_pool: int = 2
     hidden: int = 512  # the penultimate features: the field's embedding
     field_norm: bool = True  # standardise each stain of each field first (runs saved before it: False)
+    global_pool: bool = False  # average the fused grid into one vector (translation invariant) instead of
+    # the paper's final max-pool and flatten, whose first linear layer has weights for every grid position
 
     def __post_init__(self):
         object.__setattr__(self, "column_widths", tuple(self.column_widths))
@@ -57,6 +59,8 @@ class MCNNConfig:
 
     @property
     def flat_features(self) -> int:
+        if self.global_pool:
+            return self.fused_channels
         gh, gw = self.grid
         return self.fused_channels * (gh // self.final_pool) * (gw // self.final_pool)
 
@@ -125,7 +129,7 @@ class MCNN(nn.Module):
         self.fuse = nn.Sequential(
             nn.Conv2d(sum(c.column_widths), c.fused_channels, 1),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(c.final_pool),
+            nn.AdaptiveAvgPool2d(1) if c.global_pool else nn.MaxPool2d(c.final_pool),
             nn.Flatten(),
             nn.Linear(c.flat_features, c.hidden),
             nn.ReLU(inplace=True),

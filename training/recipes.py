@@ -58,6 +58,7 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_epochs: float | None = None
     label_smoothing: float = 0.1
+    global_pool: bool = False  # MCNNConfig.global_pool
     field_norm: bool = True  # the network standardises each field's stains first (MCNNConfig.field_norm)
     gain_jitter: float = 0.15  # augmentation: each stain's gain x exp(U(-j, j)), as imaging weeks differ
     clip_grad: float = 0.0  # max gradient norm; 0 = off

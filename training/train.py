@@ -112,6 +112,7 @@ def train(
             in_channels=len(CHANNELS),
             num_classes=len(data.labels),
             field_norm=cfg.field_norm,
+            global_pool=cfg.global_pool,
         )
     ).to(memory_format=torch.channels_last)
     model = DistributedDataParallel(raw_model) if ranks.ddp else raw_model  # DDP: same start weights on every rank

@@ -81,3 +81,14 @@ def test_a_config_saved_before_field_norm_loads_without_it():
     saved = MCNNConfig(height=128, width=128).to_dict()
     del saved["field_norm"]
     assert MCNNConfig.from_dict(saved).field_norm is False
+
+
+def test_global_pool_averages_the_grid_into_one_vector():
+    flat, pooled = MCNNConfig(height=256, width=256), MCNNConfig(height=256, width=256, global_pool=True)
+    assert pooled.flat_features == pooled.fused_channels and flat.flat_features == pooled.fused_channels * 2 * 2
+    model = MCNN(pooled).eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(2, 3, 256, 256)).shape == (2, pooled.hidden)
+    saved = MCNNConfig(height=256, width=256).to_dict()
+    del saved["global_pool"]
+    assert MCNNConfig.from_dict(saved).global_pool is False  # runs saved before it: the paper's flatten
