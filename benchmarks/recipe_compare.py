@@ -1,13 +1,16 @@
-"""Which recipe learns better: train each on the same synthetic set, score each on a held-out week.
+"""Which recipe learns better: train each on the same synthetic set, score each on a held-out plate.
 
     .venv/bin/python benchmarks/recipe_compare.py [--size 256x384] [--epochs 10] [--batch-size 4] [--seeds 0 1]
+    .venv/bin/python benchmarks/recipe_compare.py --accumulation 16 --epochs 40   # global batch 64: the paper's regime
 
-Writes synthetic plates once (`--plates` training plates, plus one more plate of another week
-held out entirely), then for every seed trains every recipe of training/recipes.py's RECIPES
-(`--recipes`) with the same epochs, batch, seed and data, and scores each run on the held-out
-plate (torch, the run's own normalisation). Prints, side by side, the final validation and
-held-out accuracy of every run, then each recipe's mean and the spread over seeds: the noise
-a difference must exceed to mean anything. `--json` writes the same.
+Writes synthetic plates once (`--plates` training plates of the training compounds, plus one
+plate of the next week showing only the held-out compounds: not-same-compound), then for every
+seed trains every recipe of training/recipes.py's RECIPES (`--recipes`) with the same epochs,
+batch, seed and data, validating every epoch on the held-out plate (`train --val-data`). The
+global batch is `--batch-size` x `--accumulation` (one process); each recipe scales its rate to it
+as `train` does. Prints, side by side, every run's held-out accuracy after its last epoch, then
+each recipe's mean and the spread over seeds: the noise a difference must exceed to mean
+anything. `--json` writes the same.
 """
 
 from __future__ import annotations
@@ -24,27 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of 
 from benchmarks.machine import announce  # noqa: E402
 
 
-def heldout_accuracy(run: Path, heldout: Path, workers: int) -> tuple[float, int]:
-    from torch.utils.data import DataLoader
-
-    from appliance.layouts.bbbc021 import load_fields
-    from appliance.normalization import Normalization
-    from training.dataset import FieldDataset
-    from training.run import load_run
-    from training.step import evaluate
-
-    model, info = load_run(run)
-    size = (model.config.height, model.config.width)  # the run's own size
-    fields = load_fields(heldout)
-    dataset = FieldDataset(fields, info["labels"], size, Normalization.from_dict(info["normalization"]))
-    _, correct, n = evaluate(model, DataLoader(dataset, batch_size=8, num_workers=workers), info["precision"])
-    return correct / n, n
-
-
 def main() -> None:
     from rich.console import Console
 
-    from appliance.synth import write_dataset
+    from appliance.synth import write_heldout_split
     from training.recipes import RECIPES, TrainConfig, peak_lr, resolve_recipe
     from training.train import train
 
@@ -55,7 +41,8 @@ def main() -> None:
     parser.add_argument("--fields-per-class", type=int, default=8, help="per training plate")
     parser.add_argument("--heldout-fields-per-class", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=4, help="global batch (one process, no accumulation)")
+    parser.add_argument("--batch-size", type=int, default=4, help="fields per forward pass (one process)")
+    parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--workers", type=int, default=1)
@@ -65,17 +52,17 @@ def main() -> None:
     announce()
 
     data, heldout = args.workdir / "data", args.workdir / "heldout"
-    if not (data / "BBBC021_v1_image.csv").is_file():
-        write_dataset(data, plates=args.plates, fields_per_class=args.fields_per_class, size=size, workers=args.workers)
     if not (heldout / "BBBC021_v1_image.csv").is_file():
-        write_dataset(
+        write_heldout_split(
+            data,
             heldout,
-            plates=1,
-            fields_per_class=args.heldout_fields_per_class,
+            args.plates,
+            args.fields_per_class,
+            args.heldout_fields_per_class,
             size=size,
             workers=args.workers,
-            first_plate=args.plates,
         )
+    global_batch = args.batch_size * args.accumulation
 
     rows = []
     for seed in args.seeds:
@@ -86,26 +73,28 @@ def main() -> None:
                     out=str(args.workdir / f"{name}-seed{seed}"),
                     epochs=args.epochs,
                     batch_size=args.batch_size,
+                    accumulation=args.accumulation,
                     size=size,
                     seed=seed,
                     recipe=name,
                     workers=args.workers,
+                    val_data=str(heldout),
                 )
             )
             start = time.time()
             result = train(cfg, console=Console(quiet=True))
             last = result["history"][-1]
-            accuracy, n = heldout_accuracy(Path(result["run"]), heldout, args.workers)
+            accuracy = last["val_acc"]  # the held-out plate, validated after the last epoch
+            n = json.loads((Path(result["run"]) / "run.json").read_text())["fields"]["val"]
             rows.append(
                 {
                     "recipe": name,
                     "optimizer": cfg.optimizer,
-                    "peak_lr": peak_lr(cfg, args.batch_size),
+                    "peak_lr": peak_lr(cfg, global_batch),
                     "weight_decay": cfg.weight_decay,
                     "warmup_epochs": cfg.warmup_epochs,
                     "seed": seed,
                     "train_loss": last["train_loss"],
-                    "val_acc": last["val_acc"],
                     "heldout_acc": accuracy,
                     "heldout_fields": n,
                     "minutes": round((time.time() - start) / 60, 2),
@@ -113,23 +102,20 @@ def main() -> None:
             )
             r = rows[-1]
             print(
-                f"{name:<6} seed {seed}: held-out {accuracy:.3f}, val {r['val_acc']:.3f}, "
+                f"{name:<6} seed {seed}: held-out {accuracy:.3f}, "
                 f"train loss {r['train_loss']:.3f} ({r['minutes']:.1f} min)",
                 flush=True,
             )
 
     print(
-        f"\n{size[0]}x{size[1]}, {args.epochs} epochs, batch {args.batch_size}, held-out plate of "
-        f"{rows[0]['heldout_fields']} fields (another week)"
+        f"\n{size[0]}x{size[1]}, {args.epochs} epochs, global batch {global_batch} ({args.batch_size} x "
+        f"{args.accumulation}), held-out plate of {rows[0]['heldout_fields']} fields (another week, other compounds)"
     )
-    print(
-        f"{'recipe':<7} {'optimizer':<9} {'peak lr':>9} {'seed':>4} {'train loss':>10} {'val acc':>7} "
-        f"{'held-out':>8} {'min':>5}"
-    )
+    print(f"{'recipe':<7} {'optimizer':<9} {'peak lr':>9} {'seed':>4} {'train loss':>10} {'held-out':>8} {'min':>5}")
     for r in rows:
         print(
             f"{r['recipe']:<7} {r['optimizer']:<9} {r['peak_lr']:>9.3g} {r['seed']:>4} {r['train_loss']:>10.3f} "
-            f"{r['val_acc']:>7.3f} {r['heldout_acc']:>8.3f} {r['minutes']:>5.1f}"
+            f"{r['heldout_acc']:>8.3f} {r['minutes']:>5.1f}"
         )
     summary = {}
     for name in args.recipes:
