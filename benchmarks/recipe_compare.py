@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of this checkout
 
+from benchmarks.heldout_plates import heldout_plates  # noqa: E402
 from benchmarks.machine import announce  # noqa: E402
 
 
 def main() -> None:
     from rich.console import Console
 
-    from appliance.synth import write_heldout_split
     from training.recipes import RECIPES, TrainConfig, peak_lr, resolve_recipe
     from training.train import train
 
@@ -51,17 +51,7 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     announce()
 
-    data, heldout = args.workdir / "data", args.workdir / "heldout"
-    if not (heldout / "BBBC021_v1_image.csv").is_file():
-        write_heldout_split(
-            data,
-            heldout,
-            args.plates,
-            args.fields_per_class,
-            args.heldout_fields_per_class,
-            size=size,
-            workers=args.workers,
-        )
+    data, heldout = heldout_plates(args.workdir, args, size)
     global_batch = args.batch_size * args.accumulation
 
     rows = []

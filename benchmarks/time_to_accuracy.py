@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages of this checkout
 
+from benchmarks.heldout_plates import heldout_plates  # noqa: E402
 from benchmarks.machine import announce  # noqa: E402
 
 
@@ -54,7 +55,6 @@ def read_json(path: Path) -> dict:
 
 
 def main() -> None:
-    from appliance.synth import write_heldout_split
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("tta"))
@@ -74,19 +74,8 @@ def main() -> None:
     size = tuple(int(v) for v in args.size.split("x"))
     announce()
 
-    data, heldout, run = args.workdir / "data", args.workdir / "heldout", args.workdir / "run"
-    if not (heldout / "BBBC021_v1_image.csv").is_file():
-        train_set, held_set = write_heldout_split(
-            data,
-            heldout,
-            args.plates,
-            args.fields_per_class,
-            args.heldout_fields_per_class,
-            size=size,
-            workers=args.workers,
-        )
-        seconds = train_set["seconds"] + held_set["seconds"]
-        print(f"wrote {train_set['fields']} + {held_set['fields']} held-out fields in {seconds:.0f} s", flush=True)
+    data, heldout = heldout_plates(args.workdir, args, size)
+    run = args.workdir / "run"
     if run.exists():  # a previous run's target and curve must not count
         shutil.rmtree(run)
 
