@@ -8,7 +8,8 @@ same on two polls in a row, so a file still being written is never read.
 
 OUT/watch-ledger.json records each plate's status and attempts. It is rewritten atomically
 after every change, so a restarted watcher never classifies a finished plate again, and a plate
-that keeps failing is tried a bounded number of times. A lock file keeps a second watcher off
+that keeps failing is tried a bounded number of times; a ledger that cannot be written (a full
+disk) stays in memory and is written again every poll. A lock file keeps a second watcher off
 the same results folder.
 """
 
@@ -25,7 +26,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +124,7 @@ class Ledger:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.unsaved: str | None = None
         try:
             self.plates: dict[str, dict] = json.loads(self.path.read_text())["plates"] if self.path.exists() else {}
             for name, entry in self.plates.items():
@@ -139,7 +141,18 @@ class Ledger:
 
     def record(self, plate: str, **entry) -> None:
         self.plates[plate] = {**self.get(plate), **entry, "updated": utc_now()}
-        write_json(self.path, {"plates": self.plates})  # synced: the ledger decides what is never redone
+        self.save()
+
+    def save(self) -> None:
+        """Write the whole ledger (synced: it decides what is never redone). A write that fails (a full
+        disk, a share gone) leaves the ledger in memory, written whole by the next record or save;
+        `unsaved` says why until then."""
+        try:
+            write_json(self.path, {"plates": self.plates})
+        except OSError as exc:
+            self.unsaved = str(exc)
+        else:
+            self.unsaved = None
 
 
 @dataclass
@@ -191,6 +204,7 @@ class Watcher:
         self.given_up: set[str] = set()
         self.changed_after: set[str] = set()
         self.inbox_problem: str | None = None  # the last "cannot read the inbox" said, so it is said once
+        self.ledger_problem: str | None = None  # the same for "cannot write the ledger"
 
     def close(self) -> None:
         self._lock.close()  # releases the lock
@@ -257,6 +271,26 @@ class Watcher:
 
     def poll(self, now: float) -> list[str]:
         """Look at every plate once and classify those that are complete; returns their names."""
+        try:
+            return self.poll_plates(now)
+        finally:
+            self.check_ledger()
+
+    def check_ledger(self) -> None:
+        """A ledger that cannot be written is kept in memory and written again every poll; said once
+        when that starts, and when it is written again."""
+        if self.ledger.unsaved:
+            self.ledger.save()
+        if self.ledger.unsaved and not self.ledger_problem:
+            self.warn(
+                f"{self.ledger.unsaved}; the watcher goes on and writes the ledger again every poll "
+                "(if it is restarted before then, it classifies again the plates the file does not record)"
+            )
+        elif self.ledger_problem and not self.ledger.unsaved:
+            self.log(f"the ledger {self.ledger.path} is written again")
+        self.ledger_problem = self.ledger.unsaved
+
+    def poll_plates(self, now: float) -> list[str]:
         classified = []
         try:
             plates = inbox_plates(self.inbox)
@@ -315,8 +349,7 @@ class Watcher:
             if disk_full(exc):  # not the plate's fault: not one of its tries (found by benchmarks/soak_watch.py)
                 self.retry_at[plate] = now + self.options.retry_delay
                 self.log(f"{plate}: the results disk is full ({error}); retrying in {self.options.retry_delay:g} s")
-                with suppress(OSError):  # the ledger is on that disk too; a retry rewrites it
-                    self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1, error=error)
+                self.ledger.record(plate, status=INTERRUPTED, attempts=attempt - 1, error=error)
                 return False
             self.ledger.record(plate, status=FAILED, error=error)
             self.retry_at[plate] = now + self.options.retry_delay

@@ -411,3 +411,34 @@ def test_a_full_results_disk_is_not_a_try_of_the_plate(tmp_path, classifier):
     assert sum("the results disk is full" in line for line in lines) == 5
     entry = ledger(out)["Plate"]
     assert (entry["status"], entry["attempts"], entry["classified"]) == ("done", 1, 1)
+
+
+def test_a_ledger_that_cannot_be_written_does_not_stop_the_watcher(tmp_path, classifier, calls, monkeypatch):
+    """The ledger's disk full for a while: the plate is classified once, said once, and recorded when it can be."""
+    import appliance.watch
+    from appliance.files import WriteError
+
+    seen, counting = calls
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    write_plate(inbox / "Plate", wells=("B02",), sites=(1,))
+    write_json, failing = appliance.watch.write_json, [True]
+
+    def full_disk(path, data):
+        if failing[0]:
+            raise WriteError(f"{path}: cannot write (No space left on device); the file there before is unchanged")
+        return write_json(path, data)
+
+    monkeypatch.setattr(appliance.watch, "write_json", full_disk)
+    lines = []
+    with Watcher(inbox, out, classifier, FAST, log=lines.append, classify=counting) as watcher:
+        for t in range(4):
+            watcher.poll(t)
+        assert [name for name, *_ in seen] == ["Plate"] and not (out / LEDGER).exists()
+        assert sum("No space left on device" in line for line in lines) == 1
+        failing[0] = False
+        watcher.poll(5)
+    assert ledger(out)["Plate"]["status"] == "done"
+    assert any("is written again" in line for line in lines)
+    with Watcher(inbox, out, classifier, FAST, log=lines.append, classify=counting) as watcher:
+        watcher.poll(10)
+    assert len(seen) == 1
