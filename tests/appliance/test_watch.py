@@ -55,6 +55,15 @@ def calls(monkeypatch):
     return seen, counting
 
 
+def broken_and_good(tmp_path: Path) -> tuple[Path, Path]:
+    """An inbox with a plate that cannot be classified (no images) and a good one; and a results folder."""
+    inbox = tmp_path / "inbox"
+    (inbox / "Broken").mkdir(parents=True)
+    (inbox / "Broken" / "notes.txt").write_text("no images here")
+    write_plate(inbox / "Good", wells=("B02",), sites=(1,))
+    return inbox, tmp_path / "out"
+
+
 def slow_copy(source: Path, target: Path, pause: float = 0.08, chunks: int = 3) -> None:
     """An imager's pace: one file after another, each written in pieces with pauses in between."""
     target.mkdir(parents=True)
@@ -183,10 +192,7 @@ def test_a_watcher_killed_inside_a_plate_counts_a_failed_try_and_retries(tmp_pat
 
 
 def test_a_failing_plate_is_reported_and_tried_a_bounded_number_of_times(tmp_path, classifier, calls):
-    inbox, out = tmp_path / "inbox", tmp_path / "out"
-    (inbox / "Broken").mkdir(parents=True)
-    (inbox / "Broken" / "notes.txt").write_text("no images here")
-    write_plate(inbox / "Good", wells=("B02",), sites=(1,))
+    inbox, out = broken_and_good(tmp_path)
     seen, counting = calls
     lines = []
     with Watcher(
@@ -207,10 +213,7 @@ def test_a_failing_plate_is_reported_and_tried_a_bounded_number_of_times(tmp_pat
 
 def test_a_quiet_watcher_still_tells_its_problems(tmp_path, classifier, calls):
     """watch --quiet silences progress (log), never a failing plate (warn)."""
-    inbox, out = tmp_path / "inbox", tmp_path / "out"
-    (inbox / "Broken").mkdir(parents=True)
-    (inbox / "Broken" / "notes.txt").write_text("no images here")
-    write_plate(inbox / "Good", wells=("B02",), sites=(1,))
+    inbox, out = broken_and_good(tmp_path)
     _, counting = calls
     progress, problems = [], []
     options = WatchOptions(settle=1, attempts=1)
