@@ -55,7 +55,6 @@ def read_json(path: Path) -> dict:
 
 
 def main() -> None:
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workdir", type=Path, default=Path("tta"))
     parser.add_argument("--size", default="1024x1280")
